@@ -1,0 +1,2 @@
+//! glwarden: keeps CI connected to GitLab.
+pub mod sim;
