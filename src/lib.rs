@@ -1,2 +1,15 @@
-//! glwarden: keeps CI connected to GitLab.
+//! glwarden keeps CI connected to GitLab: it checks every connected project's
+//! repository, deploy key and webhook (and the credential behind them), records
+//! their health in SQLite and reports it.
+//!
+//! Flow: [`config`] → [`inventory`] → [`check`] (per connection: [`gitlab`]
+//! client → [`probe`] verdicts) → [`store`] → [`report`]. [`sim`] is the
+//! built-in GitLab simulator used by the demo and the tests.
+
+pub mod config;
+pub mod gitlab;
+pub mod health;
+pub mod keys;
+pub mod probe;
 pub mod sim;
+pub mod store;

@@ -1,0 +1,760 @@
+//! Configuration: a TOML file layered with `GLWARDEN__SECTION__KEY` environment
+//! overrides (the `config` crate), validated into typed settings.
+//!
+//! Secrets never live in the file: a connection names where its token is
+//! (a file, an environment variable or a systemd credential), and the token is
+//! read into a [`SecretString`] at load time so that a bad credential is a
+//! configuration error, reported before anything talks to GitLab.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Environment variable prefix for overrides: `GLWARDEN__STORE__PATH=/tmp/x.db`.
+pub const ENV_PREFIX: &str = "GLWARDEN";
+
+/// Webhook event flags GitLab knows for project hooks (reference §2.1).
+pub const KNOWN_HOOK_EVENTS: &[&str] = &[
+    "push_events",
+    "tag_push_events",
+    "merge_requests_events",
+    "issues_events",
+    "confidential_issues_events",
+    "note_events",
+    "confidential_note_events",
+    "job_events",
+    "pipeline_events",
+    "wiki_page_events",
+    "deployment_events",
+    "feature_flag_events",
+    "releases_events",
+    "milestone_events",
+    "emoji_events",
+    "resource_access_token_events",
+    "resource_deploy_token_events",
+    "vulnerability_events",
+];
+
+/// A configuration problem, always naming the file and the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {file}: cannot be read: {reason}")]
+    Unreadable { file: PathBuf, reason: String },
+    #[error("config file {file}: {reason}")]
+    Syntax { file: PathBuf, reason: String },
+    #[error("config file {file}: key `{key}`: {reason}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// The whole configuration, as written (before secrets are loaded).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub check: CheckConfig,
+    #[serde(default)]
+    pub expect: Expectations,
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionConfig>,
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+    #[serde(default)]
+    pub discover: Vec<DiscoveryRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite database file. Default: `$STATE_DIRECTORY/glwarden.db` under
+    /// systemd, else `./glwarden.db`.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        // systemd may pass several colon-separated directories; the first is ours.
+        Some(dirs) => {
+            let first = dirs
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or(".")
+                .to_owned();
+            PathBuf::from(first).join("glwarden.db")
+        }
+        None => PathBuf::from("glwarden.db"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `glwarden=debug`; `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// How checks talk to GitLab.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Projects checked at the same time, per run.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Whole-request timeout, seconds.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+    /// TCP/TLS connect timeout, seconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// Largest response body accepted, bytes; a larger one is a transient failure.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Longest pause honoured after a 429 before the request is retried once;
+    /// a longer `Retry-After` leaves the component `unknown` for this run.
+    #[serde(default = "default_max_rate_limit_wait")]
+    pub max_rate_limit_wait_seconds: u64,
+    /// Read each webhook's recent deliveries (one more request per project) to
+    /// detect the `failing` state.
+    #[serde(default)]
+    pub webhook_deliveries: bool,
+    /// A token that expires within this many days makes its connection `expiring`.
+    #[serde(default = "default_warning_days")]
+    pub token_expiry_warning_days: u32,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+            request_timeout_seconds: default_request_timeout(),
+            connect_timeout_seconds: default_connect_timeout(),
+            max_response_bytes: default_max_response_bytes(),
+            max_rate_limit_wait_seconds: default_max_rate_limit_wait(),
+            webhook_deliveries: false,
+            token_expiry_warning_days: default_warning_days(),
+        }
+    }
+}
+
+impl CheckConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_seconds)
+    }
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_max_response_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_rate_limit_wait() -> u64 {
+    120
+}
+fn default_warning_days() -> u32 {
+    14
+}
+
+/// What every project is expected to have, unless the project overrides it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    /// Webhook URL the CI receives pushes on. Placeholders: `{id}` (numeric
+    /// project id), `{path}` (path with namespace).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Event flags that must be on for our hook.
+    #[serde(default = "default_events")]
+    pub webhook_events: Vec<String>,
+    #[serde(default = "default_true")]
+    pub enable_ssl_verification: bool,
+    /// The deploy key must not be able to push.
+    #[serde(default = "default_true")]
+    pub read_only_key: bool,
+    /// A deploy key expiring within this many days is `expiring`.
+    #[serde(default = "default_warning_days")]
+    pub key_expiry_warning_days: u32,
+}
+
+impl Default for Expectations {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_events: default_events(),
+            enable_ssl_verification: true,
+            read_only_key: true,
+            key_expiry_warning_days: default_warning_days(),
+        }
+    }
+}
+
+fn default_events() -> Vec<String> {
+    vec![
+        "push_events".into(),
+        "tag_push_events".into(),
+        "merge_requests_events".into(),
+    ]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// Personal, project or group access token (`PRIVATE-TOKEN`).
+    #[default]
+    AccessToken,
+    /// OAuth 2 access token (`Authorization: Bearer`).
+    Oauth,
+}
+
+/// One GitLab credential on one instance.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Base URL of the instance, e.g. `https://gitlab.com`.
+    pub url: String,
+    #[serde(default)]
+    pub token_kind: TokenKind,
+    /// Read the token from this file (it must not be readable by others).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Read the token from this environment variable.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Read the token from `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
+    #[serde(default)]
+    pub token_credential: Option<String>,
+}
+
+/// One explicitly listed project.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub connection: String,
+    /// Numeric GitLab project id (preferred: stable across renames).
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// Path with namespace; resolved to the numeric id once and stored.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Overrides `expect.webhook_url` for this project.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// OpenSSH public key of the deploy key the CI clones with.
+    #[serde(default)]
+    pub deploy_key: Option<String>,
+}
+
+impl ProjectConfig {
+    /// How the config names this project (`42` or `group/app`).
+    pub fn reference(&self) -> String {
+        match (&self.id, &self.path) {
+            (Some(id), _) => id.to_string(),
+            (None, Some(path)) => path.clone(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Every project of a group (and its subgroups) where the token is Maintainer or higher.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryRule {
+    pub connection: String,
+    /// Group id or full path.
+    pub group: String,
+    #[serde(default = "default_true")]
+    pub include_subgroups: bool,
+}
+
+/// A validated configuration with its secrets loaded.
+pub struct Config {
+    pub file: PathBuf,
+    pub raw: RawConfig,
+    pub connections: BTreeMap<String, Connection>,
+}
+
+/// A connection ready to use: where it points and its credential.
+pub struct Connection {
+    pub name: String,
+    pub base_url: Url,
+    pub kind: TokenKind,
+    pub token: SecretString,
+    /// Human description of where the token came from, for `config check`.
+    pub token_source: String,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url.as_str())
+            .field("kind", &self.kind)
+            .field("token", &"<redacted>")
+            .field("token_source", &self.token_source)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads `file`, applies environment overrides, validates, loads secrets.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let raw = load_raw(file)?;
+        Self::from_raw(file, raw)
+    }
+
+    /// Validates an already-parsed configuration and loads its secrets.
+    pub fn from_raw(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            reason,
+        };
+        validate(&raw).map_err(|(key, reason)| invalid(key, reason))?;
+        let mut connections = BTreeMap::new();
+        for (name, conn) in &raw.connections {
+            let base_url = parse_base_url(&conn.url)
+                .map_err(|reason| invalid(format!("connections.{name}.url"), reason))?;
+            let (token, token_source) =
+                load_token(name, conn).map_err(|(key, reason)| invalid(key, reason))?;
+            connections.insert(
+                name.clone(),
+                Connection {
+                    name: name.clone(),
+                    base_url,
+                    kind: conn.token_kind,
+                    token,
+                    token_source,
+                },
+            );
+        }
+        Ok(Config {
+            file: file.to_owned(),
+            raw,
+            connections,
+        })
+    }
+
+    /// The effective configuration as TOML, secrets replaced by where they come from.
+    pub fn render_redacted(&self) -> String {
+        let mut out = toml::to_string_pretty(&self.raw)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"));
+        out.push_str("\n# credentials (values redacted)\n");
+        for conn in self.connections.values() {
+            out.push_str(&format!(
+                "# connections.{}: token <redacted>, {}\n",
+                conn.name, conn.token_source
+            ));
+        }
+        out
+    }
+}
+
+/// Parses the file and the environment overrides into [`RawConfig`].
+pub fn load_raw(file: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Unreadable {
+        file: file.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .map_err(|e| ConfigError::Syntax {
+            file: file.to_owned(),
+            reason: e.to_string(),
+        })?;
+    serde_path_to_error::deserialize::<_, RawConfig>(built).map_err(|e| {
+        let key = e.path().to_string();
+        let reason = strip_key_suffix(&e.into_inner().to_string());
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            reason,
+        }
+    })
+}
+
+/// The config crate appends " for key `x`" to type errors; we print the key ourselves.
+fn strip_key_suffix(message: &str) -> String {
+    match message.find(" for key `") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn parse_base_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{raw}` must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("`{raw}` has no host"));
+    }
+    Ok(url)
+}
+
+type KeyProblem = (String, String);
+
+fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
+    let c = &raw.check;
+    if c.concurrency == 0 || c.concurrency > 256 {
+        return Err((
+            "check.concurrency".into(),
+            "must be between 1 and 256".into(),
+        ));
+    }
+    if c.request_timeout_seconds == 0 {
+        return Err((
+            "check.request_timeout_seconds".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if c.connect_timeout_seconds == 0 {
+        return Err((
+            "check.connect_timeout_seconds".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if c.max_response_bytes < 1024 {
+        return Err((
+            "check.max_response_bytes".into(),
+            "must be at least 1024".into(),
+        ));
+    }
+    if let Some(template) = &raw.expect.webhook_url {
+        validate_url_template(template).map_err(|r| ("expect.webhook_url".to_owned(), r))?;
+    }
+    for (i, event) in raw.expect.webhook_events.iter().enumerate() {
+        if !KNOWN_HOOK_EVENTS.contains(&event.as_str()) {
+            return Err((
+                format!("expect.webhook_events[{i}]"),
+                format!(
+                    "`{event}` is not a GitLab webhook event flag (known: {})",
+                    KNOWN_HOOK_EVENTS.join(", ")
+                ),
+            ));
+        }
+    }
+    for name in raw.connections.keys() {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err((
+                format!("connections.{name}"),
+                "a connection name may use only letters, digits, `-` and `_`".into(),
+            ));
+        }
+    }
+    for (i, p) in raw.projects.iter().enumerate() {
+        let key = |field: &str| format!("projects[{i}].{field}");
+        if !raw.connections.contains_key(&p.connection) {
+            return Err((
+                key("connection"),
+                format!("no connection named `{}` is configured", p.connection),
+            ));
+        }
+        match (&p.id, &p.path) {
+            (None, None) => return Err((key("id"), "a project needs `id` or `path`".into())),
+            (Some(_), Some(_)) => {
+                return Err((key("path"), "give `id` or `path`, not both".into()));
+            }
+            (None, Some(path)) if !path.contains('/') => {
+                return Err((
+                    key("path"),
+                    format!("`{path}` is not a path with namespace (group/project)"),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(t) = &p.webhook_url {
+            validate_url_template(t).map_err(|r| (key("webhook_url"), r))?;
+        }
+        if let Some(k) = &p.deploy_key {
+            crate::keys::fingerprint_of(k).map_err(|e| (key("deploy_key"), e.to_string()))?;
+        }
+    }
+    for (i, d) in raw.discover.iter().enumerate() {
+        if !raw.connections.contains_key(&d.connection) {
+            return Err((
+                format!("discover[{i}].connection"),
+                format!("no connection named `{}` is configured", d.connection),
+            ));
+        }
+        if d.group.trim().is_empty() {
+            return Err((
+                format!("discover[{i}].group"),
+                "must name a group id or path".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fills a webhook URL template for one project.
+pub fn expand_url_template(template: &str, project_id: u64, path: &str) -> String {
+    template
+        .replace("{id}", &project_id.to_string())
+        .replace("{path}", path)
+}
+
+fn validate_url_template(template: &str) -> Result<(), String> {
+    let sample = expand_url_template(template, 1, "group/project");
+    if let Some(bad) = sample.find(['{', '}']) {
+        return Err(format!(
+            "`{template}` has an unknown placeholder near position {bad} (known: {{id}}, {{path}})"
+        ));
+    }
+    parse_base_url(&sample).map(|_| ())
+}
+
+fn load_token(name: &str, conn: &ConnectionConfig) -> Result<(SecretString, String), KeyProblem> {
+    let key = |field: &str| format!("connections.{name}.{field}");
+    let given = [
+        conn.token_file.is_some(),
+        conn.token_env.is_some(),
+        conn.token_credential.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        return Err((
+            key("token_file"),
+            "set exactly one of `token_file`, `token_env`, `token_credential`".into(),
+        ));
+    }
+    if let Some(path) = &conn.token_file {
+        let token = read_secret_file(path).map_err(|r| (key("token_file"), r))?;
+        return Ok((token, format!("from file {}", path.display())));
+    }
+    if let Some(var) = &conn.token_env {
+        let value = std::env::var(var).map_err(|_| {
+            (
+                key("token_env"),
+                format!("environment variable `{var}` is not set"),
+            )
+        })?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err((
+                key("token_env"),
+                format!("environment variable `{var}` is empty"),
+            ));
+        }
+        return Ok((
+            SecretString::from(value.to_owned()),
+            format!("from environment variable {var}"),
+        ));
+    }
+    let cred = conn.token_credential.as_deref().unwrap_or_default();
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        (
+            key("token_credential"),
+            "CREDENTIALS_DIRECTORY is not set (use systemd LoadCredential=)".to_owned(),
+        )
+    })?;
+    let path = Path::new(&dir).join(cred);
+    let token = read_secret_file(&path).map_err(|r| (key("token_credential"), r))?;
+    Ok((token, format!("from credential {cred}")))
+}
+
+/// Reads a secret from a file that only its owner may read.
+pub fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by others (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(SecretString::from(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn config_with(dir: &Path, body: &str) -> Result<Config, ConfigError> {
+        write(dir, "token", "glpat-secret-value\n", 0o600);
+        let text = format!(
+            "[connections.main]\nurl = \"https://gitlab.example.com\"\ntoken_file = \"{}\"\n{body}",
+            dir.join("token").display()
+        );
+        let file = write(dir, "glwarden.toml", &text, 0o644);
+        Config::load(&file)
+    }
+
+    #[test]
+    fn loads_a_minimal_file_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            config_with(dir.path(), "[[projects]]\nconnection = \"main\"\nid = 42\n").unwrap();
+        assert_eq!(cfg.raw.check.concurrency, 8);
+        assert_eq!(cfg.raw.projects[0].reference(), "42");
+        assert_eq!(
+            cfg.connections["main"].base_url.as_str(),
+            "https://gitlab.example.com/"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = config_with(dir.path(), "[check]\nconcurency = 3\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("glwarden.toml"), "{err}");
+        assert!(err.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = config_with(dir.path(), "[check]\nconcurrency = \"many\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("check.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn bad_url_and_undefined_connection_are_reported_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = config_with(dir.path(), "[[projects]]\nconnection = \"other\"\nid = 1\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("projects[0].connection"), "{err}");
+        let err = config_with(dir.path(), "[expect]\nwebhook_url = \"ci/{id}\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("expect.webhook_url"), "{err}");
+        let err = config_with(
+            dir.path(),
+            "[expect]\nwebhook_url = \"https://ci/{nope}\"\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("unknown placeholder"), "{err}");
+    }
+
+    #[test]
+    fn world_readable_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = write(dir.path(), "loose", "glpat-x", 0o644);
+        let err = read_secret_file(&token).err().unwrap();
+        assert!(err.contains("readable by others"), "{err}");
+    }
+
+    #[test]
+    fn redacted_rendering_never_contains_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_with(dir.path(), "").unwrap();
+        let text = cfg.render_redacted();
+        assert!(!text.contains("glpat-secret-value"));
+        assert!(text.contains("<redacted>"));
+        assert!(!format!("{:?}", cfg.connections["main"]).contains("glpat-secret-value"));
+    }
+
+    #[test]
+    fn url_template_expands_id_and_path() {
+        assert_eq!(
+            expand_url_template("https://ci.example/{id}/{path}", 7, "g/p"),
+            "https://ci.example/7/g/p"
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! The vocabulary of health: components, their states (the design's table),
+//! and what one check observed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// What is checked: the connection (per credential) and three components per project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    Connection,
+    Repository,
+    DeployKey,
+    Webhook,
+}
+
+impl Component {
+    pub const PROJECT_COMPONENTS: [Component; 3] = [
+        Component::Repository,
+        Component::DeployKey,
+        Component::Webhook,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Connection => "connection",
+            Component::Repository => "repository",
+            Component::DeployKey => "deploy_key",
+            Component::Webhook => "webhook",
+        }
+    }
+
+    /// The definitive states of this component, healthy first.
+    pub fn states(self) -> &'static [State] {
+        use State::*;
+        match self {
+            Component::Connection => &[Connected, Expiring, NotConnected],
+            Component::Repository => &[Ok, Moved, Archived, PendingDeletion, AccessLost, NotFound],
+            Component::DeployKey => &[Healthy, Missing, Mismatch, Expired, Expiring, Writable],
+            Component::Webhook => &[Healthy, Missing, Misconfigured, Disabled, Failing],
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Component {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Component::Connection,
+            Component::Repository,
+            Component::DeployKey,
+            Component::Webhook,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| format!("unknown component `{s}`"))
+    }
+}
+
+/// Every state of the design's table, plus `unknown` (could not ask) and
+/// `blocked` (not asked, because the connection or repository it depends on is broken).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Connected,
+    Expiring,
+    NotConnected,
+    Ok,
+    Moved,
+    Archived,
+    PendingDeletion,
+    AccessLost,
+    NotFound,
+    Healthy,
+    Missing,
+    Mismatch,
+    Expired,
+    Writable,
+    Misconfigured,
+    Disabled,
+    Failing,
+    Unknown,
+    Blocked,
+}
+
+/// How bad a state is, for exit codes and summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Healthy,
+    /// Works today, needs attention soon (an expiring token or key).
+    Warning,
+    /// Could not be determined.
+    Unknown,
+    Broken,
+}
+
+const ALL_STATES: [State; 19] = [
+    State::Connected,
+    State::Expiring,
+    State::NotConnected,
+    State::Ok,
+    State::Moved,
+    State::Archived,
+    State::PendingDeletion,
+    State::AccessLost,
+    State::NotFound,
+    State::Healthy,
+    State::Missing,
+    State::Mismatch,
+    State::Expired,
+    State::Writable,
+    State::Misconfigured,
+    State::Disabled,
+    State::Failing,
+    State::Unknown,
+    State::Blocked,
+];
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connected => "connected",
+            State::Expiring => "expiring",
+            State::NotConnected => "not_connected",
+            State::Ok => "ok",
+            State::Moved => "moved",
+            State::Archived => "archived",
+            State::PendingDeletion => "pending_deletion",
+            State::AccessLost => "access_lost",
+            State::NotFound => "not_found",
+            State::Healthy => "healthy",
+            State::Missing => "missing",
+            State::Mismatch => "mismatch",
+            State::Expired => "expired",
+            State::Writable => "writable",
+            State::Misconfigured => "misconfigured",
+            State::Disabled => "disabled",
+            State::Failing => "failing",
+            State::Unknown => "unknown",
+            State::Blocked => "blocked",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            State::Connected | State::Ok | State::Healthy => Severity::Healthy,
+            State::Expiring => Severity::Warning,
+            State::Unknown => Severity::Unknown,
+            // Blocked components are not broken themselves, but their cause is,
+            // and it is reported on its own row: count them as broken work.
+            _ => Severity::Broken,
+        }
+    }
+
+    pub fn is_healthy(self) -> bool {
+        self.severity() == Severity::Healthy
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL_STATES
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown state `{s}`"))
+    }
+}
+
+/// What one check concluded about one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// GitLab answered and the answer decides the state.
+    Definite { state: State, detail: String },
+    /// GitLab could not be asked (transient failure): the last known state stands.
+    Unknown { reason: String },
+    /// Not asked: something it depends on is broken.
+    Blocked { cause: String },
+}
+
+impl Observation {
+    pub fn definite(state: State, detail: impl Into<String>) -> Self {
+        Observation::Definite {
+            state,
+            detail: detail.into(),
+        }
+    }
+
+    /// The state to show for this observation.
+    pub fn state(&self) -> State {
+        match self {
+            Observation::Definite { state, .. } => *state,
+            Observation::Unknown { .. } => State::Unknown,
+            Observation::Blocked { .. } => State::Blocked,
+        }
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            Observation::Definite { detail, .. } => detail,
+            Observation::Unknown { reason } => reason,
+            Observation::Blocked { cause } => cause,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in ALL_STATES {
+            assert_eq!(s.as_str().parse::<State>().unwrap(), s);
+        }
+        assert!("broken".parse::<State>().is_err());
+    }
+
+    #[test]
+    fn every_component_state_is_listed_once() {
+        for c in [
+            Component::Connection,
+            Component::Repository,
+            Component::DeployKey,
+            Component::Webhook,
+        ] {
+            let states = c.states();
+            assert!(states[0].is_healthy());
+            assert!(states[1..].iter().all(|s| !s.is_healthy()));
+            assert_eq!(c.as_str().parse::<Component>().unwrap(), c);
+        }
+    }
+}
