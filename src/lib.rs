@@ -4,12 +4,19 @@
 //!
 //! Flow: [`config`] → [`inventory`] → [`check`] (per connection: [`gitlab`]
 //! client → [`probe`] verdicts) → [`store`] → [`report`]. [`sim`] is the
-//! built-in GitLab simulator used by the demo and the tests.
+//! built-in GitLab simulator used by the demo and the tests; [`cli`] is the
+//! command line.
 
+pub mod check;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod gitlab;
 pub mod health;
+pub mod inventory;
 pub mod keys;
 pub mod probe;
+pub mod report;
 pub mod sim;
 pub mod store;
+pub mod telemetry;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `glwarden` binary: all behaviour lives in the library; see `cli`.
+
+fn main() -> std::process::ExitCode {
+    glwarden::cli::main()
+}

@@ -331,7 +331,7 @@ fn key_condition(
         if expires <= now {
             return Observation::definite(
                 State::Expired,
-                format!("key {} expired at {}", key.id, expires.to_rfc3339()),
+                format!("key {} expired at {}", key.id, rfc3339(expires)),
             );
         }
     }
@@ -348,13 +348,23 @@ fn key_condition(
                 format!(
                     "key {} expires at {} (in {} days)",
                     key.id,
-                    expires.to_rfc3339(),
-                    (expires - now).num_days()
+                    rfc3339(expires),
+                    days_until(now, expires)
                 ),
             );
         }
     }
     Observation::definite(State::Healthy, format!("key {}", key.id))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Whole days left, rounded up: a key expiring in 2 days and 23 hours has 3 days left.
+fn days_until(now: DateTime<Utc>, then: DateTime<Utc>) -> i64 {
+    let hours = (then - now).num_hours();
+    (hours + 23).div_euclid(24)
 }
 
 // ---- webhook ----------------------------------------------------------------
@@ -480,7 +490,7 @@ fn disabled_detail(hook: &Hook, now: DateTime<Utc>) -> Option<String> {
         Some("temporarily_disabled") => Some(match hook.disabled_until {
             Some(until) if until > now => format!(
                 "temporarily disabled by GitLab after delivery failures, until {}",
-                until.to_rfc3339()
+                rfc3339(until)
             ),
             _ => "temporarily disabled by GitLab after delivery failures".into(),
         }),

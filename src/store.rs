@@ -315,18 +315,33 @@ impl Store {
         Ok(())
     }
 
-    /// Removes every project of `source` whose id is not in `keep`.
-    pub async fn remove_missing(&self, source: Source, keep: &[i64]) -> Result<u64, StoreError> {
+    /// Removes every project from one of `sources` whose id is not in `keep`.
+    pub async fn remove_missing(
+        &self,
+        sources: &[Source],
+        keep: &std::collections::HashSet<i64>,
+    ) -> Result<u64, StoreError> {
         let rows = self.active_projects().await?;
+        let from_sources = |r: &ProjectRow| sources.iter().any(|s| s.as_str() == r.source);
         let mut removed = 0;
         for row in rows
             .iter()
-            .filter(|r| r.source == source.as_str() && !keep.contains(&r.id))
+            .filter(|r| from_sources(r) && !keep.contains(&r.id))
         {
             self.remove_project(row.id).await?;
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// Records the project's path as GitLab now reports it.
+    pub async fn set_path(&self, id: i64, path: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE projects SET path = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Remembers the ids of the key and hook found to be ours.

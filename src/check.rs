@@ -1,0 +1,442 @@
+//! One check run: probe each connection, sync the inventory, check every
+//! project's repository, deploy key and webhook with bounded concurrency, and
+//! record the observations in the store.
+//!
+//! The order matters: a connection that is not connected blocks its projects
+//! (no per-project request is sent), and a repository that is gone or out of
+//! reach blocks its key and hook.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::StreamExt;
+
+use crate::config::{Config, TokenKind, expand_url_template};
+use crate::gitlab::types::{DeployKey, Hook};
+use crate::gitlab::{ApiError, ClientOptions, ErrorKind, GitLab};
+use crate::health::{Component, Observation, State};
+use crate::inventory::{self, ConnectionHandle};
+use crate::probe::{
+    self, ConnectionVerdict, HookAnswer, HookExpectation, KeyAnswer, KeyExpectation, TokenDetails,
+};
+use crate::store::{ProjectRow, Store, StoreError};
+
+/// Observations are written in transactions of this many projects.
+const WRITE_BATCH: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("connection `{name}`: {source}")]
+    Client { name: String, source: ApiError },
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub projects_checked: usize,
+    pub transitions: usize,
+    /// Inventory problems, each naming the config entry at fault.
+    pub problems: Vec<String>,
+    /// GitLab requests sent, all connections.
+    pub requests: u64,
+}
+
+/// Which projects a run covers.
+#[derive(Debug, Clone, Default)]
+pub enum Selection {
+    #[default]
+    All,
+    /// A numeric GitLab id, a path, or the config's name for it.
+    One(String),
+}
+
+impl Selection {
+    pub fn matches(&self, p: &ProjectRow) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::One(wanted) => {
+                wanted == &p.gitlab_id.to_string()
+                    || wanted == &p.path
+                    || p.config_ref.as_deref() == Some(wanted)
+            }
+        }
+    }
+}
+
+/// Checks projects against GitLab and records what it finds.
+pub struct Checker {
+    cfg: Arc<Config>,
+    store: Store,
+    clients: BTreeMap<String, Arc<GitLab>>,
+}
+
+impl Checker {
+    pub fn new(cfg: Arc<Config>, store: Store) -> Result<Self, CheckError> {
+        let options = ClientOptions {
+            request_timeout: cfg.raw.check.request_timeout(),
+            connect_timeout: cfg.raw.check.connect_timeout(),
+            max_response_bytes: cfg.raw.check.max_response_bytes,
+            max_rate_limit_wait: std::time::Duration::from_secs(
+                cfg.raw.check.max_rate_limit_wait_seconds,
+            ),
+        };
+        let mut clients = BTreeMap::new();
+        for (name, conn) in &cfg.connections {
+            let client = GitLab::new(
+                &conn.base_url,
+                conn.kind,
+                conn.token.clone(),
+                options.clone(),
+            )
+            .map_err(|source| CheckError::Client {
+                name: name.clone(),
+                source,
+            })?;
+            clients.insert(name.clone(), Arc::new(client));
+        }
+        Ok(Self {
+            cfg,
+            store,
+            clients,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn client(&self, connection: &str) -> Option<&Arc<GitLab>> {
+        self.clients.get(connection)
+    }
+
+    /// Probes every connection, syncs the inventory, checks the selected projects.
+    pub async fn run(&self, selection: &Selection) -> Result<RunSummary, CheckError> {
+        let requests_before: u64 = self.clients.values().map(|c| c.requests_sent()).sum();
+        let now = Utc::now();
+        let mut handles = BTreeMap::new();
+        let mut verdicts = BTreeMap::new();
+        let mut batch = Vec::new();
+        for (name, client) in &self.clients {
+            let conn = &self.cfg.connections[name];
+            let id = self
+                .store
+                .connection_id(name, conn.base_url.as_str())
+                .await?;
+            let verdict = probe_connection(
+                client,
+                conn.kind,
+                self.cfg.raw.check.token_expiry_warning_days,
+            )
+            .await;
+            tracing::info!(connection = %name, state = %verdict.observation.state(), detail = verdict.observation.detail(), "connection checked");
+            batch.push((Component::Connection, id, verdict.observation.clone()));
+            handles.insert(
+                name.clone(),
+                ConnectionHandle {
+                    id,
+                    client: client.clone(),
+                    usable: verdict.usable,
+                },
+            );
+            verdicts.insert(name.clone(), verdict);
+        }
+        let mut summary = RunSummary {
+            transitions: self.store.record(&batch, now).await?,
+            ..RunSummary::default()
+        };
+
+        let synced = inventory::sync(&self.cfg, &self.store, &handles).await?;
+        for problem in &synced.problems {
+            tracing::warn!(problem = problem.as_str(), "inventory");
+        }
+        summary.problems = synced.problems;
+
+        let projects: Vec<ProjectRow> = self
+            .store
+            .active_projects()
+            .await?
+            .into_iter()
+            .filter(|p| selection.matches(p))
+            .collect();
+        let mut outcomes = futures::stream::iter(projects)
+            .map(|project| {
+                let client = self.clients[&project.connection].clone();
+                let verdict = &verdicts[&project.connection];
+                async move { self.check_project(&client, verdict, project).await }
+            })
+            .buffer_unordered(self.cfg.raw.check.concurrency);
+
+        let mut pending = Vec::with_capacity(WRITE_BATCH * 3);
+        while let Some(outcome) = outcomes.next().await {
+            summary.projects_checked += 1;
+            self.remember_findings(&outcome).await?;
+            for (component, observation) in outcome.observations {
+                pending.push((component, outcome.project_id, observation));
+            }
+            if pending.len() >= WRITE_BATCH * 3 {
+                summary.transitions += self.store.record(&pending, Utc::now()).await?;
+                pending.clear();
+            }
+        }
+        summary.transitions += self.store.record(&pending, Utc::now()).await?;
+        let requests_after: u64 = self.clients.values().map(|c| c.requests_sent()).sum();
+        summary.requests = requests_after - requests_before;
+        Ok(summary)
+    }
+
+    /// Stores what a check learnt about the project itself (its first-seen
+    /// path, the ids of the key and hook found to be ours).
+    async fn remember_findings(&self, outcome: &ProjectOutcome) -> Result<(), StoreError> {
+        if let Some(path) = &outcome.learnt_path {
+            self.store.set_path(outcome.project_id, path).await?;
+        }
+        if outcome.found_key_id.is_some() || outcome.found_hook_id.is_some() {
+            self.store
+                .set_owned_ids(
+                    outcome.project_id,
+                    outcome.found_key_id,
+                    outcome.found_hook_id,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Checks one project's three components.
+    async fn check_project(
+        &self,
+        client: &GitLab,
+        connection: &ConnectionVerdict,
+        p: ProjectRow,
+    ) -> ProjectOutcome {
+        let mut outcome = ProjectOutcome {
+            project_id: p.id,
+            observations: Vec::with_capacity(3),
+            learnt_path: None,
+            found_key_id: None,
+            found_hook_id: None,
+        };
+        if !connection.usable {
+            let blocked = match &connection.observation {
+                Observation::Unknown { reason } => Observation::Unknown {
+                    reason: format!("connection {} could not be checked: {reason}", p.connection),
+                },
+                other => Observation::Blocked {
+                    cause: format!(
+                        "connection {} is {}: {}",
+                        p.connection,
+                        other.state(),
+                        other.detail()
+                    ),
+                },
+            };
+            for component in Component::PROJECT_COMPONENTS {
+                outcome.observations.push((component, blocked.clone()));
+            }
+            return outcome;
+        }
+
+        let gitlab_id = p.gitlab_id as u64;
+        let answer = client.project(&gitlab_id.to_string()).await;
+        // A project configured by id has no stored path until its first answer.
+        let path = match (&answer, p.path.is_empty()) {
+            (Ok(found), true) => {
+                outcome.learnt_path = Some(found.path_with_namespace.clone());
+                found.path_with_namespace.clone()
+            }
+            _ => p.path.clone(),
+        };
+        let repository = probe::repository(&answer, &path);
+        let blocks = match repository.state() {
+            State::NotFound | State::AccessLost => {
+                Some(format!("repository is {}", repository.state()))
+            }
+            State::Blocked => Some(repository.detail().to_owned()),
+            _ => None,
+        };
+        outcome
+            .observations
+            .push((Component::Repository, repository));
+        if let Some(cause) = blocks {
+            for component in [Component::DeployKey, Component::Webhook] {
+                outcome.observations.push((
+                    component,
+                    Observation::Blocked {
+                        cause: cause.clone(),
+                    },
+                ));
+            }
+            return outcome;
+        }
+
+        let now = Utc::now();
+        let key = self.check_deploy_key(client, &p, now).await;
+        outcome.found_key_id = key.1;
+        outcome.observations.push((Component::DeployKey, key.0));
+        let hook = self.check_webhook(client, &p, &path, now).await;
+        outcome.found_hook_id = hook.1;
+        outcome.observations.push((Component::Webhook, hook.0));
+        outcome
+    }
+
+    async fn check_deploy_key(
+        &self,
+        client: &GitLab,
+        p: &ProjectRow,
+        now: chrono::DateTime<Utc>,
+    ) -> (Observation, Option<u64>) {
+        let Some(fingerprint) = p.fingerprint.as_deref() else {
+            return (
+                Observation::definite(
+                    State::Missing,
+                    "glwarden holds no deploy key for this project",
+                ),
+                None,
+            );
+        };
+        let expected = KeyExpectation {
+            fingerprint,
+            read_only: self.cfg.raw.expect.read_only_key,
+            warning_days: self.cfg.raw.expect.key_expiry_warning_days,
+        };
+        let project = p.gitlab_id as u64;
+        let by_id: Option<Result<DeployKey, ApiError>> = match p.deploy_key_id {
+            Some(id) => Some(client.deploy_key(project, id as u64).await),
+            None => None,
+        };
+        let listing;
+        let answer = match &by_id {
+            Some(Ok(key)) => KeyAnswer::ById(key),
+            Some(Err(e)) if !e.is_not_found() => return (undecided(e), None),
+            // No owned id, or it is gone: look through the whole list.
+            _ => match client.deploy_keys(project).await {
+                Ok(keys) => {
+                    listing = keys;
+                    KeyAnswer::Listing(&listing)
+                }
+                Err(e) => return (undecided(&e), None),
+            },
+        };
+        let verdict = probe::deploy_key(answer, &expected, now);
+        (verdict.observation, verdict.found_id)
+    }
+
+    async fn check_webhook(
+        &self,
+        client: &GitLab,
+        p: &ProjectRow,
+        path: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> (Observation, Option<u64>) {
+        let Some(url) = expected_webhook_url(&self.cfg, p, path) else {
+            return (
+                Observation::Unknown {
+                    reason: "no webhook URL expected: set expect.webhook_url".into(),
+                },
+                None,
+            );
+        };
+        let expect = &self.cfg.raw.expect;
+        let expected = HookExpectation {
+            url: &url,
+            events: &expect.webhook_events,
+            enable_ssl_verification: expect.enable_ssl_verification,
+        };
+        let project = p.gitlab_id as u64;
+        let by_id: Option<Result<Hook, ApiError>> = match p.hook_id {
+            Some(id) => Some(client.hook(project, id as u64).await),
+            None => None,
+        };
+        let listing;
+        let answer = match &by_id {
+            Some(Ok(hook)) => HookAnswer::ById(hook),
+            Some(Err(e)) if !e.is_not_found() => return (undecided(e), None),
+            _ => match client.hooks(project).await {
+                Ok(hooks) => {
+                    listing = hooks;
+                    HookAnswer::Listing(&listing)
+                }
+                Err(e) => return (undecided(&e), None),
+            },
+        };
+        let selection = probe::select_hook(answer, &url);
+        let found_id = match answer {
+            HookAnswer::Listing(_) => selection.hook.map(|h| h.id),
+            HookAnswer::ById(_) => None,
+        };
+        let deliveries = match (self.cfg.raw.check.webhook_deliveries, selection.hook) {
+            (true, Some(hook)) => Some(client.hook_events(project, hook.id).await),
+            _ => None,
+        };
+        let observation = match &deliveries {
+            Some(Err(e)) => {
+                // Without the log, `failing` cannot be ruled out: only a
+                // broken verdict that does not depend on it is definite.
+                let without = probe::webhook(&selection, &expected, None, now);
+                if without.state() == State::Healthy {
+                    undecided(e)
+                } else {
+                    without
+                }
+            }
+            Some(Ok(events)) => probe::webhook(&selection, &expected, Some(events), now),
+            None => probe::webhook(&selection, &expected, None, now),
+        };
+        (observation, found_id)
+    }
+}
+
+/// The URL our hook must have: the project's own, or the template filled in.
+pub fn expected_webhook_url(cfg: &Config, p: &ProjectRow, path: &str) -> Option<String> {
+    p.webhook_url.clone().or_else(|| {
+        cfg.raw
+            .expect
+            .webhook_url
+            .as_deref()
+            .map(|t| expand_url_template(t, p.gitlab_id as u64, path))
+    })
+}
+
+/// A failed request that does not decide the component's state.
+fn undecided(e: &ApiError) -> Observation {
+    match &e.kind {
+        ErrorKind::Unauthorized { problem } => Observation::Blocked {
+            cause: format!("connection: {}", problem.describe()),
+        },
+        ErrorKind::Forbidden { .. } | ErrorKind::InsufficientScope { .. } => Observation::Blocked {
+            cause: format!("access refused: {e}"),
+        },
+        _ => Observation::Unknown {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// What checking one project produced.
+struct ProjectOutcome {
+    project_id: i64,
+    observations: Vec<(Component, Observation)>,
+    learnt_path: Option<String>,
+    found_key_id: Option<u64>,
+    found_hook_id: Option<u64>,
+}
+
+/// Asks GitLab about the credential: `GET /user`, then the token's own details.
+pub async fn probe_connection(
+    client: &GitLab,
+    kind: TokenKind,
+    warning_days: u32,
+) -> ConnectionVerdict {
+    let user = client.current_user().await;
+    let token = match (&user, kind) {
+        (Err(_), _) => None,
+        (Ok(_), TokenKind::AccessToken) => {
+            Some(client.access_token_self().await.map(TokenDetails::Access))
+        }
+        (Ok(_), TokenKind::Oauth) => Some(client.oauth_token_info().await.map(TokenDetails::Oauth)),
+    };
+    probe::connection(&user, token.as_ref(), Utc::now().date_naive(), warning_days)
+}

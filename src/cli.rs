@@ -1,0 +1,414 @@
+//! The command line (clap): parses arguments, loads configuration and store,
+//! runs one command and turns its outcome into an exit status.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::check::{Checker, Selection};
+use crate::config::Config;
+use crate::report;
+use crate::store::{NewProject, Source, Store};
+
+/// Exit status for a command that could not run at all (bad config, unreadable store).
+pub const EXIT_FATAL: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "glwarden",
+    version,
+    about = "Keeps CI connected to GitLab: checks deploy keys, webhooks, repositories and tokens, and records their health.",
+    after_help = "Exit status of `check` and `status`: 0 all healthy (expiring counts as healthy), \
+                  1 something is broken, 2 something could not be checked; 3 the command could not run \
+                  (configuration or database error). Usage errors also exit 2."
+)]
+pub struct Cli {
+    /// Configuration file [default: $CONFIGURATION_DIRECTORY/glwarden.toml, else /etc/glwarden/glwarden.toml]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "GLWARDEN_CONFIG",
+        value_name = "PATH"
+    )]
+    config: Option<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check now against GitLab, store the results and print them.
+    Check(ReportArgs),
+    /// Print the stored health without calling GitLab.
+    Status(ReportArgs),
+    /// List, add or remove projects of the inventory.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Show state transitions, newest first.
+    History {
+        /// Only this project (numeric id, path, or the config's name for it).
+        #[arg(long)]
+        project: Option<String>,
+        /// At most this many transitions.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Work with the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a check against the built-in GitLab simulator, seeded with projects
+    /// in every state. Needs no network and no setup.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Only this project (numeric id, path, or the config's name for it).
+    #[arg(long)]
+    project: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCommand {
+    /// List the projects of the inventory.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Add a project (numeric id or path) to the inventory; it is resolved at GitLab now.
+    Add {
+        /// Numeric GitLab project id or path with namespace.
+        project: String,
+        /// Connection to reach it through [default: the only one configured].
+        #[arg(long)]
+        connection: Option<String>,
+        /// Webhook URL the CI expects, instead of `expect.webhook_url`.
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// OpenSSH public key file of the deploy key the CI clones with.
+        #[arg(long, value_name = "FILE")]
+        deploy_key_file: Option<PathBuf>,
+    },
+    /// Remove a project from the inventory (its history is kept).
+    Remove {
+        /// Numeric GitLab project id or path.
+        project: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo database here instead of a temporary directory.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    crate::telemetry::init(level, crate::config::LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FATAL);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
+}
+
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| match std::env::var_os("CONFIGURATION_DIRECTORY") {
+        Some(dir) => PathBuf::from(dir).join("glwarden.toml"),
+        None => PathBuf::from("/etc/glwarden/glwarden.toml"),
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let command = match cli.command {
+        Command::Demo(args) => return crate::demo::run(args).await,
+        other => other,
+    };
+    let cfg = Arc::new(Config::load(&config_path(cli.config))?);
+    if let Command::Config(ConfigCommand::Check) = command {
+        print!("{}", cfg.render_redacted());
+        println!("# configuration OK: {}", cfg.file.display());
+        return Ok(0);
+    }
+    let store = Store::open(&cfg.raw.store.path).await?;
+    let outcome = execute(command, cfg, &store).await;
+    store.close().await;
+    outcome
+}
+
+async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::Result<u8> {
+    match command {
+        Command::Check(args) => {
+            let selection = selection(args.project);
+            let checker = Checker::new(cfg, store.clone())?;
+            let summary = checker.run(&selection).await?;
+            for problem in &summary.problems {
+                eprintln!("warning: {problem}");
+            }
+            print_report(store, &selection, args.format, false).await
+        }
+        Command::Status(args) => {
+            print_report(store, &selection(args.project), args.format, true).await
+        }
+        Command::History {
+            project,
+            limit,
+            format,
+        } => history(store, project, limit, format).await,
+        Command::Project(cmd) => project_command(cmd, cfg, store).await,
+        Command::Config(_) | Command::Demo(_) => unreachable!("handled before the store is opened"),
+    }
+}
+
+fn selection(project: Option<String>) -> Selection {
+    project.map(Selection::One).unwrap_or_default()
+}
+
+/// Prints the stored health and returns the exit status it implies.
+pub async fn print_report(
+    store: &Store,
+    selection: &Selection,
+    format: Format,
+    with_since: bool,
+) -> anyhow::Result<u8> {
+    let report = report::build(store, selection).await?;
+    if let Selection::One(wanted) = selection {
+        if report.projects.is_empty() {
+            bail!("no project `{wanted}` in the inventory (see `glwarden project list`)");
+        }
+    }
+    match format {
+        Format::Table => print!("{}", report.to_table(with_since)),
+        Format::Json => println!("{}", report.to_json()),
+    }
+    Ok(report.exit_code() as u8)
+}
+
+async fn history(
+    store: &Store,
+    project: Option<String>,
+    limit: i64,
+    format: Format,
+) -> anyhow::Result<u8> {
+    let projects = store.all_projects().await?;
+    let project_id = match &project {
+        Some(wanted) => {
+            let selection = Selection::One(wanted.clone());
+            let found = projects
+                .iter()
+                .find(|p| selection.matches(p))
+                .with_context(|| format!("no project `{wanted}` is known"))?;
+            Some(found.id)
+        }
+        None => None,
+    };
+    let rows = store.transitions(project_id, limit).await?;
+    let mut names: HashMap<(bool, i64), String> = projects
+        .into_iter()
+        .map(|p| ((false, p.id), p.path))
+        .collect();
+    for (id, name) in store.connections().await? {
+        names.insert((true, id), name);
+    }
+    match format {
+        Format::Table => print!("{}", report::transitions_table(&rows, &names)),
+        Format::Json => {
+            let json: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|t| {
+                    let is_connection = t.component == "connection";
+                    serde_json::json!({
+                        "at": t.at, "component": t.component,
+                        "subject": names.get(&(is_connection, t.subject_id)),
+                        "from": t.from_state, "to": t.to_state, "detail": t.detail,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+    }
+    Ok(0)
+}
+
+async fn project_command(
+    cmd: ProjectCommand,
+    cfg: Arc<Config>,
+    store: &Store,
+) -> anyhow::Result<u8> {
+    match cmd {
+        ProjectCommand::List { format } => {
+            let rows = store.active_projects().await?;
+            match format {
+                Format::Table => {
+                    println!("{:<16} {:>10}  {:<10} PATH", "CONNECTION", "ID", "SOURCE");
+                    for p in rows {
+                        println!(
+                            "{:<16} {:>10}  {:<10} {}",
+                            report::escape(&p.connection),
+                            p.gitlab_id,
+                            p.source,
+                            report::escape(&p.path)
+                        );
+                    }
+                }
+                Format::Json => {
+                    let json: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|p| {
+                            serde_json::json!({
+                                "connection": p.connection, "gitlab_id": p.gitlab_id, "path": p.path,
+                                "source": p.source, "webhook_url": p.webhook_url,
+                                "deploy_key_fingerprint": p.fingerprint,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&json)?);
+                }
+            }
+            Ok(0)
+        }
+        ProjectCommand::Add {
+            project,
+            connection,
+            webhook_url,
+            deploy_key_file,
+        } => {
+            let name = match connection {
+                Some(name) => name,
+                None if cfg.connections.len() == 1 => {
+                    cfg.connections.keys().next().cloned().unwrap_or_default()
+                }
+                None => bail!("several connections are configured: name one with --connection"),
+            };
+            let conn = cfg.connections.get(&name).with_context(|| {
+                format!("no connection named `{name}` in {}", cfg.file.display())
+            })?;
+            let public_key = match &deploy_key_file {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let fingerprint = match &public_key {
+                Some(k) => Some(crate::keys::fingerprint_of(k).with_context(|| {
+                    format!(
+                        "{}",
+                        deploy_key_file
+                            .as_deref()
+                            .unwrap_or_else(|| std::path::Path::new("-"))
+                            .display()
+                    )
+                })?),
+                None => None,
+            };
+            let base_url = conn.base_url.to_string();
+            let checker = Checker::new(cfg.clone(), store.clone())?;
+            let client = checker.client(&name).context("connection has no client")?;
+            let found = client.project(&project).await.with_context(|| {
+                format!("cannot find project `{project}` through connection `{name}`")
+            })?;
+            let connection_id = store.connection_id(&name, &base_url).await?;
+            store
+                .upsert_project(&NewProject {
+                    connection_id,
+                    gitlab_id: found.id,
+                    path: &found.path_with_namespace,
+                    source: Source::Cli,
+                    config_ref: None,
+                    webhook_url: webhook_url.as_deref(),
+                    public_key: public_key.as_deref(),
+                    fingerprint: fingerprint.as_deref(),
+                })
+                .await?;
+            println!(
+                "added {} (id {}) on connection {name}",
+                report::escape(&found.path_with_namespace),
+                found.id
+            );
+            Ok(0)
+        }
+        ProjectCommand::Remove { project } => {
+            let selection = Selection::One(project.clone());
+            let rows = store.active_projects().await?;
+            let found = rows
+                .iter()
+                .find(|p| selection.matches(p))
+                .with_context(|| format!("no project `{project}` in the inventory"))?;
+            store.remove_project(found.id).await?;
+            println!(
+                "removed {} (id {}); its history is kept",
+                report::escape(&found.path),
+                found.gitlab_id
+            );
+            if found.source == Source::Config.as_str() {
+                eprintln!(
+                    "warning: {} lists this project; it comes back at the next check unless removed there",
+                    cfg.file.display()
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

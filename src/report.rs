@@ -1,0 +1,334 @@
+//! What glwarden shows: the stored health of connections and projects, as a
+//! table for people or JSON for programs, and the exit status it implies.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use crate::check::Selection;
+use crate::health::{Component, Severity, State};
+use crate::store::{HealthRow, Store, StoreError, TransitionRow};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub connections: Vec<ConnectionLine>,
+    pub projects: Vec<ProjectLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionLine {
+    pub name: String,
+    #[serde(flatten)]
+    pub health: ComponentLine,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProjectLine {
+    pub connection: String,
+    pub gitlab_id: i64,
+    pub path: String,
+    pub repository: ComponentLine,
+    pub deploy_key: ComponentLine,
+    pub webhook: ComponentLine,
+}
+
+impl ProjectLine {
+    fn components(&self) -> [(Component, &ComponentLine); 3] {
+        [
+            (Component::Repository, &self.repository),
+            (Component::DeployKey, &self.deploy_key),
+            (Component::Webhook, &self.webhook),
+        ]
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComponentLine {
+    pub state: State,
+    pub detail: String,
+    /// Since when the last definite state holds.
+    pub since: Option<DateTime<Utc>>,
+    pub last_checked: Option<DateTime<Utc>>,
+    /// The last definite state, when an unknown or blocked check hides it.
+    pub last_known: Option<String>,
+}
+
+impl ComponentLine {
+    fn from_row(row: Option<&HealthRow>) -> Self {
+        match row {
+            None => ComponentLine {
+                state: State::Unknown,
+                detail: "not checked yet".into(),
+                since: None,
+                last_checked: None,
+                last_known: None,
+            },
+            Some(row) => ComponentLine {
+                state: row.shown_state(),
+                detail: row.shown_detail(),
+                // An unknown or blocked condition holds since it began, not since the last known state.
+                since: if row.pending.is_some() {
+                    row.pending_since
+                } else {
+                    row.since
+                },
+                last_checked: row.last_checked,
+                last_known: row.pending.as_ref().and(row.state.clone()),
+            },
+        }
+    }
+}
+
+/// Reads the stored health of the selected projects and of their connections.
+pub async fn build(store: &Store, selection: &Selection) -> Result<Report, StoreError> {
+    let health: HashMap<(String, i64), HealthRow> = store
+        .all_health()
+        .await?
+        .into_iter()
+        .map(|h| ((h.component.clone(), h.subject_id), h))
+        .collect();
+    let line = |component: Component, subject: i64| {
+        ComponentLine::from_row(health.get(&(component.as_str().to_owned(), subject)))
+    };
+    let projects: Vec<ProjectLine> = store
+        .active_projects()
+        .await?
+        .into_iter()
+        .filter(|p| selection.matches(p))
+        .map(|p| ProjectLine {
+            repository: line(Component::Repository, p.id),
+            deploy_key: line(Component::DeployKey, p.id),
+            webhook: line(Component::Webhook, p.id),
+            path: if p.path.is_empty() {
+                format!("#{}", p.gitlab_id)
+            } else {
+                p.path
+            },
+            connection: p.connection,
+            gitlab_id: p.gitlab_id,
+        })
+        .collect();
+    let connections = store
+        .connections()
+        .await?
+        .into_iter()
+        .filter(|(_, name)| {
+            matches!(selection, Selection::All) || projects.iter().any(|p| &p.connection == name)
+        })
+        .map(|(id, name)| ConnectionLine {
+            name,
+            health: line(Component::Connection, id),
+        })
+        .collect();
+    Ok(Report {
+        connections,
+        projects,
+    })
+}
+
+impl Report {
+    /// Worst severity over every connection and component shown.
+    pub fn worst(&self) -> Severity {
+        let connections = self.connections.iter().map(|c| c.health.state.severity());
+        let components = self
+            .projects
+            .iter()
+            .flat_map(|p| p.components().map(|(_, c)| c.state.severity()));
+        connections
+            .chain(components)
+            .max()
+            .unwrap_or(Severity::Healthy)
+    }
+
+    /// 0 all healthy (expiring counts as healthy, with a warning), 1 something
+    /// broken, 2 something could not be checked.
+    pub fn exit_code(&self) -> i32 {
+        match self.worst() {
+            Severity::Healthy | Severity::Warning => 0,
+            Severity::Broken => 1,
+            Severity::Unknown => 2,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Two tables: connections, then projects with one detail line per
+    /// component that is not healthy (with since-when, if `with_since`).
+    pub fn to_table(&self, with_since: bool) -> String {
+        let mut out = String::new();
+        let mut conns = new_table(&["CONNECTION", "STATE", "SINCE", "DETAIL"]);
+        for c in &self.connections {
+            conns.add_row(vec![
+                escape(&c.name),
+                c.health.state.to_string(),
+                since(c.health.since),
+                escape(&c.health.detail),
+            ]);
+        }
+        out.push_str(&conns.to_string());
+        out.push('\n');
+        let mut projects = new_table(&[
+            "CONNECTION",
+            "PROJECT",
+            "REPOSITORY",
+            "DEPLOY KEY",
+            "WEBHOOK",
+            "DETAIL",
+        ]);
+        for p in &self.projects {
+            let details: Vec<String> = p
+                .components()
+                .iter()
+                .filter(|(_, c)| !c.state.is_healthy())
+                .map(|(component, c)| match with_since {
+                    true => format!(
+                        "{component}: {} (since {})",
+                        escape(&c.detail),
+                        since(c.since)
+                    ),
+                    false => format!("{component}: {}", escape(&c.detail)),
+                })
+                .collect();
+            projects.add_row(vec![
+                escape(&p.connection),
+                escape(&p.path),
+                p.repository.state.to_string(),
+                p.deploy_key.state.to_string(),
+                p.webhook.state.to_string(),
+                details.join("\n"),
+            ]);
+        }
+        out.push_str(&projects.to_string());
+        out.push('\n');
+        out
+    }
+}
+
+/// Renders the history of transitions, naming each row's project or connection.
+pub fn transitions_table(rows: &[TransitionRow], names: &HashMap<(bool, i64), String>) -> String {
+    let mut table = new_table(&["AT", "SUBJECT", "COMPONENT", "FROM", "TO", "DETAIL"]);
+    for t in rows {
+        let is_connection = t.component == Component::Connection.as_str();
+        let subject = names
+            .get(&(is_connection, t.subject_id))
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", t.subject_id));
+        table.add_row(vec![
+            t.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            escape(&subject),
+            t.component.clone(),
+            t.from_state.clone().unwrap_or_else(|| "-".into()),
+            t.to_state.clone(),
+            escape(&t.detail),
+        ]);
+    }
+    format!("{table}\n")
+}
+
+fn new_table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    if table.width().is_none() {
+        table.set_width(160);
+    }
+    table
+}
+
+fn since(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Shows control characters (a newline in a project title, an escape
+/// sequence in an error body) as escapes, so that no value can break the
+/// table or forge lines in a terminal.
+pub fn escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(escape("ünïcödé \"quoted\""), "ünïcödé \"quoted\"");
+    }
+
+    fn line(state: State) -> ComponentLine {
+        ComponentLine {
+            state,
+            detail: String::new(),
+            since: None,
+            last_checked: None,
+            last_known: None,
+        }
+    }
+
+    fn report(states: [State; 3]) -> Report {
+        Report {
+            connections: vec![ConnectionLine {
+                name: "main".into(),
+                health: line(State::Connected),
+            }],
+            projects: vec![ProjectLine {
+                connection: "main".into(),
+                gitlab_id: 1,
+                path: "a/b".into(),
+                repository: line(states[0]),
+                deploy_key: line(states[1]),
+                webhook: line(states[2]),
+            }],
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_worst_state() {
+        assert_eq!(
+            report([State::Ok, State::Healthy, State::Healthy]).exit_code(),
+            0
+        );
+        assert_eq!(
+            report([State::Ok, State::Expiring, State::Healthy]).exit_code(),
+            0
+        );
+        assert_eq!(
+            report([State::Ok, State::Healthy, State::Unknown]).exit_code(),
+            2
+        );
+        assert_eq!(
+            report([State::Ok, State::Missing, State::Unknown]).exit_code(),
+            1
+        );
+        assert_eq!(
+            report([State::NotFound, State::Blocked, State::Blocked]).exit_code(),
+            1
+        );
+    }
+
+    #[test]
+    fn table_lists_details_of_unhealthy_components_only() {
+        let mut r = report([State::Ok, State::Missing, State::Healthy]);
+        r.projects[0].deploy_key.detail = "no key".into();
+        r.projects[0].webhook.detail = "hook 4".into();
+        let table = r.to_table(false);
+        assert!(table.contains("deploy_key: no key"));
+        assert!(!table.contains("hook 4"));
+    }
+}
