@@ -1,0 +1,227 @@
+//! The `glwarden` binary as a user runs it: the demo, config errors, exit
+//! statuses, project commands, and no secret in anything it prints.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use glwarden::health::{Component, State};
+
+fn glwarden(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glwarden"));
+    cmd.args(args).env_remove("RUST_LOG").env_remove("GLWARDEN_CONFIG");
+    cmd
+}
+
+/// Runs the binary off the async runtime's worker threads (the simulator
+/// lives on them and must keep answering).
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("binary runs"))
+        .await
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_shows_every_state_of_the_design() {
+    let out = run(glwarden(&["demo", "--format", "json"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let start = stdout.find("{\n").expect("JSON report in the output");
+    let end = stdout.rfind("\n}").expect("end of JSON") + 2;
+    let report: serde_json::Value = serde_json::from_str(&stdout[start..end]).unwrap();
+
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for c in report["connections"].as_array().unwrap() {
+        seen.push(("connection".into(), c["state"].as_str().unwrap().into()));
+    }
+    for p in report["projects"].as_array().unwrap() {
+        for component in ["repository", "deploy_key", "webhook"] {
+            seen.push((component.into(), p[component]["state"].as_str().unwrap().into()));
+        }
+    }
+    for component in [Component::Connection, Component::Repository, Component::DeployKey, Component::Webhook] {
+        for state in component.states().iter().chain([&State::Unknown]) {
+            assert!(
+                seen.contains(&(component.as_str().into(), state.as_str().into())),
+                "demo lacks {component} {state}; saw {seen:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_table_is_printed_by_default() {
+    let out = run(glwarden(&["demo"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("DEPLOY KEY") && stdout.contains("pending_deletion"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_errors_name_the_file_and_key_and_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = run(glwarden(&["--config", missing.to_str().unwrap(), "config", "check"])).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("nope.toml"), "{}", text(&out));
+
+    let cases = [
+        ("[check]\nconcurrency = \"x\"\n", "check.concurrency"),
+        ("[check]\nnot_a_key = 1\n", "not_a_key"),
+        ("[connections.main]\nurl = \"ftp://x\"\ntoken_env = \"GLW_TEST_UNSET_VAR\"\n", "connections.main.url"),
+        ("[connections.main]\nurl = \"https://x\"\ntoken_env = \"GLW_TEST_UNSET_VAR\"\n", "connections.main.token_env"),
+        ("[store\n", "glwarden.toml"),
+    ];
+    for (body, expected) in cases {
+        let file = dir.path().join("glwarden.toml");
+        std::fs::write(&file, body).unwrap();
+        let out = run(glwarden(&["--config", file.to_str().unwrap(), "config", "check"])).await;
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{body}: {all}");
+        assert!(all.contains(expected), "{body}: expected `{expected}` in: {all}");
+        assert!(all.contains("glwarden.toml"), "{all}");
+        assert!(!all.contains("panicked") && !all.contains("RUST_BACKTRACE"), "{all}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_overrides_the_file() {
+    let fx = Fixture::new().await;
+    let config = fx.write_config(&[], "");
+    let mut cmd = glwarden(&["--config", config.to_str().unwrap(), "config", "check"]);
+    cmd.env("GLWARDEN__CHECK__CONCURRENCY", "3");
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("concurrency = 3"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_status_says_healthy_broken_or_unknown() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let config = fx.write_config(&[&p], "");
+    let cfg = config.to_str().unwrap();
+
+    let out = run(glwarden(&["--config", cfg, "check"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    fx.sim.inject(glwarden::sim::Fault {
+        method: None,
+        path_contains: Some("/hooks".into()),
+        kind: glwarden::sim::FaultKind::Status { code: 503, html: false },
+        times: None,
+    });
+    let out = run(glwarden(&["--config", cfg, "check"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    fx.sim.clear_faults();
+
+    fx.sim.remove_hook(p.id, p.hook_id);
+    let out = run(glwarden(&["--config", cfg, "check", "--format", "json"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["projects"][0]["webhook"]["state"], "missing");
+
+    // `status` reads the store only: the same answer with GitLab gone.
+    fx.sim.shutdown();
+    let out = run(glwarden(&["--config", cfg, "status"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("missing"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn project_add_list_remove_and_history() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let config = fx.write_config(&[], "");
+    let cfg = config.to_str().unwrap();
+    let key_file = fx.dir.path().join("key.pub");
+    std::fs::write(&key_file, &p.key.public_openssh).unwrap();
+
+    let out = run(glwarden(&["--config", cfg, "project", "add", "acme/app", "--deploy-key-file", key_file.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("id {}", p.id)), "{}", text(&out));
+
+    let out = run(glwarden(&["--config", cfg, "project", "list"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acme/app"), "{}", text(&out));
+
+    let out = run(glwarden(&["--config", cfg, "check", "--project", "acme/app"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = run(glwarden(&["--config", cfg, "history", "--project", &p.id.to_string()])).await;
+    let history = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(history.contains("deploy_key") && history.contains("healthy"), "{history}");
+
+    let out = run(glwarden(&["--config", cfg, "project", "remove", "acme/app"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(glwarden(&["--config", cfg, "project", "list", "--format", "json"])).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+
+    let out = run(glwarden(&["--config", cfg, "project", "add", "acme/does-not-exist"])).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("404"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_token_in_any_output_even_at_debug_level() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let q = fx.connect("acme/broken");
+    fx.sim.remove_hook(q.id, q.hook_id);
+    let config = fx.write_config(&[&p, &q], "");
+    let cfg = config.to_str().unwrap();
+    let mut everything = String::new();
+    for args in [
+        vec!["--config", cfg, "-vv", "check"],
+        vec!["--config", cfg, "-vv", "check", "--format", "json"],
+        vec!["--config", cfg, "-vv", "status"],
+        vec!["--config", cfg, "-vv", "history"],
+        vec!["--config", cfg, "-vv", "config", "check"],
+    ] {
+        let mut cmd = glwarden(&args);
+        cmd.env("RUST_LOG", "debug");
+        let out = run(cmd).await;
+        everything.push_str(&text(&out));
+    }
+    // A revoked token and a GitLab error page must not leak it either.
+    fx.sim.revoke_token(TOKEN);
+    let mut cmd = glwarden(&["--config", cfg, "check"]);
+    cmd.env("RUST_LOG", "trace");
+    everything.push_str(&text(&run(cmd).await));
+
+    assert!(everything.contains("DEBUG"), "debug logging was on");
+    assert!(!everything.contains(TOKEN), "the token leaked");
+    assert!(!everything.contains("SECRET-token"), "part of the token leaked");
+    assert!(!everything.contains("PRIVATE KEY"));
+    assert_no_secret_file_readable(&fx.db_path());
+}
+
+fn assert_no_secret_file_readable(db: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "database file mode");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_example_config_is_valid() {
+    use std::os::unix::fs::PermissionsExt;
+    let creds = tempfile::tempdir().unwrap();
+    let token = creds.path().join("gitlab-com-token");
+    std::fs::write(&token, "glpat-example").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/glwarden.example.toml");
+    let mut cmd = glwarden(&["--config", example, "config", "check"]);
+    cmd.env("CREDENTIALS_DIRECTORY", creds.path());
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("glpat-example"));
+}

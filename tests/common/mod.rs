@@ -1,0 +1,147 @@
+//! Shared fixture for the integration tests: a simulator with one user and
+//! token, projects connected with a key and hook of ours, and a config file
+//! pointing glwarden at it.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use glwarden::check::{Checker, Selection};
+use glwarden::config::Config;
+use glwarden::health::{Component, State};
+use glwarden::keys::{GeneratedKey, generate_ed25519};
+use glwarden::sim::{HookSpec, Sim};
+use glwarden::store::Store;
+
+pub const TOKEN: &str = "glpat-fixture-SECRET-token-0001";
+pub const HOOK_TEMPLATE: &str = "https://ci.example.com/hooks/{id}";
+
+pub struct Fixture {
+    pub sim: Sim,
+    pub dir: tempfile::TempDir,
+    pub user: u64,
+}
+
+/// A project connected at the simulator.
+pub struct Connected {
+    pub id: u64,
+    pub key: GeneratedKey,
+    pub hook_id: u64,
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        let sim = Sim::start().await.expect("simulator starts");
+        let user = sim.add_user("ci-bot");
+        sim.add_access_token(user, TOKEN, &["api"], None);
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&token_file)
+            .unwrap();
+        f.write_all(TOKEN.as_bytes()).unwrap();
+        Fixture { sim, dir, user }
+    }
+
+    pub fn hook_url(id: u64) -> String {
+        HOOK_TEMPLATE.replace("{id}", &id.to_string())
+    }
+
+    /// A project where the fixture's user is Maintainer, with our key and hook.
+    pub fn connect(&self, path: &str) -> Connected {
+        let id = self.sim.add_project(path);
+        self.sim.set_member(id, self.user, 40);
+        let key = generate_ed25519("glwarden test").unwrap();
+        self.sim.add_deploy_key(id, "glwarden", &key.public_openssh, false, None);
+        let hook_id = self.sim.add_hook(
+            id,
+            HookSpec {
+                url: Self::hook_url(id),
+                push_events: true,
+                tag_push_events: true,
+                merge_requests_events: true,
+                enable_ssl_verification: true,
+                token: Some("hook-secret".into()),
+            },
+        );
+        Connected { id, key, hook_id }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("glwarden.db")
+    }
+
+    /// Writes a config listing `projects` by id (with their public keys) and `extra` TOML.
+    pub fn write_config(&self, projects: &[&Connected], extra: &str) -> PathBuf {
+        self.write_config_full(projects, "", extra)
+    }
+
+    /// Like `write_config`, with more lines for the `[check]` section.
+    pub fn write_config_full(&self, projects: &[&Connected], check_lines: &str, extra: &str) -> PathBuf {
+        let mut text = format!(
+            "[store]\npath = {:?}\n\n[check]\nrequest_timeout_seconds = 2\nmax_rate_limit_wait_seconds = 10\n{check_lines}\n\
+             [expect]\nwebhook_url = {HOOK_TEMPLATE:?}\n\n[connections.main]\nurl = {:?}\ntoken_file = {:?}\n\n",
+            self.db_path().display().to_string(),
+            self.sim.base_url(),
+            self.dir.path().join("token").display().to_string(),
+        );
+        for p in projects {
+            text.push_str(&format!(
+                "[[projects]]\nconnection = \"main\"\nid = {}\ndeploy_key = {:?}\n\n",
+                p.id, p.key.public_openssh
+            ));
+        }
+        text.push_str(extra);
+        let file = self.dir.path().join("glwarden.toml");
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    pub async fn checker(&self, config: &std::path::Path) -> (Checker, Store) {
+        let cfg = Arc::new(Config::load(config).expect("config loads"));
+        let store = Store::open(&cfg.raw.store.path).await.unwrap();
+        (Checker::new(cfg, store.clone()).unwrap(), store)
+    }
+
+    /// Runs a check of everything.
+    pub async fn check(&self, checker: &Checker) {
+        checker.run(&Selection::All).await.expect("check runs");
+    }
+}
+
+/// The shown states of a project's components, by GitLab id.
+pub async fn states(store: &Store, gitlab_id: u64) -> [State; 3] {
+    let report = glwarden::report::build(store, &Selection::One(gitlab_id.to_string()))
+        .await
+        .unwrap();
+    let p = report.projects.first().expect("project is in the inventory");
+    [p.repository.state, p.deploy_key.state, p.webhook.state]
+}
+
+/// The shown state and detail of one component.
+pub async fn component(store: &Store, gitlab_id: u64, component: Component) -> (State, String) {
+    let report = glwarden::report::build(store, &Selection::One(gitlab_id.to_string()))
+        .await
+        .unwrap();
+    let p = report.projects.first().expect("project is in the inventory");
+    let line = match component {
+        Component::Repository => &p.repository,
+        Component::DeployKey => &p.deploy_key,
+        Component::Webhook => &p.webhook,
+        Component::Connection => panic!("use connection_state"),
+    };
+    (line.state, line.detail.clone())
+}
+
+pub async fn connection_state(store: &Store) -> State {
+    let report = glwarden::report::build(store, &Selection::All).await.unwrap();
+    report.connections[0].health.state
+}
+
+pub const HEALTHY: [State; 3] = [State::Ok, State::Healthy, State::Healthy];
