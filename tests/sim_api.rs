@@ -250,6 +250,19 @@ async fn renamed_project_redirects_gets_and_refuses_writes() {
         json!({"message": "Non GET methods are not allowed for moved projects"})
     );
 
+    let r = env
+        .req(Method::HEAD, "/projects/acme%2Fapp", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405, "HEAD counts as a write for moved projects");
+    let r = env
+        .req(Method::HEAD, &format!("/projects/{id}/hooks"), TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     let p = body(env.get("/projects/acme%2Frenamed").await).await;
     assert_eq!(p["id"], id);
     assert_eq!(p["path_with_namespace"], "acme/renamed");
@@ -727,8 +740,9 @@ async fn projects_keyset_pagination_walks_by_id() {
     let r = env
         .get("/groups/big/projects?include_subgroups=true&min_access_level=40&pagination=keyset&order_by=id&sort=asc&per_page=100&id_after=240")
         .await;
-    let ids: Vec<u64> = body(r)
-        .await
+    let page = body(r).await;
+    assert!(page[0].get("permissions").is_none(), "plain Project entity");
+    let ids: Vec<u64> = page
         .as_array()
         .unwrap()
         .iter()

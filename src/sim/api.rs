@@ -57,6 +57,11 @@ impl<'a> Req<'a> {
         }
     }
 
+    /// GET or HEAD.
+    pub fn is_read(&self) -> bool {
+        self.method == "GET" || self.method == "HEAD"
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.params.contains_key(key)
     }
@@ -117,9 +122,10 @@ pub(crate) fn dispatch(w: &mut World, r: &Req) -> Reply {
     }
 }
 
-/// Grape's answer when the path exists but not for this method.
+/// Grape's answer when the path exists but not for this method. HEAD is
+/// served wherever GET is (hyper drops the body).
 fn allow(r: &Req, methods: &[&str]) -> Result<(), Reply> {
-    if methods.contains(&r.method) {
+    if methods.contains(&r.method) || (r.is_read() && methods.contains(&"GET")) {
         Ok(())
     } else {
         Err(Reply::error(405, "405 Not Allowed"))
@@ -132,11 +138,7 @@ fn id_param(name: &str, s: &str) -> Result<u64, Reply> {
 }
 
 fn need_for(r: &Req) -> Need {
-    if r.method == "GET" || r.method == "HEAD" {
-        Need::Read
-    } else {
-        Need::Write
-    }
+    if r.is_read() { Need::Read } else { Need::Write }
 }
 
 /// A project sub-route, parsed before authentication.
@@ -320,9 +322,9 @@ fn project_action(w: &mut World, r: &Req, c: &Caller, pid: u64, route: ProjectRo
     require_maintainer(w, pid, c)?;
     match route {
         Show => unreachable!("handled above"),
-        Keys if r.method == "GET" => list_keys(w, r, pid),
+        Keys if r.is_read() => list_keys(w, r, pid),
         Keys => create_key(w, r, c, pid),
-        Key(k) if r.method == "GET" => {
+        Key(k) if r.is_read() => {
             let p = &w.projects[&pid];
             let link = p.deploy_keys.get(&k).ok_or_else(Reply::record_not_found)?;
             Ok(Reply::ok(entities::deploy_key(
@@ -339,9 +341,9 @@ fn project_action(w: &mut World, r: &Req, c: &Caller, pid: u64, route: ProjectRo
             }
         }
         KeyEnable(k) => enable_key(w, c, pid, k),
-        Hooks if r.method == "GET" => list_hooks(w, r, pid),
+        Hooks if r.is_read() => list_hooks(w, r, pid),
         Hooks => create_hook(w, r, pid),
-        Hook(h) if r.method == "GET" => {
+        Hook(h) if r.is_read() => {
             let hook = w.projects[&pid].hooks.get(&h);
             Ok(Reply::ok(entities::hook(
                 hook.ok_or_else(Reply::record_not_found)?,
@@ -760,7 +762,10 @@ fn project_page(
     o: &ListOpts,
     ids: impl Iterator<Item = u64>,
 ) -> Res {
-    let render = |pid: u64| entities::project(w, &w.projects[&pid], Some(c.user));
+    // `/projects` presents `ProjectWithAccess` (permissions); a group's
+    // project list the plain `Project` entity.
+    let viewer = (r.path == "/api/v4/projects").then_some(c.user);
+    let render = |pid: u64| entities::project(w, &w.projects[&pid], viewer);
     let ids = ids.filter(|&pid| keep(w, c.user, o, pid));
     if !o.keyset {
         return offset_list(w, r, ids, o.page, render);

@@ -296,13 +296,12 @@ impl World {
         }
     }
 
-    /// `git@host:` prefix for `ssh_url_to_repo`.
-    pub fn host(&self) -> &str {
-        let rest = self
-            .base_url
-            .split_once("://")
-            .map_or(self.base_url.as_str(), |(_, r)| r);
-        rest.split(':').next().unwrap_or(rest)
+    /// The host part of the base URL, for `ssh_url_to_repo`.
+    pub fn host(&self) -> String {
+        url::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "localhost".to_string())
     }
 
     // ---- users and tokens ----
