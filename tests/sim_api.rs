@@ -588,6 +588,27 @@ async fn hook_auto_disable_backs_off_and_a_good_test_re_enables() {
     assert_eq!(events[1]["trigger"], "push_hooks");
     let ok = body(env.get(&format!("{one}/events?status=successful")).await).await;
     assert_eq!(ok.as_array().unwrap().len(), 1);
+
+    // Resending a logged event delivers again: a success re-enables.
+    let event = events[0]["id"].as_u64().unwrap();
+    let r = env
+        .send(
+            Method::POST,
+            &format!("{one}/events/{event}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(body(r).await, json!({"response_status": 200}));
+    assert_eq!(env.sim.hooks(env.project)[0].alert_status(), "executable");
+    let r = env
+        .send(
+            Method::POST,
+            &format!("{one}/events/999999/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
     let conn = body(
         env.get(&format!("{one}/events?status=server_failure&per_page=20"))
             .await,

@@ -151,6 +151,7 @@ enum ProjectRoute {
     Hook(u64),
     HookTest(u64, String),
     HookEvents(u64),
+    HookResend(u64, u64),
 }
 
 fn project_route(r: &Req, rest: &[&str]) -> Result<ProjectRoute, Reply> {
@@ -187,6 +188,10 @@ fn project_route(r: &Req, rest: &[&str]) -> Result<ProjectRoute, Reply> {
         ["hooks", h, "events"] => {
             allow(r, &["GET"])?;
             HookEvents(id_param("hook_id", h)?)
+        }
+        ["hooks", h, "events", e, "resend"] => {
+            allow(r, &["POST"])?;
+            HookResend(id_param("hook_id", h)?, id_param("hook_event_id", e)?)
         }
         _ => return Err(Reply::route_not_found()),
     })
@@ -360,6 +365,7 @@ fn project_action(w: &mut World, r: &Req, c: &Caller, pid: u64, route: ProjectRo
         }
         HookTest(h, trigger) => test_hook(w, c, pid, h, &trigger),
         HookEvents(h) => hook_events(w, r, pid, h),
+        HookResend(h, e) => resend_event(w, c, pid, h, e),
     }
 }
 
@@ -639,11 +645,12 @@ fn update_hook(w: &mut World, r: &Req, pid: u64, hid: u64) -> Res {
     Ok(Reply::ok(entities::hook(h, true)))
 }
 
-/// GitLab's application rate limit for hook tests: 5 per minute per
-/// project and user, answered with the JSON 429 (§5.3).
-fn hook_test_allowed(w: &mut World, pid: u64, user: u64) -> Result<(), Reply> {
+/// GitLab's application rate limits (`check_rate_limit!`): 5 per minute
+/// per scope and user, answered with the JSON 429 of §5.3 and no
+/// `RateLimit-*` headers. Hook tests are scoped by project, resends by hook.
+fn app_rate_limit(w: &mut World, name: &'static str, scope: u64, user: u64) -> Result<(), Reply> {
     const LIMIT: u32 = 5;
-    let slot = w.hook_tests.entry((pid, user)).or_default();
+    let slot = w.app_limits.entry((name, scope, user)).or_default();
     let (count, left) = Window::hit(
         slot,
         std::time::Duration::from_secs(60),
@@ -659,26 +666,50 @@ fn hook_test_allowed(w: &mut World, pid: u64, user: u64) -> Result<(), Reply> {
     .header("retry-after", left.as_secs().max(1).to_string()))
 }
 
-fn test_hook(w: &mut World, c: &Caller, pid: u64, hid: u64, trigger: &str) -> Res {
-    let url = w.projects[&pid]
+/// Delivers to the hook's receiver (its status set by
+/// `set_receiver_status`), logging and applying back-off or re-enable.
+/// Returns the receiver's status, or the 422 GitLab answers on failure.
+fn deliver(w: &mut World, pid: u64, hid: u64, url: &str, trigger: &str) -> Result<u16, Reply> {
+    let status = w.receivers.get(url).copied().unwrap_or(200);
+    w.record_delivery(pid, hid, status, trigger);
+    match status {
+        200..=299 => Ok(status),
+        0 => Err(Reply::message(422, "Failed to open TCP connection")),
+        s => Err(Reply::message(422, world::receiver_body(s))),
+    }
+}
+
+fn hook_url(w: &World, pid: u64, hid: u64) -> Result<String, Reply> {
+    w.projects[&pid]
         .hooks
         .get(&hid)
-        .ok_or_else(Reply::record_not_found)?
-        .url
-        .clone();
+        .map(|h| h.url.clone())
+        .ok_or_else(Reply::record_not_found)
+}
+
+fn test_hook(w: &mut World, c: &Caller, pid: u64, hid: u64, trigger: &str) -> Res {
+    let url = hook_url(w, pid, hid)?;
     let Some((_, log_trigger)) = TRIGGERS.iter().find(|(t, _)| *t == trigger) else {
         return Err(Reply::error(400, "trigger does not have a valid value"));
     };
-    hook_test_allowed(w, pid, c.user)?;
-    let status = w.receivers.get(&url).copied().unwrap_or(200);
-    w.record_delivery(pid, hid, status, log_trigger);
-    if (200..300).contains(&status) {
-        Ok(Reply::created(json!({ "message": "201 Created" })))
-    } else if status == 0 {
-        Err(Reply::message(422, "Failed to open TCP connection"))
-    } else {
-        Err(Reply::message(422, super::world::receiver_body(status)))
-    }
+    app_rate_limit(w, "web_hook_test_api_endpoint", pid, c.user)?;
+    deliver(w, pid, hid, &url, log_trigger)?;
+    Ok(Reply::created(json!({ "message": "201 Created" })))
+}
+
+/// `POST .../events/:hook_event_id/resend` (17.4+): 201 with the
+/// receiver's status, 422 on failure, 5 per minute per hook and user.
+fn resend_event(w: &mut World, c: &Caller, pid: u64, hid: u64, event: u64) -> Res {
+    let url = hook_url(w, pid, hid)?;
+    let trigger = w
+        .hook_events
+        .get(&hid)
+        .and_then(|log| log.iter().find(|e| e.id == event))
+        .map(|e| e.trigger.clone())
+        .ok_or_else(Reply::record_not_found)?;
+    app_rate_limit(w, "web_hook_event_resend_api_endpoint", hid, c.user)?;
+    let status = deliver(w, pid, hid, &url, &trigger)?;
+    Ok(Reply::created(json!({ "response_status": status })))
 }
 
 /// Whether a logged status matches one `status` filter value.

@@ -26,7 +26,12 @@ pub(crate) fn check(w: &mut World, user: Option<u64>) -> Result<Vec<(String, Str
         ("ratelimit-limit".to_string(), limit.to_string()),
         (
             "ratelimit-name".to_string(),
-            "throttle_authenticated_api".to_string(),
+            if user.is_some() {
+                "throttle_authenticated_api"
+            } else {
+                "throttle_unauthenticated_api"
+            }
+            .to_string(),
         ),
         ("ratelimit-observed".to_string(), observed.to_string()),
         (

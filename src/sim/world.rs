@@ -256,8 +256,9 @@ pub(crate) struct World {
     keys_by_fp: HashMap<String, u64>,
     pub hook_events: HashMap<u64, Vec<HookEvent>>,
     pub receivers: HashMap<String, u16>,
+    /// Application rate limits: (limit name, scope id, user) -> window.
     #[serde(skip)]
-    pub hook_tests: HashMap<(u64, u64), Option<Window>>,
+    pub app_limits: HashMap<(&'static str, u64, u64), Option<Window>>,
     pub faults: Vec<Fault>,
     pub latency: Duration,
     pub rate_limit: Option<u32>,
@@ -287,7 +288,7 @@ impl World {
             keys_by_fp: HashMap::new(),
             hook_events: HashMap::new(),
             receivers: HashMap::new(),
-            hook_tests: HashMap::new(),
+            app_limits: HashMap::new(),
             faults: Vec::new(),
             latency: Duration::ZERO,
             rate_limit: None,
