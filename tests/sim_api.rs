@@ -786,6 +786,11 @@ async fn projects_keyset_pagination_walks_by_id() {
     let g = body(env.get("/groups/big%2Fsub").await).await;
     assert_eq!(g["full_path"], "big/sub");
 
+    let r = env.get("/projects?simple=true&per_page=1").await;
+    let simple = body(r).await;
+    assert!(simple[0]["path_with_namespace"].is_string());
+    assert!(simple[0].get("archived").is_none() && simple[0].get("permissions").is_none());
+
     // Offset pagination of /projects: newest first by default.
     let r = env.get("/projects?membership=true&per_page=2").await;
     assert_eq!(header(&r, "x-total").as_deref(), Some("252"));

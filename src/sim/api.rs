@@ -795,8 +795,17 @@ fn project_page(
 ) -> Res {
     // `/projects` presents `ProjectWithAccess` (permissions); a group's
     // project list the plain `Project` entity.
+    // `simple=true` trims to `BasicProjectDetails` (no `archived`!).
     let viewer = (r.path == "/api/v4/projects").then_some(c.user);
-    let render = |pid: u64| entities::project(w, &w.projects[&pid], viewer);
+    let simple = r.boolean("simple")?.unwrap_or(false);
+    let render = |pid: u64| {
+        let full = entities::project(w, &w.projects[&pid], viewer);
+        if simple {
+            entities::simple_project(full)
+        } else {
+            full
+        }
+    };
     let ids = ids.filter(|&pid| keep(w, c.user, o, pid));
     if !o.keyset {
         return offset_list(w, r, ids, o.page, render);

@@ -157,6 +157,38 @@ pub(crate) fn project(w: &World, p: &Project, user: Option<u64>) -> Value {
     v
 }
 
+/// `Entities::BasicProjectDetails`, what `simple=true` lists present.
+pub(crate) fn simple_project(full: Value) -> Value {
+    const FIELDS: &[&str] = &[
+        "id",
+        "description",
+        "name",
+        "name_with_namespace",
+        "path",
+        "path_with_namespace",
+        "created_at",
+        "default_branch",
+        "tag_list",
+        "topics",
+        "ssh_url_to_repo",
+        "http_url_to_repo",
+        "web_url",
+        "readme_url",
+        "forks_count",
+        "avatar_url",
+        "star_count",
+        "last_activity_at",
+        "namespace",
+    ];
+    match full {
+        Value::Object(mut m) => {
+            m.retain(|k, _| FIELDS.contains(&k.as_str()));
+            Value::Object(m)
+        }
+        other => other,
+    }
+}
+
 pub(crate) fn group(w: &World, g: &Group) -> Value {
     let full_name: Vec<&str> = w
         .group_chain(g.id)

@@ -134,7 +134,11 @@ async fn entry(State(app): State<App>, req: Request) -> Response {
             }
             Err(too_many) => too_many,
         };
-        w.requests.finish(seq, reply.status, user);
+        let sent = match fault {
+            Some(FaultKind::TruncatedJson | FaultKind::WrongShape) => 200,
+            _ => reply.status,
+        };
+        w.requests.finish(seq, sent, user);
         reply
     };
     faults::damage(fault.as_ref(), reply)
