@@ -1,1 +1,440 @@
-//! Stateful GitLab REST v4 simulator (placeholder; being written in a worktree).
+//! Stateful fake GitLab REST v4 server (see `sim-spec.md` and the GitLab
+//! reference card). The [`Sim`] handle owns the world behind a std mutex and
+//! a background axum server on loopback; tests, `glwarden demo` and the
+//! benchmark mutate the world through the methods below or, from another
+//! process, through the `/_sim` control API.
+
+mod api;
+mod auth;
+mod control;
+mod entities;
+mod faults;
+mod keys;
+mod oauth;
+mod pagination;
+mod reply;
+mod server;
+mod throttle;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use keys::{fingerprint_md5, fingerprint_sha256};
+use world::World;
+
+/// Handle on a running simulator. Dropping it stops the server.
+pub struct Sim {
+    world: Arc<Mutex<World>>,
+    addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// A deploy key as linked to one project (the `DeployKeysProject` entity).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimDeployKey {
+    pub id: u64,
+    pub title: String,
+    /// The key as stored: `<type> <base64>` (without the comment).
+    pub key: String,
+    pub fingerprint: String,
+    pub fingerprint_sha256: String,
+    pub can_push: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a test wants a new hook to look like; the rest takes GitLab defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HookSpec {
+    pub url: String,
+    pub push_events: bool,
+    pub tag_push_events: bool,
+    pub merge_requests_events: bool,
+    pub enable_ssl_verification: bool,
+    pub token: Option<String>,
+}
+
+impl Default for HookSpec {
+    fn default() -> Self {
+        // GitLab's column defaults: push on, everything else off, SSL checked.
+        HookSpec {
+            url: String::new(),
+            push_events: true,
+            tag_push_events: false,
+            merge_requests_events: false,
+            enable_ssl_verification: true,
+            token: None,
+        }
+    }
+}
+
+/// A project webhook with every field GitLab stores, including the
+/// write-only `token` (never rendered by the API, kept for assertions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimHook {
+    pub id: u64,
+    pub project_id: u64,
+    pub url: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub token: Option<String>,
+    pub push_events: bool,
+    pub push_events_branch_filter: String,
+    pub branch_filter_strategy: String,
+    pub tag_push_events: bool,
+    pub merge_requests_events: bool,
+    pub repository_update_events: bool,
+    pub issues_events: bool,
+    pub confidential_issues_events: bool,
+    pub note_events: bool,
+    pub confidential_note_events: bool,
+    pub pipeline_events: bool,
+    pub wiki_page_events: bool,
+    pub deployment_events: bool,
+    pub feature_flag_events: bool,
+    pub job_events: bool,
+    pub releases_events: bool,
+    pub milestone_events: bool,
+    pub emoji_events: bool,
+    pub resource_access_token_events: bool,
+    pub resource_deploy_token_events: bool,
+    pub vulnerability_events: bool,
+    pub enable_ssl_verification: bool,
+    pub custom_webhook_template: Option<String>,
+    /// `(key, value)`; values are never rendered.
+    pub custom_headers: Vec<(String, String)>,
+    /// `(key, value)`; values are never rendered.
+    pub url_variables: Vec<(String, String)>,
+    pub created_at: DateTime<Utc>,
+    pub recent_failures: u32,
+    pub disabled_until: Option<DateTime<Utc>>,
+}
+
+/// GitLab's auto-disabling constants (AUTO-new, 18.x model).
+pub const TEMPORARILY_DISABLED_FAILURE_THRESHOLD: u32 = 3;
+pub const PERMANENTLY_DISABLED_FAILURE_THRESHOLD: u32 = 39;
+
+impl SimHook {
+    /// `executable`, `temporarily_disabled` or `disabled`, as rendered now.
+    pub fn alert_status(&self) -> &'static str {
+        self.alert_status_at(Utc::now())
+    }
+
+    pub fn alert_status_at(&self, now: DateTime<Utc>) -> &'static str {
+        if self.temporarily_disabled(now) {
+            "temporarily_disabled"
+        } else if self.permanently_disabled() {
+            "disabled"
+        } else {
+            "executable"
+        }
+    }
+
+    fn temporarily_disabled(&self, now: DateTime<Utc>) -> bool {
+        (TEMPORARILY_DISABLED_FAILURE_THRESHOLD + 1..=PERMANENTLY_DISABLED_FAILURE_THRESHOLD)
+            .contains(&self.recent_failures)
+            && self.disabled_until.is_some_and(|d| d >= now)
+    }
+
+    fn permanently_disabled(&self) -> bool {
+        self.recent_failures > PERMANENTLY_DISABLED_FAILURE_THRESHOLD
+            || (self.recent_failures > TEMPORARILY_DISABLED_FAILURE_THRESHOLD
+                && self.disabled_until.is_none())
+    }
+}
+
+/// One request as the simulator saw it (control API requests excluded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub method: String,
+    /// Raw path, without the query string.
+    pub path: String,
+    pub query: String,
+    /// 0 when no response was sent (hang, reset).
+    pub status: u16,
+    pub user: Option<u64>,
+}
+
+/// A fault to inject into matching requests (API and OAuth, not `/_sim`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path_contains: Option<String>,
+    pub kind: FaultKind,
+    /// How many matching requests it hits; `None` = until cleared.
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+/// JSON form: `{"kind":"status","value":{"code":502,"html":true}}`,
+/// `{"kind":"delay","value":250}` (milliseconds), `{"kind":"hang"}`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum FaultKind {
+    Status {
+        code: u16,
+        #[serde(default)]
+        html: bool,
+    },
+    Delay(#[serde(with = "duration_ms")] Duration),
+    Hang,
+    Reset,
+    GarbageJson,
+    TruncatedJson,
+    WrongShape,
+    SlowBody {
+        #[serde(with = "duration_ms")]
+        chunk_delay: Duration,
+    },
+    Oversized {
+        bytes: usize,
+    },
+    RateLimited {
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+}
+
+/// Durations travel as integer milliseconds in the control API.
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+impl Sim {
+    /// Binds 127.0.0.1:0 and serves in a background tokio task.
+    pub async fn start() -> std::io::Result<Sim> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds the given address and serves in a background tokio task.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Sim> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let world = Arc::new(Mutex::new(World::new(&format!("http://{addr}"))));
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        server::spawn(listener, world.clone(), rx);
+        Ok(Sim {
+            world,
+            addr,
+            shutdown,
+        })
+    }
+
+    /// "http://127.0.0.1:PORT": API under /api/v4, OAuth under /oauth.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving; hung and delayed requests are released too.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    fn w(&self) -> MutexGuard<'_, World> {
+        world::lock(&self.world)
+    }
+
+    // users and tokens
+
+    pub fn add_user(&self, username: &str) -> u64 {
+        self.w().add_user(username)
+    }
+
+    /// Personal/project/group access token (all stored as PAT type).
+    pub fn add_access_token(
+        &self,
+        user: u64,
+        token: &str,
+        scopes: &[&str],
+        expires_at: Option<NaiveDate>,
+    ) -> u64 {
+        self.w().add_access_token(user, token, scopes, expires_at)
+    }
+
+    pub fn revoke_token(&self, token: &str) {
+        self.w().revoke_token(token);
+    }
+
+    pub fn expire_token(&self, token: &str) {
+        self.w().expire_token(token);
+    }
+
+    pub fn add_oauth_app(&self, client_id: &str, client_secret: &str) {
+        self.w().add_oauth_app(client_id, client_secret);
+    }
+
+    pub fn add_oauth_token(
+        &self,
+        user: u64,
+        client_id: &str,
+        access: &str,
+        refresh: &str,
+        scopes: &[&str],
+        expires_in_secs: i64,
+    ) {
+        self.w()
+            .add_oauth_token(user, client_id, access, refresh, scopes, expires_in_secs);
+    }
+
+    // groups and projects
+
+    pub fn add_group(&self, full_path: &str) -> u64 {
+        self.w().ensure_group(full_path)
+    }
+
+    pub fn set_group_member(&self, group: u64, user: u64, access_level: u32) {
+        self.w().set_group_member(group, user, access_level);
+    }
+
+    pub fn add_project(&self, path_with_namespace: &str) -> u64 {
+        self.w().add_project(path_with_namespace)
+    }
+
+    pub fn set_member(&self, project: u64, user: u64, access_level: u32) {
+        self.w().set_member(project, user, access_level);
+    }
+
+    pub fn rename_project(&self, project: u64, new_path_with_namespace: &str) {
+        self.w().rename_project(project, new_path_with_namespace);
+    }
+
+    pub fn set_archived(&self, project: u64, archived: bool) {
+        self.w().set_archived(project, archived);
+    }
+
+    pub fn schedule_deletion(&self, project: u64) {
+        self.w().schedule_deletion(project);
+    }
+
+    pub fn delete_project(&self, project: u64) {
+        self.w().delete_project(project);
+    }
+
+    // deploy keys
+
+    /// Panics when `public_key_openssh` is not a valid OpenSSH public key.
+    pub fn add_deploy_key(
+        &self,
+        project: u64,
+        title: &str,
+        public_key_openssh: &str,
+        can_push: bool,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> u64 {
+        self.w()
+            .add_deploy_key(
+                project,
+                title,
+                public_key_openssh,
+                can_push,
+                expires_at,
+                None,
+            )
+            .expect("add_deploy_key: invalid OpenSSH public key")
+    }
+
+    pub fn remove_deploy_key(&self, project: u64, key_id: u64) {
+        self.w().unlink_deploy_key(project, key_id);
+    }
+
+    pub fn set_deploy_key_can_push(&self, project: u64, key_id: u64, can_push: bool) {
+        self.w().set_deploy_key_can_push(project, key_id, can_push);
+    }
+
+    pub fn deploy_keys(&self, project: u64) -> Vec<SimDeployKey> {
+        self.w().deploy_keys(project)
+    }
+
+    // hooks
+
+    pub fn add_hook(&self, project: u64, spec: HookSpec) -> u64 {
+        self.w().add_hook(project, spec)
+    }
+
+    pub fn update_hook(&self, project: u64, hook: u64, f: impl FnOnce(&mut SimHook)) {
+        if let Some(h) = self.w().hook_mut(project, hook) {
+            f(h);
+        }
+    }
+
+    pub fn remove_hook(&self, project: u64, hook: u64) {
+        self.w().remove_hook(project, hook);
+    }
+
+    pub fn hooks(&self, project: u64) -> Vec<SimHook> {
+        self.w().hooks(project)
+    }
+
+    /// A delivery to this hook answered `status` (0 = connection error).
+    pub fn record_delivery(&self, project: u64, hook: u64, status: u16) {
+        self.w()
+            .record_delivery(project, hook, status, "push_hooks");
+    }
+
+    /// What deliveries and tests to this receiver URL answer (default 200).
+    pub fn set_receiver_status(&self, url: &str, status: u16) {
+        self.w().receivers.insert(url.to_string(), status);
+    }
+
+    // faults, latency, rate limit
+
+    pub fn inject(&self, fault: Fault) {
+        self.w().faults.push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.w().faults.clear();
+    }
+
+    /// Added to every API and OAuth request.
+    pub fn set_latency(&self, d: Duration) {
+        self.w().latency = d;
+    }
+
+    /// At most `per_minute` requests per user per fixed 60 s window.
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) {
+        self.w().set_rate_limit(per_minute);
+    }
+
+    // observation
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.w().requests.records().to_vec()
+    }
+
+    pub fn clear_requests(&self) {
+        self.w().requests.clear();
+    }
+
+    /// The whole world as JSON (what `GET /_sim/state` returns).
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.w()).unwrap_or_default()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

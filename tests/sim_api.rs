@@ -1,0 +1,1333 @@
+//! The GitLab simulator over real HTTP: auth errors, moved and
+//! deletion-scheduled projects, deploy keys, hooks (token reset, back-off,
+//! tests, events), pagination, OAuth, rate limits, faults and `/_sim`.
+
+use std::time::{Duration, Instant};
+
+use glwarden::sim::{Fault, FaultKind, HookSpec, Sim};
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "alice-api";
+
+struct Env {
+    sim: Sim,
+    http: Client,
+    alice: u64,
+    project: u64,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let sim = Sim::start().await.expect("sim starts");
+        let alice = sim.add_user("alice");
+        sim.add_access_token(alice, TOKEN, &["api"], None);
+        let project = sim.add_project("acme/app");
+        sim.set_member(project, alice, 40);
+        let http = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Env {
+            sim,
+            http,
+            alice,
+            project,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v4{path}", self.sim.base_url())
+    }
+
+    fn req(&self, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .header("PRIVATE-TOKEN", token)
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        self.req(Method::GET, path, TOKEN)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Value) -> Response {
+        self.req(method, path, TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    fn control(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/_sim{path}", self.sim.base_url()))
+    }
+}
+
+async fn body(resp: Response) -> Value {
+    let text = resp.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ascii").to_string())
+}
+
+fn ed25519_public_key() -> (String, String) {
+    let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+        .expect("keygen");
+    let public = key.public_key();
+    (
+        public.to_openssh().expect("openssh"),
+        public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn auth_errors_have_gitlab_bodies() {
+    let env = Env::new().await;
+    let p = format!("/projects/{}/deploy_keys", env.project);
+
+    let unknown = env.req(Method::GET, &p, "nope").send().await.unwrap();
+    assert_eq!(unknown.status(), 401);
+    assert_eq!(body(unknown).await, json!({"message": "401 Unauthorized"}));
+    let none = env.http.get(env.url("/user")).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+
+    env.sim
+        .add_access_token(env.alice, "revoked", &["api"], None);
+    env.sim.revoke_token("revoked");
+    let r = env.req(Method::GET, &p, "revoked").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        header(&r, "www-authenticate")
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let b = body(r).await;
+    assert_eq!(b["error"], "invalid_token");
+    assert!(
+        b["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Token was revoked")
+    );
+
+    env.sim.add_access_token(env.alice, "old", &["api"], None);
+    env.sim.expire_token("old");
+    let b = body(env.req(Method::GET, &p, "old").send().await.unwrap()).await;
+    assert_eq!(b["error"], "invalid_token");
+    assert!(
+        b["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Token is expired")
+    );
+
+    let past = chrono::Utc::now().date_naive() - chrono::Days::new(3);
+    env.sim
+        .add_access_token(env.alice, "lapsed", &["api"], Some(past));
+    let r = env
+        .req(Method::GET, "/user", "lapsed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    env.sim
+        .add_access_token(env.alice, "reader", &["read_api"], None);
+    let r = env.req(Method::GET, &p, "reader").send().await.unwrap();
+    assert_eq!(r.status(), 200, "read_api may read");
+    let r = env
+        .req(
+            Method::POST,
+            &format!("/projects/{}/hooks", env.project),
+            "reader",
+        )
+        .json(&json!({"url": "https://ci.example.com/hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let b = body(r).await;
+    assert_eq!(b["error"], "insufficient_scope");
+    assert_eq!(b["scope"], "api");
+
+    let dev = env.sim.add_user("dev");
+    env.sim.add_access_token(dev, "dev-api", &["api"], None);
+    env.sim.set_member(env.project, dev, 30);
+    let r = env.req(Method::GET, &p, "dev-api").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(body(r).await, json!({"message": "403 Forbidden"}));
+    let r = env
+        .req(
+            Method::GET,
+            &format!("/projects/{}", env.project),
+            "dev-api",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a developer can read the project");
+    let b = body(r).await;
+    assert_eq!(b["permissions"]["project_access"]["access_level"], 30);
+
+    let stranger = env.sim.add_user("stranger");
+    env.sim
+        .add_access_token(stranger, "stranger-api", &["api"], None);
+    let r = env
+        .req(Method::GET, &p, "stranger-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(body(r).await, json!({"message": "404 Project Not Found"}));
+
+    let r = env.get("/no/such/route").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(body(r).await, json!({"error": "404 Not Found"}));
+}
+
+#[tokio::test]
+async fn user_and_token_self() {
+    let env = Env::new().await;
+    let me = body(env.get("/user").await).await;
+    assert_eq!(me["id"], env.alice);
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["state"], "active");
+
+    let until = chrono::NaiveDate::from_ymd_opt(2099, 1, 31).unwrap();
+    env.sim
+        .add_access_token(env.alice, "dated", &["read_api"], Some(until));
+    let r = env
+        .req(Method::GET, "/personal_access_tokens/self", "dated")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = body(r).await;
+    assert_eq!(t["expires_at"], "2099-01-31");
+    assert_eq!(t["scopes"], json!(["read_api"]));
+    assert_eq!(t["active"], true);
+    assert_eq!(t["revoked"], false);
+    assert_eq!(t["user_id"], env.alice);
+}
+
+#[tokio::test]
+async fn renamed_project_redirects_gets_and_refuses_writes() {
+    let env = Env::new().await;
+    let id = env.project;
+    env.sim.rename_project(id, "acme/renamed");
+
+    let r = env.get("/projects/acme%2Fapp").await;
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    let loc = header(&r, "location").unwrap();
+    assert_eq!(loc, env.url(&format!("/projects/{id}")));
+
+    let r = env.get("/projects/acme%2Fapp/hooks?per_page=5").await;
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        header(&r, "location").unwrap(),
+        env.url(&format!("/projects/{id}/hooks?per_page=5"))
+    );
+
+    let r = env
+        .send(
+            Method::POST,
+            "/projects/acme%2Fapp/hooks",
+            json!({"url": "https://ci.example.com/h"}),
+        )
+        .await;
+    assert_eq!(r.status(), 405);
+    assert!(header(&r, "location").is_none());
+    assert_eq!(
+        body(r).await,
+        json!({"message": "Non GET methods are not allowed for moved projects"})
+    );
+
+    let r = env
+        .req(Method::HEAD, "/projects/acme%2Fapp", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405, "HEAD counts as a write for moved projects");
+    let r = env
+        .req(Method::HEAD, &format!("/projects/{id}/hooks"), TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let p = body(env.get("/projects/acme%2Frenamed").await).await;
+    assert_eq!(p["id"], id);
+    assert_eq!(p["path_with_namespace"], "acme/renamed");
+    assert!(
+        p["ssh_url_to_repo"]
+            .as_str()
+            .unwrap()
+            .ends_with(":acme/renamed.git")
+    );
+    assert!(
+        p["http_url_to_repo"]
+            .as_str()
+            .unwrap()
+            .ends_with("/acme/renamed.git")
+    );
+    assert_eq!(p["namespace"]["full_path"], "acme");
+
+    // A new project at the old path takes it over from the redirect.
+    let newcomer = env.sim.add_project("acme/app");
+    env.sim.set_member(newcomer, env.alice, 40);
+    let p = body(env.get("/projects/acme%2Fapp").await).await;
+    assert_eq!(p["id"], newcomer);
+}
+
+#[tokio::test]
+async fn deletion_scheduling_renames_and_archives() {
+    let env = Env::new().await;
+    let id = env.project;
+    env.sim.schedule_deletion(id);
+    let p = body(env.get(&format!("/projects/{id}")).await).await;
+    assert_eq!(p["path"], format!("app-deletion_scheduled-{id}"));
+    assert_eq!(p["name"], format!("app-deletion_scheduled-{id}"));
+    assert_eq!(
+        p["path_with_namespace"],
+        format!("acme/app-deletion_scheduled-{id}")
+    );
+    assert_eq!(p["archived"], true);
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(p["marked_for_deletion_on"], today);
+
+    env.sim.delete_project(id);
+    let r = env.get(&format!("/projects/{id}")).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(body(r).await, json!({"message": "404 Project Not Found"}));
+}
+
+#[tokio::test]
+async fn deploy_keys_post_is_idempotent_and_fingerprints_match_ssh_key() {
+    let env = Env::new().await;
+    let (public, fp) = ed25519_public_key();
+    let path = format!("/projects/{}/deploy_keys", env.project);
+    let post = json!({"title": "ci", "key": format!("  {public}  "), "can_push": false});
+
+    let r = env.send(Method::POST, &path, post.clone()).await;
+    assert_eq!(r.status(), 201);
+    let k = body(r).await;
+    assert_eq!(k["fingerprint_sha256"], fp);
+    let md5 = k["fingerprint"].as_str().unwrap();
+    assert_eq!(md5.split(':').count(), 16);
+    assert_eq!(k["can_push"], false);
+    assert_eq!(k["expires_at"], Value::Null);
+    assert!(k["key"].as_str().unwrap().starts_with("ssh-ed25519 "));
+
+    let again = env.send(Method::POST, &path, post.clone()).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(body(again).await["id"], k["id"]);
+    let list = env.get(&path).await;
+    assert_eq!(header(&list, "x-total").as_deref(), Some("1"));
+    assert_eq!(body(list).await.as_array().unwrap().len(), 1);
+    assert_eq!(env.sim.deploy_keys(env.project)[0].fingerprint_sha256, fp);
+
+    // Alice maintains another project: the key is accessible and is linked.
+    let other = env.sim.add_project("acme/other");
+    env.sim.set_member(other, env.alice, 40);
+    let r = env
+        .send(
+            Method::POST,
+            &format!("/projects/{other}/deploy_keys"),
+            post.clone(),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(body(r).await["id"], k["id"]);
+
+    // Bob cannot see the key's projects: fingerprint taken.
+    let bob = env.sim.add_user("bob");
+    env.sim.add_access_token(bob, "bob-api", &["api"], None);
+    let bobs = env.sim.add_project("bob/repo");
+    env.sim.set_member(bobs, bob, 50);
+    let r = env
+        .req(
+            Method::POST,
+            &format!("/projects/{bobs}/deploy_keys"),
+            "bob-api",
+        )
+        .json(&post)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b = body(r).await;
+    assert_eq!(
+        b["message"]["deploy_key.fingerprint"],
+        json!(["has already been taken"])
+    );
+
+    let missing = env.send(Method::POST, &path, json!({"key": public})).await;
+    assert_eq!(missing.status(), 400);
+    assert_eq!(body(missing).await, json!({"error": "title is missing"}));
+    let bad = env
+        .send(
+            Method::POST,
+            &path,
+            json!({"title": "x", "key": "ssh-ed25519 nonsense"}),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+
+    let one = format!("{path}/{}", k["id"]);
+    let r = env.send(Method::PUT, &one, json!({})).await;
+    assert_eq!(r.status(), 400);
+    let r = env.send(Method::PUT, &one, json!({"can_push": true})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body(r).await["can_push"], true);
+    assert!(env.sim.deploy_keys(env.project)[0].can_push);
+
+    let r = env.send(Method::DELETE, &one, json!({})).await;
+    assert_eq!(r.status(), 204);
+    assert!(r.text().await.unwrap().is_empty());
+    let r = env.send(Method::DELETE, &one, json!({})).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        body(r).await,
+        json!({"message": "404 Deploy key Not Found"})
+    );
+    let r = env.get(&one).await;
+    assert_eq!(r.status(), 404);
+
+    // Still linked to the other project, so it can be enabled back here.
+    let r = env
+        .send(Method::POST, &format!("{one}/enable"), json!({}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let b = body(r).await;
+    assert!(
+        b.get("can_push").is_none(),
+        "enable answers the plain DeployKey"
+    );
+
+    let expiring = chrono::Utc::now() + chrono::Duration::days(2);
+    let (pk2, _) = ed25519_public_key();
+    let id2 = env
+        .sim
+        .add_deploy_key(env.project, "exp", &pk2, false, Some(expiring));
+    let b = body(env.get(&format!("{path}/{id2}")).await).await;
+    assert!(b["expires_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn hook_token_is_write_only_and_reset_on_url_change() {
+    let env = Env::new().await;
+    let path = format!("/projects/{}/hooks", env.project);
+    let r = env
+        .send(
+            Method::POST,
+            &path,
+            json!({"url": "https://ci.example.com/a", "token": "s3cret", "merge_requests_events": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let h = body(r).await;
+    assert!(h.get("token").is_none());
+    assert_eq!(h["push_events"], true, "GitLab default");
+    assert_eq!(h["merge_requests_events"], true);
+    assert_eq!(h["alert_status"], "executable");
+    assert_eq!(h["project_id"], env.project);
+    let id = h["id"].as_u64().unwrap();
+    assert_eq!(
+        env.sim.hooks(env.project)[0].token.as_deref(),
+        Some("s3cret")
+    );
+
+    let one = format!("{path}/{id}");
+    let r = env
+        .send(Method::PUT, &one, json!({"push_events": false}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        env.sim.hooks(env.project)[0].token.as_deref(),
+        Some("s3cret")
+    );
+
+    let r = env
+        .send(
+            Method::PUT,
+            &one,
+            json!({"url": "https://ci.example.com/b"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.sim.hooks(env.project)[0].token, None);
+
+    env.send(
+        Method::PUT,
+        &one,
+        json!({"url": "https://ci.example.com/c", "token": "new"}),
+    )
+    .await;
+    assert_eq!(env.sim.hooks(env.project)[0].token.as_deref(), Some("new"));
+
+    let r = env.send(Method::PUT, &one, json!({})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(body(r).await, json!({"error": "No parameters provided"}));
+    let r = env
+        .send(Method::PUT, &one, json!({"url": "not a url"}))
+        .await;
+    assert_eq!(r.status(), 422);
+
+    assert_eq!(
+        env.send(Method::DELETE, &one, json!({})).await.status(),
+        204
+    );
+    let r = env.send(Method::DELETE, &one, json!({})).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(body(r).await, json!({"message": "404 Not found"}));
+}
+
+#[tokio::test]
+async fn hook_auto_disable_backs_off_and_a_good_test_re_enables() {
+    let env = Env::new().await;
+    let url = "https://ci.example.com/hook";
+    let id = env.sim.add_hook(
+        env.project,
+        HookSpec {
+            url: url.into(),
+            ..HookSpec::default()
+        },
+    );
+    for _ in 0..3 {
+        env.sim.record_delivery(env.project, id, 500);
+    }
+    let h = &env.sim.hooks(env.project)[0];
+    assert_eq!((h.alert_status(), h.recent_failures), ("executable", 3));
+    assert!(h.disabled_until.is_none());
+
+    let before = chrono::Utc::now();
+    env.sim.record_delivery(env.project, id, 502);
+    let h = env.sim.hooks(env.project)[0].clone();
+    assert_eq!(h.alert_status(), "temporarily_disabled");
+    let until = h.disabled_until.unwrap();
+    let secs = (until - before).num_seconds();
+    assert!(
+        (59..=61).contains(&secs),
+        "first back-off is 1 min, got {secs}s"
+    );
+
+    // Failures while disabled do not extend the back-off (§9).
+    env.sim.record_delivery(env.project, id, 0);
+    let h2 = env.sim.hooks(env.project)[0].clone();
+    assert_eq!((h2.recent_failures, h2.disabled_until), (4, Some(until)));
+
+    let one = format!("/projects/{}/hooks/{id}", env.project);
+    let b = body(env.get(&one).await).await;
+    assert_eq!(b["alert_status"], "temporarily_disabled");
+    assert!(b["disabled_until"].is_string());
+    assert_eq!(b["custom_headers"], json!([]));
+
+    // Once the window passes, the next failure doubles the delay.
+    env.sim.update_hook(env.project, id, |h| {
+        h.disabled_until = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    });
+    assert_eq!(env.sim.hooks(env.project)[0].alert_status(), "executable");
+    let before = chrono::Utc::now();
+    env.sim.record_delivery(env.project, id, 500);
+    let h = env.sim.hooks(env.project)[0].clone();
+    let secs = (h.disabled_until.unwrap() - before).num_seconds();
+    assert!(
+        (119..=121).contains(&secs),
+        "second back-off is 2 min, got {secs}s"
+    );
+
+    // A failing test is a 422 and does not re-enable.
+    env.sim.set_receiver_status(url, 500);
+    let r = env
+        .send(Method::POST, &format!("{one}/test/push_events"), json!({}))
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        env.sim.hooks(env.project)[0].alert_status(),
+        "temporarily_disabled"
+    );
+
+    env.sim.set_receiver_status(url, 200);
+    let r = env
+        .send(Method::POST, &format!("{one}/test/push_events"), json!({}))
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(body(r).await, json!({"message": "201 Created"}));
+    let h = env.sim.hooks(env.project)[0].clone();
+    assert_eq!(
+        (h.alert_status(), h.recent_failures, h.disabled_until),
+        ("executable", 0, None)
+    );
+
+    // 40 consecutive failures: permanently "disabled".
+    env.sim
+        .update_hook(env.project, id, |h| h.recent_failures = 39);
+    env.sim.record_delivery(env.project, id, 500);
+    assert_eq!(env.sim.hooks(env.project)[0].alert_status(), "disabled");
+
+    let r = env.get(&format!("{one}/events?per_page=21")).await;
+    assert_eq!(r.status(), 400);
+    let r = env.get(&format!("{one}/events?per_page=3")).await;
+    assert_eq!(header(&r, "x-per-page").as_deref(), Some("3"));
+    let events = body(r).await;
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[0]["response_status"], "500",
+        "newest first, as a string"
+    );
+    assert_eq!(events[1]["response_status"], "200");
+    assert_eq!(events[1]["trigger"], "push_hooks");
+    let ok = body(env.get(&format!("{one}/events?status=successful")).await).await;
+    assert_eq!(ok.as_array().unwrap().len(), 1);
+
+    // Resending a logged event delivers again: a success re-enables.
+    let event = events[0]["id"].as_u64().unwrap();
+    let r = env
+        .send(
+            Method::POST,
+            &format!("{one}/events/{event}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(body(r).await, json!({"response_status": 200}));
+    assert_eq!(env.sim.hooks(env.project)[0].alert_status(), "executable");
+    let r = env
+        .send(
+            Method::POST,
+            &format!("{one}/events/999999/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    let conn = body(
+        env.get(&format!("{one}/events?status=server_failure&per_page=20"))
+            .await,
+    )
+    .await;
+    assert!(
+        conn.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["response_status"] == "internal error")
+    );
+}
+
+#[tokio::test]
+async fn hook_test_is_rate_limited_after_five_per_minute() {
+    let env = Env::new().await;
+    let id = env.sim.add_hook(
+        env.project,
+        HookSpec {
+            url: "https://ci.example.com/t".into(),
+            ..HookSpec::default()
+        },
+    );
+    let path = format!("/projects/{}/hooks/{id}/test/push_events", env.project);
+    for i in 0..5 {
+        let r = env.send(Method::POST, &path, json!({})).await;
+        assert_eq!(r.status(), 201, "test {i}");
+    }
+    let r = env.send(Method::POST, &path, json!({})).await;
+    assert_eq!(r.status(), 429);
+    assert!(header(&r, "retry-after").is_some());
+    assert!(header(&r, "ratelimit-limit").is_none());
+    assert_eq!(
+        body(r).await,
+        json!({"message": {"error": "This endpoint has been requested too many times. Try again later."}})
+    );
+    let r = env
+        .send(
+            Method::POST,
+            &format!("/projects/{}/hooks/{id}/test/bogus_events", env.project),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn hooks_offset_pagination_over_one_hundred() {
+    let env = Env::new().await;
+    for i in 0..120 {
+        env.sim.add_hook(
+            env.project,
+            HookSpec {
+                url: format!("https://ci.example.com/{i}"),
+                ..HookSpec::default()
+            },
+        );
+    }
+    let path = format!("/projects/{}/hooks", env.project);
+    let r = env.get(&format!("{path}?per_page=200")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-per-page").as_deref(), Some("100"));
+    assert_eq!(header(&r, "x-page").as_deref(), Some("1"));
+    assert_eq!(header(&r, "x-next-page").as_deref(), Some("2"));
+    assert_eq!(header(&r, "x-prev-page").as_deref(), Some(""));
+    assert_eq!(header(&r, "x-total").as_deref(), Some("120"));
+    assert_eq!(header(&r, "x-total-pages").as_deref(), Some("2"));
+    let link = header(&r, "link").unwrap();
+    assert!(
+        link.contains("page=2&per_page=100>; rel=\"next\""),
+        "{link}"
+    );
+    assert!(link.contains("rel=\"first\"") && link.contains("rel=\"last\""));
+    assert!(!link.contains("rel=\"prev\""));
+    let items = body(r).await;
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 100);
+    assert!(items[0].get("url_variables").is_none());
+    assert!(items[0].get("custom_headers").is_none());
+    assert!(items[0].get("token").is_none());
+
+    let r = env.get(&format!("{path}?per_page=100&page=2")).await;
+    assert_eq!(header(&r, "x-next-page").as_deref(), Some(""));
+    assert_eq!(header(&r, "x-prev-page").as_deref(), Some("1"));
+    assert!(header(&r, "link").unwrap().contains("rel=\"prev\""));
+    assert_eq!(body(r).await.as_array().unwrap().len(), 20);
+
+    let r = env.get(&path).await;
+    assert_eq!(
+        header(&r, "x-per-page").as_deref(),
+        Some("20"),
+        "default per_page"
+    );
+}
+
+#[tokio::test]
+async fn projects_keyset_pagination_walks_by_id() {
+    let env = Env::new().await;
+    let big = env.sim.add_group("big");
+    env.sim.set_group_member(big, env.alice, 40);
+    let mut expected = vec![env.project];
+    for i in 0..245 {
+        expected.push(env.sim.add_project(&format!("big/p{i}")));
+    }
+    for i in 0..5 {
+        expected.push(env.sim.add_project(&format!("big/sub/s{i}")));
+    }
+    // Visible but below Maintainer: filtered out by min_access_level=40.
+    let low = env.sim.add_project("elsewhere/low");
+    env.sim.set_member(low, env.alice, 30);
+
+    let mut next = Some(env.url(
+        "/projects?membership=true&min_access_level=40&pagination=keyset&order_by=id&sort=asc&per_page=100",
+    ));
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        let r = env
+            .http
+            .get(&url)
+            .header("PRIVATE-TOKEN", TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(header(&r, "x-total").is_none(), "keyset has no totals");
+        next = header(&r, "link").map(|l| {
+            assert!(l.ends_with("rel=\"next\""), "{l}");
+            assert!(!l.contains("rel=\"prev\""));
+            l.trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_string()
+        });
+        let page = body(r).await;
+        for p in page.as_array().unwrap() {
+            assert!(
+                p["permissions"]["group_access"]["access_level"].as_u64() >= Some(40)
+                    || p["permissions"]["project_access"]["access_level"].as_u64() >= Some(40)
+            );
+            seen.push(p["id"].as_u64().unwrap());
+        }
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, expected);
+
+    // The group's list, subgroups included, pages the same way.
+    let r = env
+        .get("/groups/big/projects?include_subgroups=true&min_access_level=40&pagination=keyset&order_by=id&sort=asc&per_page=100&id_after=240")
+        .await;
+    let page = body(r).await;
+    assert!(page[0].get("permissions").is_none(), "plain Project entity");
+    let ids: Vec<u64> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        expected
+            .iter()
+            .copied()
+            .filter(|&i| i > 240)
+            .collect::<Vec<_>>()
+    );
+    let r = env.get("/groups/big/projects?per_page=10").await;
+    assert_eq!(
+        header(&r, "x-total").as_deref(),
+        Some("245"),
+        "without subgroups"
+    );
+    let g = body(env.get("/groups/big%2Fsub").await).await;
+    assert_eq!(g["full_path"], "big/sub");
+
+    let r = env.get("/projects?simple=true&per_page=1").await;
+    let simple = body(r).await;
+    assert!(simple[0]["path_with_namespace"].is_string());
+    assert!(simple[0].get("archived").is_none() && simple[0].get("permissions").is_none());
+
+    // Offset pagination of /projects: newest first by default.
+    let r = env.get("/projects?membership=true&per_page=2").await;
+    assert_eq!(header(&r, "x-total").as_deref(), Some("252"));
+    assert_eq!(body(r).await[0]["id"], low);
+}
+
+#[tokio::test]
+async fn totals_are_omitted_above_ten_thousand() {
+    let env = Env::new().await;
+    let g = env.sim.add_group("huge");
+    env.sim.set_group_member(g, env.alice, 50);
+    for i in 0..10_050 {
+        env.sim.add_project(&format!("huge/p{i}"));
+    }
+    let r = env.get("/projects?per_page=100&page=2").await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "x-total").is_none());
+    assert!(header(&r, "x-total-pages").is_none());
+    assert_eq!(header(&r, "x-next-page").as_deref(), Some("3"));
+    assert!(!header(&r, "link").unwrap().contains("rel=\"last\""));
+}
+
+#[tokio::test]
+async fn oauth_refresh_rotates_both_tokens() {
+    let env = Env::new().await;
+    env.sim.add_oauth_app("app", "secret");
+    env.sim
+        .add_oauth_token(env.alice, "app", "acc1", "ref1", &["api"], 7200);
+    let bearer = |t: &str| {
+        env.http
+            .get(env.url("/user"))
+            .header("Authorization", format!("Bearer {t}"))
+    };
+    assert_eq!(bearer("acc1").send().await.unwrap().status(), 200);
+    let r = env
+        .http
+        .get(env.url("/personal_access_tokens/self"))
+        .bearer_auth("acc1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let token_url = format!("{}/oauth/token", env.sim.base_url());
+    let refresh = |rt: &str| {
+        env.http.post(&token_url).form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", "app"),
+            ("client_secret", "secret"),
+        ])
+    };
+    let r = refresh("ref1").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let t = body(r).await;
+    assert_eq!(t["expires_in"], 7200);
+    let (acc2, ref2) = (
+        t["access_token"].as_str().unwrap().to_string(),
+        t["refresh_token"].as_str().unwrap().to_string(),
+    );
+    assert!(acc2 != "acc1" && ref2 != "ref1");
+
+    let r = bearer("acc1").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(body(r).await["error"], "invalid_token");
+    assert_eq!(bearer(&acc2).send().await.unwrap().status(), 200);
+
+    let r = refresh("ref1").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(body(r).await["error"], "invalid_grant");
+
+    let info = env
+        .http
+        .get(format!("{}/oauth/token/info", env.sim.base_url()))
+        .bearer_auth(&acc2)
+        .send()
+        .await
+        .unwrap();
+    let info = body(info).await;
+    assert_eq!(info["resource_owner_id"], env.alice);
+    assert_eq!(info["application"]["uid"], "app");
+    assert!(info["expires_in"].as_i64().unwrap() > 7000);
+
+    let r = env
+        .http
+        .post(env.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", ref2.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "OAuth lives at the web root");
+
+    env.sim
+        .add_oauth_token(env.alice, "app", "short", "ref-s", &["api"], -5);
+    let r = bearer("short").send().await.unwrap();
+    assert!(
+        body(r).await["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Token is expired")
+    );
+    assert_eq!(
+        refresh("ref-s").send().await.unwrap().status(),
+        200,
+        "refresh works after expiry"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_headers_and_429_are_per_user() {
+    let env = Env::new().await;
+    env.sim
+        .add_access_token(env.alice, "alice-second", &["api"], None);
+    let bob = env.sim.add_user("bob");
+    env.sim.add_access_token(bob, "bob-api", &["api"], None);
+    env.sim.set_rate_limit(Some(3));
+    for left in [2, 1, 0] {
+        let r = env.get("/user").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "ratelimit-limit").as_deref(), Some("3"));
+        assert_eq!(
+            header(&r, "ratelimit-name").as_deref(),
+            Some("throttle_authenticated_api")
+        );
+        assert_eq!(header(&r, "ratelimit-remaining"), Some(left.to_string()));
+        assert!(
+            header(&r, "ratelimit-reset")
+                .unwrap()
+                .parse::<i64>()
+                .is_ok()
+        );
+        assert!(header(&r, "ratelimit-resettime").is_none());
+    }
+    let r = env
+        .req(Method::GET, "/user", "alice-second")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "all of a user's tokens share the budget");
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert!(header(&r, "ratelimit-resettime").unwrap().ends_with("GMT"));
+    assert_eq!(header(&r, "ratelimit-observed").as_deref(), Some("4"));
+    assert_eq!(r.text().await.unwrap(), "Retry later");
+
+    let r = env
+        .req(Method::GET, "/user", "bob-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    env.sim.set_rate_limit(None);
+    let r = env.get("/user").await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "ratelimit-limit").is_none());
+}
+
+#[tokio::test]
+async fn every_fault_kind_breaks_the_answer_as_described() {
+    let env = Env::new().await;
+    let path = format!("/projects/{}", env.project);
+    let once = |kind: FaultKind| Fault {
+        method: Some("GET".into()),
+        path_contains: Some(format!("/projects/{}", env.project)),
+        kind,
+        times: Some(1),
+    };
+
+    env.sim.inject(once(FaultKind::Status {
+        code: 502,
+        html: true,
+    }));
+    let r = env.get(&path).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(header(&r, "content-type").as_deref(), Some("text/html"));
+    assert!(r.text().await.unwrap().contains("<h1>502 Bad Gateway</h1>"));
+    assert_eq!(env.get(&path).await.status(), 200, "times: 1 is spent");
+
+    env.sim.inject(once(FaultKind::Status {
+        code: 503,
+        html: false,
+    }));
+    let r = env.get(&path).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(body(r).await, json!({"message": "503 Service Unavailable"}));
+
+    env.sim.inject(once(FaultKind::GarbageJson));
+    let r = env.get(&path).await;
+    assert_eq!(r.status(), 200);
+    assert!(serde_json::from_str::<Value>(&r.text().await.unwrap()).is_err());
+
+    let full = env.get(&path).await.text().await.unwrap();
+    env.sim.inject(once(FaultKind::TruncatedJson));
+    let r = env.get(&path).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "content-length"),
+        Some((full.len() / 2).to_string())
+    );
+    let cut = r.text().await.unwrap();
+    assert_eq!(cut.len(), full.len() / 2);
+    assert!(serde_json::from_str::<Value>(&cut).is_err());
+
+    env.sim.inject(once(FaultKind::WrongShape));
+    let b = body(env.get(&path).await).await;
+    assert_eq!(b["id"], "abc");
+    assert!(b.get("path_with_namespace").is_none());
+
+    env.sim.inject(once(FaultKind::Reset));
+    let err = env
+        .http
+        .get(env.url(&path))
+        .header("PRIVATE-TOKEN", TOKEN)
+        .send()
+        .await
+        .expect_err("a reset is a transport error, before any header");
+    assert!(!err.is_timeout() && err.status().is_none());
+
+    env.sim.inject(once(FaultKind::Hang));
+    let start = Instant::now();
+    let err = env
+        .http
+        .get(env.url(&path))
+        .header("PRIVATE-TOKEN", TOKEN)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert!(start.elapsed() < Duration::from_secs(5));
+
+    env.sim
+        .inject(once(FaultKind::Delay(Duration::from_millis(300))));
+    let start = Instant::now();
+    assert_eq!(env.get(&path).await.status(), 200);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+
+    env.sim.inject(once(FaultKind::SlowBody {
+        chunk_delay: Duration::from_millis(2),
+    }));
+    let start = Instant::now();
+    let b = body(env.get(&path).await).await;
+    assert_eq!(b["id"], env.project);
+    assert!(start.elapsed() >= Duration::from_millis(2 * (full.len() as u64 / 8) / 2));
+
+    env.sim
+        .inject(once(FaultKind::Oversized { bytes: 1_000_000 }));
+    let r = env.get(&path).await;
+    let text = r.text().await.unwrap();
+    assert!(text.len() >= 1_000_000);
+    assert!(serde_json::from_str::<Value>(&text).unwrap().is_array());
+
+    env.sim.inject(once(FaultKind::RateLimited {
+        retry_after: Some(7),
+    }));
+    let r = env.get(&path).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("7"));
+    env.sim
+        .inject(once(FaultKind::RateLimited { retry_after: None }));
+    let r = env.get(&path).await;
+    assert_eq!(r.status(), 429);
+    assert!(header(&r, "retry-after").is_none());
+
+    // Method and path filters; `times: None` lasts until cleared.
+    env.sim.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: Some("/hooks".into()),
+        kind: FaultKind::Status {
+            code: 500,
+            html: false,
+        },
+        times: None,
+    });
+    assert_eq!(env.get(&path).await.status(), 200);
+    let hooks = format!("{path}/hooks");
+    for _ in 0..2 {
+        let r = env
+            .send(
+                Method::POST,
+                &hooks,
+                json!({"url": "https://x.example.com"}),
+            )
+            .await;
+        assert_eq!(r.status(), 500);
+    }
+    assert!(
+        env.sim.hooks(env.project).is_empty(),
+        "replaced answers change nothing"
+    );
+    env.sim.clear_faults();
+    let r = env
+        .send(
+            Method::POST,
+            &hooks,
+            json!({"url": "https://x.example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+
+    let log = env.sim.requests();
+    assert_eq!(log[0].status, 502);
+    assert_eq!(log[0].user, Some(env.alice));
+    assert!(
+        log.iter().any(|r| r.status == 0),
+        "reset and hang are logged with status 0"
+    );
+    assert_eq!(log.last().unwrap().method, "POST");
+    env.sim.clear_requests();
+    env.get("/user?x=1").await;
+    let log = env.sim.requests();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].path.as_str(), log[0].query.as_str(), log[0].status),
+        ("/api/v4/user", "x=1", 200)
+    );
+}
+
+#[tokio::test]
+async fn latency_is_added_to_every_request() {
+    let env = Env::new().await;
+    env.sim.set_latency(Duration::from_millis(150));
+    let start = Instant::now();
+    assert_eq!(env.get("/user").await.status(), 200);
+    assert!(start.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn group_membership_is_inherited_by_subgroup_projects() {
+    let env = Env::new().await;
+    let carol = env.sim.add_user("carol");
+    env.sim.add_access_token(carol, "carol-api", &["api"], None);
+    let p = env.sim.add_project("org/team/svc");
+    let r = env
+        .req(Method::GET, &format!("/projects/{p}/hooks"), "carol-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let org = env.sim.add_group("org");
+    env.sim.set_group_member(org, carol, 40);
+    let r = env
+        .req(Method::GET, &format!("/projects/{p}/hooks"), "carol-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A project created later in the subtree inherits too.
+    let q = env.sim.add_project("org/team/late");
+    let r = env
+        .req(Method::GET, &format!("/projects/{q}"), "carol-api")
+        .send()
+        .await
+        .unwrap();
+    let b = body(r).await;
+    assert_eq!(b["permissions"]["group_access"]["access_level"], 40);
+    assert_eq!(b["permissions"]["project_access"], Value::Null);
+    assert_eq!(b["name_with_namespace"], "org / team / late");
+}
+
+#[tokio::test]
+async fn control_api_drives_the_world() {
+    let env = Env::new().await;
+    let id = |v: Value| v["id"].as_u64().unwrap();
+    let c = |m: Method, p: &str, b: Value| env.control(m, p).json(&b).send();
+
+    let dave = id(body(
+        c(Method::POST, "/users", json!({"username": "dave"}))
+            .await
+            .unwrap(),
+    )
+    .await);
+    c(
+        Method::POST,
+        "/tokens",
+        json!({"user": dave, "token": "dave-api", "scopes": ["api"]}),
+    )
+    .await
+    .unwrap();
+    let p = id(body(
+        c(Method::POST, "/projects", json!({"path": "ops/tool"}))
+            .await
+            .unwrap(),
+    )
+    .await);
+    c(
+        Method::POST,
+        &format!("/projects/{p}/members"),
+        json!({"user": dave, "access_level": 40}),
+    )
+    .await
+    .unwrap();
+    let r = env
+        .req(Method::GET, "/projects/ops%2Ftool", "dave-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r).await["id"], p);
+
+    let r = c(
+        Method::POST,
+        &format!("/projects/{p}/rename"),
+        json!({"path": "ops/tool2"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = env
+        .req(Method::GET, "/projects/ops%2Ftool", "dave-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+
+    let (pk, _) = ed25519_public_key();
+    let k = id(body(
+        c(
+            Method::POST,
+            &format!("/projects/{p}/deploy_keys"),
+            json!({"title": "k", "key": pk}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await);
+    let h = id(body(
+        c(
+            Method::POST,
+            &format!("/projects/{p}/hooks"),
+            json!({"url": "https://r.example.com"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await);
+    assert!(env.sim.hooks(p)[0].push_events, "HookSpec defaults apply");
+    c(
+        Method::POST,
+        &format!("/projects/{p}/hooks/{h}/deliveries"),
+        json!({"status": 500, "count": 4}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(env.sim.hooks(p)[0].alert_status(), "temporarily_disabled");
+    c(
+        Method::DELETE,
+        &format!("/projects/{p}/deploy_keys/{k}"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert!(env.sim.deploy_keys(p).is_empty());
+    c(
+        Method::DELETE,
+        &format!("/projects/{p}/hooks/{h}"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert!(env.sim.hooks(p).is_empty());
+
+    let fault = json!({"method": "GET", "path_contains": "/user", "kind": {"kind": "status", "value": {"code": 502, "html": true}}, "times": 1});
+    assert_eq!(
+        c(Method::POST, "/faults", fault).await.unwrap().status(),
+        200
+    );
+    assert_eq!(env.get("/user").await.status(), 502);
+    let fault = json!({"kind": {"kind": "delay", "value": 10}});
+    c(Method::POST, "/faults", fault).await.unwrap();
+    assert_eq!(
+        env.sim.state()["faults"][0]["kind"],
+        json!({"kind": "delay", "value": 10})
+    );
+    c(Method::DELETE, "/faults", json!({})).await.unwrap();
+    assert_eq!(env.sim.state()["faults"], json!([]));
+
+    c(Method::POST, "/latency", json!({"ms": 20}))
+        .await
+        .unwrap();
+    c(Method::POST, "/latency", json!({"ms": 0})).await.unwrap();
+    c(Method::POST, "/rate_limit", json!({"per_minute": 600}))
+        .await
+        .unwrap();
+    let r = env.get("/user").await;
+    assert_eq!(header(&r, "ratelimit-limit").as_deref(), Some("600"));
+    c(Method::POST, "/rate_limit", json!({"per_minute": null}))
+        .await
+        .unwrap();
+    assert!(header(&env.get("/user").await, "ratelimit-limit").is_none());
+
+    c(Method::POST, "/tokens/revoke", json!({"token": "dave-api"}))
+        .await
+        .unwrap();
+    let r = env
+        .req(Method::GET, "/user", "dave-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let reqs = body(env.control(Method::GET, "/requests").send().await.unwrap()).await;
+    assert!(
+        reqs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| !r["path"].as_str().unwrap().starts_with("/_sim"))
+    );
+    assert!(reqs.as_array().unwrap().iter().any(|r| r["status"] == 301));
+    let state = body(env.control(Method::GET, "/state").send().await.unwrap()).await;
+    assert_eq!(state["tokens"]["dave-api"]["revoked"], true);
+    assert_eq!(
+        state["projects"][p.to_string()]["path_with_namespace"],
+        "ops/tool2"
+    );
+    assert_eq!(state["redirects"]["ops/tool"], p);
+    let r = env.control(Method::GET, "/nothing").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving() {
+    let env = Env::new().await;
+    let url = env.url("/user");
+    env.sim.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = env
+        .http
+        .get(&url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(r.is_err());
+}
