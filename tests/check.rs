@@ -23,7 +23,12 @@ async fn repository_states_come_from_gitlab_answers() {
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
     for p in all {
-        assert_eq!(states(&store, p.id).await, HEALTHY, "project {} starts healthy", p.id);
+        assert_eq!(
+            states(&store, p.id).await,
+            HEALTHY,
+            "project {} starts healthy",
+            p.id
+        );
     }
 
     fx.sim.rename_project(moved.id, "acme/moved-elsewhere");
@@ -35,11 +40,24 @@ async fn repository_states_come_from_gitlab_answers() {
 
     let (state, detail) = component(&store, moved.id, Component::Repository).await;
     assert_eq!(state, State::Moved);
-    assert!(detail.contains("acme/moved") && detail.contains("acme/moved-elsewhere"), "{detail}");
+    assert!(
+        detail.contains("acme/moved") && detail.contains("acme/moved-elsewhere"),
+        "{detail}"
+    );
     assert_eq!(states(&store, archived.id).await[0], State::Archived);
-    assert_eq!(states(&store, deleting.id).await[0], State::PendingDeletion, "the deletion rename is not a move");
-    assert_eq!(states(&store, lost.id).await, [State::AccessLost, State::Blocked, State::Blocked]);
-    assert_eq!(states(&store, gone.id).await, [State::NotFound, State::Blocked, State::Blocked]);
+    assert_eq!(
+        states(&store, deleting.id).await[0],
+        State::PendingDeletion,
+        "the deletion rename is not a move"
+    );
+    assert_eq!(
+        states(&store, lost.id).await,
+        [State::AccessLost, State::Blocked, State::Blocked]
+    );
+    assert_eq!(
+        states(&store, gone.id).await,
+        [State::NotFound, State::Blocked, State::Blocked]
+    );
     assert_eq!(states(&store, fine.id).await, HEALTHY);
 }
 
@@ -55,29 +73,58 @@ async fn deploy_key_states_come_from_gitlab_answers() {
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
 
-    let key_of = |id: u64, fp: &str| fx.sim.deploy_keys(id).into_iter().find(|k| k.fingerprint_sha256 == fp).unwrap();
-    fx.sim.remove_deploy_key(missing.id, key_of(missing.id, &missing.key.fingerprint).id);
+    let key_of = |id: u64, fp: &str| {
+        fx.sim
+            .deploy_keys(id)
+            .into_iter()
+            .find(|k| k.fingerprint_sha256 == fp)
+            .unwrap()
+    };
+    fx.sim
+        .remove_deploy_key(missing.id, key_of(missing.id, &missing.key.fingerprint).id);
     for (p, when) in [
         (&expired, chrono::Utc::now() - chrono::Duration::hours(1)),
         (&expiring, chrono::Utc::now() + chrono::Duration::days(3)),
     ] {
-        fx.sim.remove_deploy_key(p.id, key_of(p.id, &p.key.fingerprint).id);
-        fx.sim.add_deploy_key(p.id, "glwarden", &p.key.public_openssh, false, Some(when));
+        fx.sim
+            .remove_deploy_key(p.id, key_of(p.id, &p.key.fingerprint).id);
+        fx.sim
+            .add_deploy_key(p.id, "glwarden", &p.key.public_openssh, false, Some(when));
     }
-    fx.sim.set_deploy_key_can_push(writable.id, key_of(writable.id, &writable.key.fingerprint).id, true);
+    fx.sim.set_deploy_key_can_push(
+        writable.id,
+        key_of(writable.id, &writable.key.fingerprint).id,
+        true,
+    );
     // glwarden's own key changes (restored from an old backup): GitLab still has the previous one.
     mismatch.key = glwarden::keys::generate_ed25519("rotated").unwrap();
     let config = fx.write_config(&[&missing, &mismatch, &expired, &expiring, &writable], "");
     let (checker, store2) = fx.checker(&config).await;
     fx.check(&checker).await;
 
-    assert_eq!(component(&store2, missing.id, Component::DeployKey).await.0, State::Missing);
+    assert_eq!(
+        component(&store2, missing.id, Component::DeployKey).await.0,
+        State::Missing
+    );
     let (state, detail) = component(&store2, mismatch.id, Component::DeployKey).await;
     assert_eq!(state, State::Mismatch);
     assert!(detail.contains(&mismatch.key.fingerprint), "{detail}");
-    assert_eq!(component(&store2, expired.id, Component::DeployKey).await.0, State::Expired);
-    assert_eq!(component(&store2, expiring.id, Component::DeployKey).await.0, State::Expiring);
-    assert_eq!(component(&store2, writable.id, Component::DeployKey).await.0, State::Writable);
+    assert_eq!(
+        component(&store2, expired.id, Component::DeployKey).await.0,
+        State::Expired
+    );
+    assert_eq!(
+        component(&store2, expiring.id, Component::DeployKey)
+            .await
+            .0,
+        State::Expiring
+    );
+    assert_eq!(
+        component(&store2, writable.id, Component::DeployKey)
+            .await
+            .0,
+        State::Writable
+    );
     drop(store);
 }
 
@@ -99,11 +146,14 @@ async fn webhook_states_come_from_gitlab_answers() {
     }
 
     fx.sim.remove_hook(missing.id, missing.hook_id);
-    fx.sim.update_hook(wrong_url.id, wrong_url.hook_id, |h| h.url = "https://old-ci.example.com/x".into());
-    fx.sim.update_hook(wrong_events.id, wrong_events.hook_id, |h| {
-        h.merge_requests_events = false;
-        h.enable_ssl_verification = false;
+    fx.sim.update_hook(wrong_url.id, wrong_url.hook_id, |h| {
+        h.url = "https://old-ci.example.com/x".into()
     });
+    fx.sim
+        .update_hook(wrong_events.id, wrong_events.hook_id, |h| {
+            h.merge_requests_events = false;
+            h.enable_ssl_verification = false;
+        });
     for _ in 0..4 {
         fx.sim.record_delivery(disabled.id, disabled.hook_id, 500);
     }
@@ -111,14 +161,23 @@ async fn webhook_states_come_from_gitlab_answers() {
     fx.sim.record_delivery(failing.id, failing.hook_id, 502);
     fx.check(&checker).await;
 
-    assert_eq!(component(&store, missing.id, Component::Webhook).await.0, State::Missing);
+    assert_eq!(
+        component(&store, missing.id, Component::Webhook).await.0,
+        State::Missing
+    );
     let (state, detail) = component(&store, wrong_url.id, Component::Webhook).await;
     assert_eq!(state, State::Misconfigured);
-    assert!(detail.contains("url is https://old-ci.example.com/x"), "{detail}");
+    assert!(
+        detail.contains("url is https://old-ci.example.com/x"),
+        "{detail}"
+    );
     let (state, detail) = component(&store, wrong_events.id, Component::Webhook).await;
     assert_eq!(state, State::Misconfigured);
     assert!(detail.contains("merge_requests_events is off"), "{detail}");
-    assert!(detail.contains("enable_ssl_verification is false"), "{detail}");
+    assert!(
+        detail.contains("enable_ssl_verification is false"),
+        "{detail}"
+    );
     let (state, detail) = component(&store, disabled.id, Component::Webhook).await;
     assert_eq!(state, State::Disabled);
     assert!(detail.contains("temporarily disabled"), "{detail}");
@@ -133,9 +192,16 @@ async fn our_hook_is_found_on_a_later_page_and_duplicates_are_noted() {
     let id = fx.sim.add_project("acme/busy");
     fx.sim.set_member(id, fx.user, 40);
     let key = glwarden::keys::generate_ed25519("t").unwrap();
-    fx.sim.add_deploy_key(id, "glwarden", &key.public_openssh, false, None);
+    fx.sim
+        .add_deploy_key(id, "glwarden", &key.public_openssh, false, None);
     for i in 0..130 {
-        fx.sim.add_hook(id, HookSpec { url: format!("https://other.example.com/{i}"), ..HookSpec::default() });
+        fx.sim.add_hook(
+            id,
+            HookSpec {
+                url: format!("https://other.example.com/{i}"),
+                ..HookSpec::default()
+            },
+        );
     }
     let ours = HookSpec {
         url: Fixture::hook_url(id),
@@ -155,7 +221,10 @@ async fn our_hook_is_found_on_a_later_page_and_duplicates_are_noted() {
 
     let (state, detail) = component(&store, id, Component::Webhook).await;
     assert_eq!(state, State::Healthy);
-    assert!(detail.contains(&format!("duplicate hooks to the same URL: {duplicate}")), "{detail}");
+    assert!(
+        detail.contains(&format!("duplicate hooks to the same URL: {duplicate}")),
+        "{detail}"
+    );
     let pages: Vec<String> = fx
         .sim
         .requests()
@@ -170,8 +239,14 @@ async fn our_hook_is_found_on_a_later_page_and_duplicates_are_noted() {
     fx.sim.clear_requests();
     fx.check(&checker).await;
     let paths: Vec<String> = fx.sim.requests().into_iter().map(|r| r.path).collect();
-    assert!(paths.contains(&format!("/api/v4/projects/{id}/hooks/{hook_id}")), "{paths:?}");
-    assert!(!paths.contains(&format!("/api/v4/projects/{id}/hooks")), "{paths:?}");
+    assert!(
+        paths.contains(&format!("/api/v4/projects/{id}/hooks/{hook_id}")),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.contains(&format!("/api/v4/projects/{id}/hooks")),
+        "{paths:?}"
+    );
 }
 
 #[tokio::test]
@@ -180,7 +255,10 @@ async fn a_project_configured_by_path_is_resolved_once_and_followed_by_id_after_
     let p = fx.connect("acme/app");
     let config = fx.write_config(&[], "");
     let text = std::fs::read_to_string(&config).unwrap()
-        + &format!("[[projects]]\nconnection = \"main\"\npath = \"acme/app\"\ndeploy_key = {:?}\n", p.key.public_openssh);
+        + &format!(
+            "[[projects]]\nconnection = \"main\"\npath = \"acme/app\"\ndeploy_key = {:?}\n",
+            p.key.public_openssh
+        );
     std::fs::write(&config, text).unwrap();
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
@@ -216,7 +294,10 @@ async fn transient_failures_give_unknown_and_keep_the_stored_state() {
     fx.sim.inject(Fault {
         method: None,
         path_contains: Some(format!("/projects/{}/hooks", p.id)),
-        kind: FaultKind::Status { code: 502, html: true },
+        kind: FaultKind::Status {
+            code: 502,
+            html: true,
+        },
         times: None,
     });
     fx.sim.inject(Fault {
@@ -227,11 +308,17 @@ async fn transient_failures_give_unknown_and_keep_the_stored_state() {
     });
     let started = Instant::now();
     fx.check(&checker).await;
-    assert!(started.elapsed() < Duration::from_secs(10), "the timeout bounds the hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the timeout bounds the hang"
+    );
 
     let (state, detail) = component(&store, p.id, Component::Webhook).await;
     assert_eq!(state, State::Unknown);
-    assert!(detail.contains("HTTP 502: 502 Bad Gateway (HTML error page)"), "{detail}");
+    assert!(
+        detail.contains("HTTP 502: 502 Bad Gateway (HTML error page)"),
+        "{detail}"
+    );
     assert!(detail.contains("last known: healthy"), "{detail}");
     let (state, detail) = component(&store, p.id, Component::DeployKey).await;
     assert_eq!(state, State::Unknown);
@@ -240,11 +327,17 @@ async fn transient_failures_give_unknown_and_keep_the_stored_state() {
     // The stored definite state is untouched and no transition was written.
     let after = store.all_health().await.unwrap();
     for row in after.iter().filter(|h| h.component != "connection") {
-        let was = before.iter().find(|b| b.component == row.component && b.subject_id == row.subject_id).unwrap();
+        let was = before
+            .iter()
+            .find(|b| b.component == row.component && b.subject_id == row.subject_id)
+            .unwrap();
         assert_eq!(row.state, was.state, "{}", row.component);
         assert_eq!(row.since, was.since, "{}", row.component);
     }
-    assert_eq!(store.transitions(None, 100).await.unwrap().len(), transitions_before);
+    assert_eq!(
+        store.transitions(None, 100).await.unwrap().len(),
+        transitions_before
+    );
 
     fx.sim.clear_faults();
     fx.check(&checker).await;
@@ -269,7 +362,11 @@ async fn a_revoked_token_blocks_its_projects_without_per_project_calls() {
         assert_eq!(states(&store, p.id).await, [State::Blocked; 3]);
     }
     let requests = fx.sim.requests();
-    assert_eq!(requests.len(), 1, "one probe of the connection, nothing per project: {requests:?}");
+    assert_eq!(
+        requests.len(),
+        1,
+        "one probe of the connection, nothing per project: {requests:?}"
+    );
     assert_eq!(requests[0].path, "/api/v4/user");
     assert_eq!(requests[0].status, 401);
 }
@@ -283,15 +380,24 @@ async fn a_429_pauses_the_connection_for_retry_after_then_retries() {
     fx.sim.inject(Fault {
         method: None,
         path_contains: Some(format!("/projects/{}/hooks", p.id)),
-        kind: FaultKind::RateLimited { retry_after: Some(2) },
+        kind: FaultKind::RateLimited {
+            retry_after: Some(2),
+        },
         times: Some(1),
     });
     fx.sim.clear_requests();
     let started = Instant::now();
     fx.check(&checker).await;
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_secs(2), "waited Retry-After: {elapsed:?}");
-    assert_eq!(states(&store, p.id).await, HEALTHY, "the retried request succeeded");
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "waited Retry-After: {elapsed:?}"
+    );
+    assert_eq!(
+        states(&store, p.id).await,
+        HEALTHY,
+        "the retried request succeeded"
+    );
     let hook_requests: Vec<u16> = fx
         .sim
         .requests()
@@ -310,14 +416,29 @@ async fn discovery_finds_maintained_projects_of_a_group_and_its_subgroups() {
     let a = fx.sim.add_project("platform/a");
     let b = fx.sim.add_project("platform/team/b");
     let elsewhere = fx.sim.add_project("other/c");
-    let config = fx.write_config(&[], "[[discover]]\nconnection = \"main\"\ngroup = \"platform\"\n");
+    let config = fx.write_config(
+        &[],
+        "[[discover]]\nconnection = \"main\"\ngroup = \"platform\"\n",
+    );
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
-    let ids: Vec<i64> = store.active_projects().await.unwrap().iter().map(|p| p.gitlab_id).collect();
-    assert!(ids.contains(&(a as i64)) && ids.contains(&(b as i64)), "{ids:?}");
+    let ids: Vec<i64> = store
+        .active_projects()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.gitlab_id)
+        .collect();
+    assert!(
+        ids.contains(&(a as i64)) && ids.contains(&(b as i64)),
+        "{ids:?}"
+    );
     assert!(!ids.contains(&(elsewhere as i64)));
     // Discovered projects hold no key of ours yet: that is what `missing` means.
-    assert_eq!(component(&store, a, Component::DeployKey).await.0, State::Missing);
+    assert_eq!(
+        component(&store, a, Component::DeployKey).await.0,
+        State::Missing
+    );
 }
 
 #[tokio::test]
@@ -328,13 +449,29 @@ async fn removing_a_project_from_the_config_keeps_its_history() {
     let config = fx.write_config(&[&p, &q], "");
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
-    let id = store.active_projects().await.unwrap().iter().find(|r| r.gitlab_id == p.id as i64).unwrap().id;
+    let id = store
+        .active_projects()
+        .await
+        .unwrap()
+        .iter()
+        .find(|r| r.gitlab_id == p.id as i64)
+        .unwrap()
+        .id;
     assert!(!store.transitions(Some(id), 10).await.unwrap().is_empty());
 
     let config = fx.write_config(&[&q], "");
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
-    let active: Vec<i64> = store.active_projects().await.unwrap().iter().map(|r| r.gitlab_id).collect();
+    let active: Vec<i64> = store
+        .active_projects()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.gitlab_id)
+        .collect();
     assert_eq!(active, vec![q.id as i64]);
-    assert!(!store.transitions(Some(id), 10).await.unwrap().is_empty(), "history survives removal");
+    assert!(
+        !store.transitions(Some(id), 10).await.unwrap().is_empty(),
+        "history survives removal"
+    );
 }

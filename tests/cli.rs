@@ -11,7 +11,9 @@ use glwarden::health::{Component, State};
 
 fn glwarden(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_glwarden"));
-    cmd.args(args).env_remove("RUST_LOG").env_remove("GLWARDEN_CONFIG");
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("GLWARDEN_CONFIG");
     cmd
 }
 
@@ -46,10 +48,18 @@ async fn demo_shows_every_state_of_the_design() {
     }
     for p in report["projects"].as_array().unwrap() {
         for component in ["repository", "deploy_key", "webhook"] {
-            seen.push((component.into(), p[component]["state"].as_str().unwrap().into()));
+            seen.push((
+                component.into(),
+                p[component]["state"].as_str().unwrap().into(),
+            ));
         }
     }
-    for component in [Component::Connection, Component::Repository, Component::DeployKey, Component::Webhook] {
+    for component in [
+        Component::Connection,
+        Component::Repository,
+        Component::DeployKey,
+        Component::Webhook,
+    ] {
         for state in component.states().iter().chain([&State::Unknown]) {
             assert!(
                 seen.contains(&(component.as_str().into(), state.as_str().into())),
@@ -64,33 +74,60 @@ async fn demo_table_is_printed_by_default() {
     let out = run(glwarden(&["demo"])).await;
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("DEPLOY KEY") && stdout.contains("pending_deletion"), "{stdout}");
+    assert!(
+        stdout.contains("DEPLOY KEY") && stdout.contains("pending_deletion"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_errors_name_the_file_and_key_and_exit_3() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.toml");
-    let out = run(glwarden(&["--config", missing.to_str().unwrap(), "config", "check"])).await;
+    let out = run(glwarden(&[
+        "--config",
+        missing.to_str().unwrap(),
+        "config",
+        "check",
+    ]))
+    .await;
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("nope.toml"), "{}", text(&out));
 
     let cases = [
         ("[check]\nconcurrency = \"x\"\n", "check.concurrency"),
         ("[check]\nnot_a_key = 1\n", "not_a_key"),
-        ("[connections.main]\nurl = \"ftp://x\"\ntoken_env = \"GLW_TEST_UNSET_VAR\"\n", "connections.main.url"),
-        ("[connections.main]\nurl = \"https://x\"\ntoken_env = \"GLW_TEST_UNSET_VAR\"\n", "connections.main.token_env"),
+        (
+            "[connections.main]\nurl = \"ftp://x\"\ntoken_env = \"GLW_TEST_UNSET_VAR\"\n",
+            "connections.main.url",
+        ),
+        (
+            "[connections.main]\nurl = \"https://x\"\ntoken_env = \"GLW_TEST_UNSET_VAR\"\n",
+            "connections.main.token_env",
+        ),
         ("[store\n", "glwarden.toml"),
     ];
     for (body, expected) in cases {
         let file = dir.path().join("glwarden.toml");
         std::fs::write(&file, body).unwrap();
-        let out = run(glwarden(&["--config", file.to_str().unwrap(), "config", "check"])).await;
+        let out = run(glwarden(&[
+            "--config",
+            file.to_str().unwrap(),
+            "config",
+            "check",
+        ]))
+        .await;
         let all = text(&out);
         assert_eq!(out.status.code(), Some(3), "{body}: {all}");
-        assert!(all.contains(expected), "{body}: expected `{expected}` in: {all}");
+        assert!(
+            all.contains(expected),
+            "{body}: expected `{expected}` in: {all}"
+        );
         assert!(all.contains("glwarden.toml"), "{all}");
-        assert!(!all.contains("panicked") && !all.contains("RUST_BACKTRACE"), "{all}");
+        assert!(
+            !all.contains("panicked") && !all.contains("RUST_BACKTRACE"),
+            "{all}"
+        );
     }
 }
 
@@ -102,7 +139,11 @@ async fn environment_overrides_the_file() {
     cmd.env("GLWARDEN__CHECK__CONCURRENCY", "3");
     let out = run(cmd).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("concurrency = 3"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("concurrency = 3"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,7 +159,10 @@ async fn exit_status_says_healthy_broken_or_unknown() {
     fx.sim.inject(glwarden::sim::Fault {
         method: None,
         path_contains: Some("/hooks".into()),
-        kind: glwarden::sim::FaultKind::Status { code: 503, html: false },
+        kind: glwarden::sim::FaultKind::Status {
+            code: 503,
+            html: false,
+        },
         times: None,
     });
     let out = run(glwarden(&["--config", cfg, "check"])).await;
@@ -147,26 +191,73 @@ async fn project_add_list_remove_and_history() {
     let key_file = fx.dir.path().join("key.pub");
     std::fs::write(&key_file, &p.key.public_openssh).unwrap();
 
-    let out = run(glwarden(&["--config", cfg, "project", "add", "acme/app", "--deploy-key-file", key_file.to_str().unwrap()])).await;
+    let out = run(glwarden(&[
+        "--config",
+        cfg,
+        "project",
+        "add",
+        "acme/app",
+        "--deploy-key-file",
+        key_file.to_str().unwrap(),
+    ]))
+    .await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("id {}", p.id)), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("id {}", p.id)),
+        "{}",
+        text(&out)
+    );
 
     let out = run(glwarden(&["--config", cfg, "project", "list"])).await;
-    assert!(String::from_utf8_lossy(&out.stdout).contains("acme/app"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("acme/app"),
+        "{}",
+        text(&out)
+    );
 
-    let out = run(glwarden(&["--config", cfg, "check", "--project", "acme/app"])).await;
+    let out = run(glwarden(&[
+        "--config",
+        cfg,
+        "check",
+        "--project",
+        "acme/app",
+    ]))
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    let out = run(glwarden(&["--config", cfg, "history", "--project", &p.id.to_string()])).await;
+    let out = run(glwarden(&[
+        "--config",
+        cfg,
+        "history",
+        "--project",
+        &p.id.to_string(),
+    ]))
+    .await;
     let history = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(history.contains("deploy_key") && history.contains("healthy"), "{history}");
+    assert!(
+        history.contains("deploy_key") && history.contains("healthy"),
+        "{history}"
+    );
 
-    let out = run(glwarden(&["--config", cfg, "project", "remove", "acme/app"])).await;
+    let out = run(glwarden(&[
+        "--config", cfg, "project", "remove", "acme/app",
+    ]))
+    .await;
     assert!(out.status.success(), "{}", text(&out));
-    let out = run(glwarden(&["--config", cfg, "project", "list", "--format", "json"])).await;
+    let out = run(glwarden(&[
+        "--config", cfg, "project", "list", "--format", "json",
+    ]))
+    .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 
-    let out = run(glwarden(&["--config", cfg, "project", "add", "acme/does-not-exist"])).await;
+    let out = run(glwarden(&[
+        "--config",
+        cfg,
+        "project",
+        "add",
+        "acme/does-not-exist",
+    ]))
+    .await;
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("404"), "{}", text(&out));
 }
@@ -200,7 +291,10 @@ async fn no_token_in_any_output_even_at_debug_level() {
 
     assert!(everything.contains("DEBUG"), "debug logging was on");
     assert!(!everything.contains(TOKEN), "the token leaked");
-    assert!(!everything.contains("SECRET-token"), "part of the token leaked");
+    assert!(
+        !everything.contains("SECRET-token"),
+        "part of the token leaked"
+    );
     assert!(!everything.contains("PRIVATE KEY"));
     assert_no_secret_file_readable(&fx.db_path());
 }

@@ -58,7 +58,8 @@ impl Fixture {
         let id = self.sim.add_project(path);
         self.sim.set_member(id, self.user, 40);
         let key = generate_ed25519("glwarden test").unwrap();
-        self.sim.add_deploy_key(id, "glwarden", &key.public_openssh, false, None);
+        self.sim
+            .add_deploy_key(id, "glwarden", &key.public_openssh, false, None);
         let hook_id = self.sim.add_hook(
             id,
             HookSpec {
@@ -83,7 +84,12 @@ impl Fixture {
     }
 
     /// Like `write_config`, with more lines for the `[check]` section.
-    pub fn write_config_full(&self, projects: &[&Connected], check_lines: &str, extra: &str) -> PathBuf {
+    pub fn write_config_full(
+        &self,
+        projects: &[&Connected],
+        check_lines: &str,
+        extra: &str,
+    ) -> PathBuf {
         let mut text = format!(
             "[store]\npath = {:?}\n\n[check]\nrequest_timeout_seconds = 2\nmax_rate_limit_wait_seconds = 10\n{check_lines}\n\
              [expect]\nwebhook_url = {HOOK_TEMPLATE:?}\n\n[connections.main]\nurl = {:?}\ntoken_file = {:?}\n\n",
@@ -120,7 +126,10 @@ pub async fn states(store: &Store, gitlab_id: u64) -> [State; 3] {
     let report = glwarden::report::build(store, &Selection::One(gitlab_id.to_string()))
         .await
         .unwrap();
-    let p = report.projects.first().expect("project is in the inventory");
+    let p = report
+        .projects
+        .first()
+        .expect("project is in the inventory");
     [p.repository.state, p.deploy_key.state, p.webhook.state]
 }
 
@@ -129,7 +138,10 @@ pub async fn component(store: &Store, gitlab_id: u64, component: Component) -> (
     let report = glwarden::report::build(store, &Selection::One(gitlab_id.to_string()))
         .await
         .unwrap();
-    let p = report.projects.first().expect("project is in the inventory");
+    let p = report
+        .projects
+        .first()
+        .expect("project is in the inventory");
     let line = match component {
         Component::Repository => &p.repository,
         Component::DeployKey => &p.deploy_key,
@@ -140,7 +152,9 @@ pub async fn component(store: &Store, gitlab_id: u64, component: Component) -> (
 }
 
 pub async fn connection_state(store: &Store) -> State {
-    let report = glwarden::report::build(store, &Selection::All).await.unwrap();
+    let report = glwarden::report::build(store, &Selection::All)
+        .await
+        .unwrap();
     report.connections[0].health.state
 }
 
