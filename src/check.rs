@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TokenKind, expand_url_template};
 use crate::gitlab::types::{DeployKey, Hook};
 use crate::gitlab::{ApiError, ClientOptions, ErrorKind, GitLab};
 use crate::health::{Component, Observation, State};
 use crate::inventory::{self, ConnectionHandle};
+use crate::metrics::Metrics;
 use crate::probe::{
     self, ConnectionVerdict, HookAnswer, HookExpectation, KeyAnswer, KeyExpectation, TokenDetails,
 };
@@ -42,6 +44,20 @@ pub struct RunSummary {
     pub problems: Vec<String>,
     /// GitLab requests sent, all connections.
     pub requests: u64,
+    /// Observations by component and shown state (for the checks counter).
+    pub observed: BTreeMap<(Component, State), u64>,
+    /// Projects not started because the run was cancelled.
+    pub not_started: usize,
+}
+
+/// How a run is paced and stopped.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Spread the project checks evenly over this long (a daemon sweep).
+    pub spread: Option<std::time::Duration>,
+    /// When cancelled, no further project check starts; started ones finish
+    /// and are recorded.
+    pub cancel: Option<CancellationToken>,
 }
 
 /// Which projects a run covers.
@@ -74,27 +90,28 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(cfg: Arc<Config>, store: Store) -> Result<Self, CheckError> {
-        let options = ClientOptions {
-            request_timeout: cfg.raw.check.request_timeout(),
-            connect_timeout: cfg.raw.check.connect_timeout(),
-            max_response_bytes: cfg.raw.check.max_response_bytes,
-            max_rate_limit_wait: std::time::Duration::from_secs(
-                cfg.raw.check.max_rate_limit_wait_seconds,
-            ),
-        };
+    pub fn new(
+        cfg: Arc<Config>,
+        store: Store,
+        metrics: Option<&Arc<Metrics>>,
+    ) -> Result<Self, CheckError> {
         let mut clients = BTreeMap::new();
         for (name, conn) in &cfg.connections {
-            let client = GitLab::new(
-                &conn.base_url,
-                conn.kind,
-                conn.token.clone(),
-                options.clone(),
-            )
-            .map_err(|source| CheckError::Client {
-                name: name.clone(),
-                source,
-            })?;
+            let options = ClientOptions {
+                request_timeout: cfg.raw.check.request_timeout(),
+                connect_timeout: cfg.raw.check.connect_timeout(),
+                max_response_bytes: cfg.raw.check.max_response_bytes,
+                max_rate_limit_wait: std::time::Duration::from_secs(
+                    cfg.raw.check.max_rate_limit_wait_seconds,
+                ),
+                requests_per_minute: Some(conn.requests_per_minute),
+                observer: metrics.map(|m| m.observer(name)),
+            };
+            let client = GitLab::new(&conn.base_url, conn.kind, conn.token.clone(), options)
+                .map_err(|source| CheckError::Client {
+                    name: name.clone(),
+                    source,
+                })?;
             clients.insert(name.clone(), Arc::new(client));
         }
         Ok(Self {
@@ -114,6 +131,15 @@ impl Checker {
 
     /// Probes every connection, syncs the inventory, checks the selected projects.
     pub async fn run(&self, selection: &Selection) -> Result<RunSummary, CheckError> {
+        self.run_with(selection, &RunOptions::default()).await
+    }
+
+    /// [`Checker::run`] with pacing and cancellation (the daemon's sweep).
+    pub async fn run_with(
+        &self,
+        selection: &Selection,
+        options: &RunOptions,
+    ) -> Result<RunSummary, CheckError> {
         let requests_before: u64 = self.clients.values().map(|c| c.requests_sent()).sum();
         let now = Utc::now();
         let mut handles = BTreeMap::new();
@@ -143,10 +169,9 @@ impl Checker {
             );
             verdicts.insert(name.clone(), verdict);
         }
-        let mut summary = RunSummary {
-            transitions: self.store.record(&batch, now).await?,
-            ..RunSummary::default()
-        };
+        let mut summary = RunSummary::default();
+        count(&mut summary.observed, &batch);
+        summary.transitions = self.store.record(&batch, now).await?;
 
         let synced = inventory::sync(&self.cfg, &self.store, &handles).await?;
         for problem in &synced.problems {
@@ -161,26 +186,52 @@ impl Checker {
             .into_iter()
             .filter(|p| selection.matches(p))
             .collect();
-        let mut outcomes = futures::stream::iter(projects)
-            .map(|project| {
+        let total = projects.len().max(1) as u32;
+        let started_at = tokio::time::Instant::now();
+        let cancel = options.cancel.clone().unwrap_or_default();
+        let mut outcomes = futures::stream::iter(projects.into_iter().enumerate())
+            .map(|(i, project)| {
                 let client = self.clients[&project.connection].clone();
                 let verdict = &verdicts[&project.connection];
-                async move { self.check_project(&client, verdict, project).await }
+                // Project i starts no earlier than i/n of the way through the spread.
+                let start = started_at
+                    + options
+                        .spread
+                        .map(|s| s / total * i as u32)
+                        .unwrap_or_default();
+                let cancel = cancel.clone();
+                async move {
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return None,
+                        _ = tokio::time::sleep_until(start) => {}
+                    }
+                    if cancel.is_cancelled() {
+                        return None;
+                    }
+                    Some(self.check_project(&client, verdict, project).await)
+                }
             })
             .buffer_unordered(self.cfg.raw.check.concurrency);
 
         let mut pending = Vec::with_capacity(WRITE_BATCH * 3);
         while let Some(outcome) = outcomes.next().await {
+            let Some(outcome) = outcome else {
+                summary.not_started += 1;
+                continue;
+            };
             summary.projects_checked += 1;
             self.remember_findings(&outcome).await?;
             for (component, observation) in outcome.observations {
                 pending.push((component, outcome.project_id, observation));
             }
             if pending.len() >= WRITE_BATCH * 3 {
+                count(&mut summary.observed, &pending);
                 summary.transitions += self.store.record(&pending, Utc::now()).await?;
                 pending.clear();
             }
         }
+        count(&mut summary.observed, &pending);
         summary.transitions += self.store.record(&pending, Utc::now()).await?;
         let requests_after: u64 = self.clients.values().map(|c| c.requests_sent()).sum();
         summary.requests = requests_after - requests_before;
@@ -386,6 +437,12 @@ impl Checker {
             None => probe::webhook(&selection, &expected, None, now),
         };
         (observation, found_id)
+    }
+}
+
+fn count(counts: &mut BTreeMap<(Component, State), u64>, batch: &[(Component, i64, Observation)]) {
+    for (component, _, observation) in batch {
+        *counts.entry((*component, observation.state())).or_default() += 1;
     }
 }
 

@@ -54,6 +54,8 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: scheduled sweeps, metrics and health endpoints, systemd notify.
+    Run,
     /// Check now against GitLab, store the results and print them.
     Check(ReportArgs),
     /// Print the stored health without calling GitLab.
@@ -135,12 +137,15 @@ pub struct DemoArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    crate::telemetry::init(level, crate::config::LogFormat::Text);
+    // The daemon logs per its configuration; one-shot commands stay quiet unless asked.
+    if !matches!(cli.command, Command::Run) {
+        let level = match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        };
+        crate::telemetry::init(level, crate::config::LogFormat::Text);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,6 +175,11 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let command = match cli.command {
         Command::Demo(args) => return crate::demo::run(args).await,
+        Command::Run => {
+            return crate::daemon::run(config_path(cli.config))
+                .await
+                .map(|()| 0);
+        }
         other => other,
     };
     let cfg = Arc::new(Config::load(&config_path(cli.config))?);
@@ -188,7 +198,7 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
     match command {
         Command::Check(args) => {
             let selection = selection(args.project);
-            let checker = Checker::new(cfg, store.clone())?;
+            let checker = Checker::new(cfg, store.clone(), None)?;
             let summary = checker.run(&selection).await?;
             for problem in &summary.problems {
                 eprintln!("warning: {problem}");
@@ -204,7 +214,9 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
             format,
         } => history(store, project, limit, format).await,
         Command::Project(cmd) => project_command(cmd, cfg, store).await,
-        Command::Config(_) | Command::Demo(_) => unreachable!("handled before the store is opened"),
+        Command::Config(_) | Command::Demo(_) | Command::Run => {
+            unreachable!("handled before the store is opened")
+        }
     }
 }
 
@@ -353,7 +365,7 @@ async fn project_command(
                 None => None,
             };
             let base_url = conn.base_url.to_string();
-            let checker = Checker::new(cfg.clone(), store.clone())?;
+            let checker = Checker::new(cfg.clone(), store.clone(), None)?;
             let client = checker.client(&name).context("connection has no client")?;
             let found = client.project(&project).await.with_context(|| {
                 format!("cannot find project `{project}` through connection `{name}`")

@@ -66,6 +66,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub check: CheckConfig,
     #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub expect: Expectations,
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionConfig>,
@@ -210,6 +216,89 @@ fn default_warning_days() -> u32 {
     14
 }
 
+/// When the daemon sweeps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Cron expression with a seconds field (sec min hour day month weekday).
+    #[serde(default = "default_cron")]
+    pub cron: String,
+    /// Share of the interval between two sweeps over which a sweep's project
+    /// checks are spread, so that GitLab sees a steady trickle, not a burst.
+    #[serde(default = "default_spread")]
+    pub spread: f64,
+    /// On SIGTERM, how long checks already started may take to finish.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            cron: default_cron(),
+            spread: default_spread(),
+            shutdown_grace_seconds: default_grace(),
+        }
+    }
+}
+
+fn default_cron() -> String {
+    "0 */5 * * * *".into()
+}
+fn default_spread() -> f64 {
+    0.8
+}
+fn default_grace() -> u64 {
+    30
+}
+
+/// Parses a cron expression the way the scheduler does (seconds required).
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("`{expr}` is not a cron expression with a seconds field (e.g. \"0 */5 * * * *\"): {e}"))
+}
+
+/// The daemon's HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Loopback by default: metrics are not for the whole network.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9184".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PerProjectSeries {
+    /// A series per project only while one of its components is not healthy.
+    #[default]
+    Unhealthy,
+    /// Also a 0/1 health gauge per project and component (small fleets).
+    All,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub per_project: PerProjectSeries,
+}
+
 /// What every project is expected to have, unless the project overrides it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +371,14 @@ pub struct ConnectionConfig {
     /// Read the token from `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
     #[serde(default)]
     pub token_credential: Option<String>,
+    /// Request budget per minute for this connection. GitLab.com allows 2,000
+    /// per user; the default leaves headroom for other tools of the same user.
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute: u32,
+}
+
+fn default_requests_per_minute() -> u32 {
+    1800
 }
 
 /// One explicitly listed project.
@@ -340,6 +437,7 @@ pub struct Connection {
     pub token: SecretString,
     /// Human description of where the token came from, for `config check`.
     pub token_source: String,
+    pub requests_per_minute: u32,
 }
 
 impl fmt::Debug for Connection {
@@ -383,6 +481,7 @@ impl Config {
                     kind: conn.token_kind,
                     token,
                     token_source,
+                    requests_per_minute: conn.requests_per_minute,
                 },
             );
         }
@@ -488,6 +587,27 @@ fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
             "check.max_response_bytes".into(),
             "must be at least 1024".into(),
         ));
+    }
+    parse_cron(&raw.schedule.cron).map_err(|r| ("schedule.cron".to_owned(), r))?;
+    if !(0.0..=1.0).contains(&raw.schedule.spread) {
+        return Err(("schedule.spread".into(), "must be between 0 and 1".into()));
+    }
+    raw.http
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| {
+            (
+                "http.listen".to_owned(),
+                format!("`{}` is not an address:port: {e}", raw.http.listen),
+            )
+        })?;
+    for (name, conn) in &raw.connections {
+        if conn.requests_per_minute == 0 {
+            return Err((
+                format!("connections.{name}.requests_per_minute"),
+                "must be at least 1".into(),
+            ));
+        }
     }
     if let Some(template) = &raw.expect.webhook_url {
         validate_url_template(template).map_err(|r| ("expect.webhook_url".to_owned(), r))?;
@@ -748,6 +868,30 @@ mod tests {
         assert!(!text.contains("glpat-secret-value"));
         assert!(text.contains("<redacted>"));
         assert!(!format!("{:?}", cfg.connections["main"]).contains("glpat-secret-value"));
+    }
+
+    #[test]
+    fn bad_cron_and_listen_address_are_reported_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = config_with(dir.path(), "[schedule]\ncron = \"every five minutes\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("schedule.cron"), "{err}");
+        let err = config_with(dir.path(), "[schedule]\ncron = \"*/5 * * * *\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("schedule.cron"),
+            "five fields lack seconds: {err}"
+        );
+        let err = config_with(dir.path(), "[http]\nlisten = \"localhost\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        assert!(config_with(dir.path(), "[schedule]\ncron = \"*/10 * * * * *\"\n").is_ok());
     }
 
     #[test]

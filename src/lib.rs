@@ -10,13 +10,16 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod gitlab;
 pub mod health;
 pub mod inventory;
 pub mod keys;
+pub mod metrics;
 pub mod probe;
 pub mod report;
+pub mod server;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -30,13 +30,17 @@ use crate::config::TokenKind;
 const MAX_PAGES: usize = 10_000;
 
 /// Settings for one client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_response_bytes: usize,
     /// Longest 429 pause after which the request is retried once.
     pub max_rate_limit_wait: Duration,
+    /// Request budget per minute; `None` for no client-side pacing.
+    pub requests_per_minute: Option<u32>,
+    /// Told about every request (metrics).
+    pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl Default for ClientOptions {
@@ -46,8 +50,29 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: 8 * 1024 * 1024,
             max_rate_limit_wait: Duration::from_secs(120),
+            requests_per_minute: None,
+            observer: None,
         }
     }
+}
+
+/// Receives what the client sees, for metrics. Labels are bounded: an
+/// endpoint class, a status class.
+pub trait RequestObserver: Send + Sync {
+    fn request_done(&self, endpoint: &'static str, status_class: &'static str, elapsed: Duration);
+    fn rate_limit(&self, info: RateLimitInfo);
+}
+
+/// First pause after a 5xx or timeout; doubled per consecutive failure.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Exponential back-off with ±50% jitter, so that many clients do not retry in step.
+fn backoff(consecutive_failures: u32) -> Duration {
+    use rand::Rng;
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << consecutive_failures.saturating_sub(1).min(16));
+    let capped = exp.min(BACKOFF_MAX);
+    capped.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
 }
 
 /// What GitLab last told us about this connection's rate limit.
@@ -59,16 +84,49 @@ pub struct RateLimitInfo {
     pub reset: Option<u64>,
 }
 
-/// Per-connection pause after a 429, shared by every request of the connection.
-#[derive(Debug, Default)]
+type Pacer = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+>;
+
+/// Per-connection pacing: the request budget, a pause after a 429 or when
+/// GitLab says the window is spent, and back-off after 5xx and timeouts.
+/// Shared by every request of the connection.
+#[derive(Default)]
 pub struct RateGate {
     paused_until: Mutex<Option<Instant>>,
     info: Mutex<RateLimitInfo>,
+    consecutive_failures: std::sync::atomic::AtomicU32,
+    pacer: Option<Pacer>,
 }
 
 impl RateGate {
-    /// Waits until no 429 pause is in force.
+    fn new(requests_per_minute: Option<u32>) -> Self {
+        // Evenly spaced, burst of one: no 60-second window ever holds more
+        // than the budget, and a sweep is a steady trickle, not a burst.
+        let pacer = requests_per_minute
+            .and_then(|r| {
+                governor::Quota::with_period(Duration::from_secs_f64(60.0 / f64::from(r.max(1))))
+            })
+            .map(|q| governor::RateLimiter::direct(q.allow_burst(std::num::NonZeroU32::MIN)));
+        Self {
+            pacer,
+            ..Self::default()
+        }
+    }
+
+    /// Waits for the budget and until no pause is in force.
     async fn wait(&self) {
+        self.wait_pause().await;
+        if let Some(pacer) = &self.pacer {
+            pacer.until_ready().await;
+            // A pause may have started while we waited for a slot.
+            self.wait_pause().await;
+        }
+    }
+
+    async fn wait_pause(&self) {
         loop {
             let until = *self.paused_until.lock().expect("rate gate lock");
             match until {
@@ -89,6 +147,16 @@ impl RateGate {
 
     pub fn info(&self) -> RateLimitInfo {
         *self.info.lock().expect("rate gate lock")
+    }
+
+    /// A 5xx or timeout: pause the connection, longer each time in a row.
+    fn failed(&self) {
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.pause_for(backoff(n));
+    }
+
+    fn succeeded(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 }
 
@@ -161,9 +229,9 @@ impl GitLab {
             api,
             web: root,
             kind,
-            token: token.clone(),
+            token,
+            gate: Arc::new(RateGate::new(options.requests_per_minute)),
             options,
-            gate: Arc::new(RateGate::default()),
             requests: AtomicU64::new(0),
         })
     }
@@ -200,23 +268,34 @@ impl GitLab {
             endpoint: endpoint.to_owned(),
             kind,
         };
+        let class = endpoint_class(endpoint);
         let mut retried = false;
         loop {
             self.gate.wait().await;
             self.requests.fetch_add(1, Ordering::Relaxed);
             let (name, value) = self.auth_header();
-            let response = self
+            let started = Instant::now();
+            let sent = self
                 .http
                 .request(method.clone(), url.clone())
                 .header(name, value)
                 .header("Accept", "application/json")
                 .send()
-                .await
-                .map_err(|e| fail(transport_error(&e)))?;
+                .await;
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    let kind = transport_error(&e);
+                    self.observe(class, "error", started);
+                    self.gate.failed();
+                    return Err(fail(kind));
+                }
+            };
             let status = response.status();
             let headers = response.headers().clone();
             self.record_rate_limit(&headers);
             if status == StatusCode::TOO_MANY_REQUESTS {
+                self.observe(class, "429", started);
                 let wait = retry_after(&headers);
                 self.gate.pause_for(wait.unwrap_or(Duration::from_secs(60)));
                 if !retried && wait.is_some_and(|w| w <= self.options.max_rate_limit_wait) {
@@ -230,7 +309,19 @@ impl GitLab {
                 }
                 return Err(fail(ErrorKind::RateLimited { retry_after: wait }));
             }
-            let body = self.read_body(response).await.map_err(&fail)?;
+            let body = self.read_body(response).await;
+            self.observe(class, status_class(status.as_u16(), body.is_ok()), started);
+            let body = body.map_err(|k| {
+                if matches!(k, ErrorKind::Timeout | ErrorKind::Connection(_)) {
+                    self.gate.failed();
+                }
+                fail(k)
+            })?;
+            if status.is_server_error() {
+                self.gate.failed();
+            } else {
+                self.gate.succeeded();
+            }
             if status.is_success() {
                 return Ok(Answer { headers, body });
             }
@@ -275,19 +366,33 @@ impl GitLab {
         }
     }
 
+    fn observe(&self, class: &'static str, status_class: &'static str, started: Instant) {
+        if let Some(o) = &self.options.observer {
+            o.request_done(class, status_class, started.elapsed());
+        }
+    }
+
+    /// Keeps GitLab's `RateLimit-*` figures, and pauses the connection until
+    /// the window resets when GitLab says it is spent.
     fn record_rate_limit(&self, headers: &HeaderMap) {
         let num = |name| header_str(headers, name).and_then(|v| v.trim().parse::<u64>().ok());
-        let (limit, remaining, reset) = (
-            num("ratelimit-limit"),
-            num("ratelimit-remaining"),
-            num("ratelimit-reset"),
-        );
-        if limit.is_some() || remaining.is_some() || reset.is_some() {
-            *self.gate.info.lock().expect("rate gate lock") = RateLimitInfo {
-                limit,
-                remaining,
-                reset,
-            };
+        let info = RateLimitInfo {
+            limit: num("ratelimit-limit"),
+            remaining: num("ratelimit-remaining"),
+            reset: num("ratelimit-reset"),
+        };
+        if info == RateLimitInfo::default() {
+            return;
+        }
+        *self.gate.info.lock().expect("rate gate lock") = info;
+        if let (Some(0), Some(reset)) = (info.remaining, info.reset) {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            if reset > now {
+                self.gate.pause_for(Duration::from_secs(reset - now));
+            }
+        }
+        if let Some(o) = &self.options.observer {
+            o.rate_limit(info);
         }
     }
 
@@ -493,6 +598,35 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
+/// A bounded label for an API path: what kind of thing was asked for.
+pub fn endpoint_class(endpoint: &str) -> &'static str {
+    let parts: Vec<&str> = endpoint.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["user"] => "user",
+        ["personal_access_tokens", ..] => "token",
+        ["oauth", ..] => "oauth",
+        ["projects"] => "projects",
+        ["projects", _] => "project",
+        ["projects", _, "deploy_keys", ..] => "deploy_keys",
+        ["projects", _, "hooks", _, "events", ..] => "hook_events",
+        ["projects", _, "hooks", ..] => "hooks",
+        ["groups", _, "projects"] => "group_projects",
+        ["groups", _] => "group",
+        _ => "other",
+    }
+}
+
+fn status_class(status: u16, body_complete: bool) -> &'static str {
+    match (status, body_complete) {
+        (_, false) => "error",
+        (200..=299, _) => "2xx",
+        (300..=399, _) => "3xx",
+        (429, _) => "429",
+        (400..=499, _) => "4xx",
+        _ => "5xx",
+    }
+}
+
 fn method_name(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
@@ -587,6 +721,32 @@ mod tests {
             Some("https://g/api/v4/x?page=3&per_page=3")
         );
         assert_eq!(next_link(r#"<https://g/x?page=1>; rel="first""#), None);
+    }
+
+    #[test]
+    fn endpoint_classes_are_bounded() {
+        assert_eq!(endpoint_class("/projects/42"), "project");
+        assert_eq!(endpoint_class("/projects/42/hooks/7/events"), "hook_events");
+        assert_eq!(endpoint_class("/projects/42/hooks"), "hooks");
+        assert_eq!(endpoint_class("/projects/42/deploy_keys/9"), "deploy_keys");
+        assert_eq!(
+            endpoint_class("/groups/acme%2Fplatform/projects"),
+            "group_projects"
+        );
+        assert_eq!(endpoint_class("/oauth/token/info"), "oauth");
+        assert_eq!(endpoint_class("/something/else/entirely"), "other");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..20 {
+            let first = backoff(1);
+            assert!(
+                first >= Duration::from_millis(125) && first <= Duration::from_millis(375),
+                "{first:?}"
+            );
+            assert!(backoff(30) <= BACKOFF_MAX.mul_f64(1.5));
+        }
     }
 
     #[test]

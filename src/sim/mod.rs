@@ -159,6 +159,8 @@ pub struct RequestRecord {
     /// 0 when no response was sent (hang, reset).
     pub status: u16,
     pub user: Option<u64>,
+    /// When the request arrived (before any injected latency).
+    pub at: DateTime<Utc>,
 }
 
 /// A fault to inject into matching requests (API and OAuth, not `/_sim`).

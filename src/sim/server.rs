@@ -2,6 +2,7 @@
 //! latency and faults, then answers from the world under a single short
 //! lock (no await while it is held). `/_sim` goes to the control API.
 
+use chrono::Utc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +77,7 @@ async fn entry(State(app): State<App>, req: Request) -> Response {
             query: raw_query.clone(),
             status: 0,
             user,
+            at: Utc::now(),
         });
         let fault = faults::take(&mut w, &method, &path);
         (seq, user, w.latency, fault)

@@ -22,6 +22,8 @@ pub struct Fixture {
     pub sim: Sim,
     pub dir: tempfile::TempDir,
     pub user: u64,
+    /// The connection's request budget in configs written from now on.
+    pub requests_per_minute: std::sync::atomic::AtomicU32,
 }
 
 /// A project connected at the simulator.
@@ -46,7 +48,12 @@ impl Fixture {
             .open(&token_file)
             .unwrap();
         f.write_all(TOKEN.as_bytes()).unwrap();
-        Fixture { sim, dir, user }
+        Fixture {
+            sim,
+            dir,
+            user,
+            requests_per_minute: 60_000.into(),
+        }
     }
 
     pub fn hook_url(id: u64) -> String {
@@ -92,10 +99,12 @@ impl Fixture {
     ) -> PathBuf {
         let mut text = format!(
             "[store]\npath = {:?}\n\n[check]\nrequest_timeout_seconds = 2\nmax_rate_limit_wait_seconds = 10\n{check_lines}\n\
-             [expect]\nwebhook_url = {HOOK_TEMPLATE:?}\n\n[connections.main]\nurl = {:?}\ntoken_file = {:?}\n\n",
+             [expect]\nwebhook_url = {HOOK_TEMPLATE:?}\n\n[connections.main]\nurl = {:?}\ntoken_file = {:?}\nrequests_per_minute = {}\n\n",
             self.db_path().display().to_string(),
             self.sim.base_url(),
             self.dir.path().join("token").display().to_string(),
+            self.requests_per_minute
+                .load(std::sync::atomic::Ordering::Relaxed),
         );
         for p in projects {
             text.push_str(&format!(
@@ -112,7 +121,7 @@ impl Fixture {
     pub async fn checker(&self, config: &std::path::Path) -> (Checker, Store) {
         let cfg = Arc::new(Config::load(config).expect("config loads"));
         let store = Store::open(&cfg.raw.store.path).await.unwrap();
-        (Checker::new(cfg, store.clone()).unwrap(), store)
+        (Checker::new(cfg, store.clone(), None).unwrap(), store)
     }
 
     /// Runs a check of everything.
@@ -159,3 +168,122 @@ pub async fn connection_state(store: &Store) -> State {
 }
 
 pub const HEALTHY: [State; 3] = [State::Ok, State::Healthy, State::Healthy];
+
+/// A `glwarden run` child process.
+pub struct DaemonProcess {
+    pub child: std::process::Child,
+    pub listen: String,
+    pub stderr_path: PathBuf,
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Fixture {
+    /// `[schedule]` and `[http]` sections for a fast daemon; returns them with the listen address.
+    pub fn daemon_sections(cron: &str, spread: f64) -> (String, String) {
+        let listen = format!("127.0.0.1:{}", free_port());
+        (
+            format!(
+                "[schedule]\ncron = {cron:?}\nspread = {spread}\nshutdown_grace_seconds = 10\n\n[http]\nlisten = {listen:?}\n\n"
+            ),
+            listen,
+        )
+    }
+
+    /// Starts `glwarden run` on `config` and waits until `/readyz` answers 200.
+    pub async fn start_daemon(&self, config: &std::path::Path, listen: &str) -> DaemonProcess {
+        let stderr_path = self.dir.path().join(format!("daemon-{}.log", free_port()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_glwarden"))
+            .args(["--config", config.to_str().unwrap(), "run"])
+            .env("RUST_LOG", "glwarden=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("daemon starts");
+        let daemon = DaemonProcess {
+            child,
+            listen: listen.to_owned(),
+            stderr_path,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{listen}/readyz")).await {
+                if r.status() == 200 {
+                    return daemon;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon not ready in 30s: {}",
+                daemon.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl DaemonProcess {
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://{}{path}", self.listen))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.1
+    }
+
+    /// The value of one sample line of `/metrics` (exact name and labels as rendered).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics().await.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits (at most 60 s) for the exit status.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not stop: {}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

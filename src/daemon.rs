@@ -1,0 +1,309 @@
+//! `glwarden run`: the long-running daemon.
+//!
+//! One scheduler loop owns the lifecycle. tokio-cron-scheduler only *ticks*
+//! it; the loop starts a sweep when none is running and counts the tick as
+//! skipped otherwise (never queued: a slow GitLab must not build a backlog
+//! that wedges the daemon). The same loop sends systemd's `WATCHDOG=1` and
+//! beats for `/healthz`, so a wedged loop is seen and restarted.
+//!
+//! Shutdown (SIGTERM/SIGINT): stop ticking, let the running sweep finish the
+//! checks it started (no new ones start) within the grace period, record
+//! them, close the store, exit 0. SIGHUP reloads the configuration before the
+//! next sweep; a bad file is logged and the running configuration kept.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+use crate::check::{Checker, RunOptions, RunSummary, Selection};
+use crate::config::{Config, parse_cron};
+use crate::health::{Severity, State};
+use crate::metrics::Metrics;
+use crate::report;
+use crate::server::{AppState, Liveness};
+use crate::store::Store;
+
+/// How often the loop turns when systemd asks for no watchdog.
+const DEFAULT_BEAT: Duration = Duration::from_secs(5);
+
+pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let cfg = Arc::new(Config::load(&config_path)?);
+    crate::telemetry::init(&cfg.raw.log.level, cfg.raw.log.format);
+    let store = Store::open(&cfg.raw.store.path).await?;
+    let metrics = Metrics::new(cfg.raw.metrics.per_project);
+    // What was last known is served from the first scrape on.
+    metrics.publish(&report::build(&store, &Selection::All).await?);
+
+    let listen = cfg.raw.http.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen} (http.listen in {})",
+                cfg.file.display()
+            )
+        })?;
+    let beat = sd_notify::watchdog_enabled()
+        .map(|w| (w / 2).min(DEFAULT_BEAT))
+        .unwrap_or(DEFAULT_BEAT);
+    let liveness = Arc::new(Liveness::new((beat * 3).max(Duration::from_secs(30))));
+    let stop_server = CancellationToken::new();
+    let server = {
+        let app = crate::server::router(AppState {
+            metrics: metrics.clone(),
+            store: store.clone(),
+            liveness: liveness.clone(),
+        });
+        let stop = stop_server.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    tracing::info!(listen = %listen, cron = %cfg.raw.schedule.cron, "glwarden running");
+
+    let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
+    let scheduler = JobScheduler::new()
+        .await
+        .context("cannot start the scheduler")?;
+    let job = Job::new_async(cfg.raw.schedule.cron.as_str(), move |_, _| {
+        let tx = tick_tx.clone();
+        Box::pin(async move {
+            // A full channel means the loop has not taken the last tick yet:
+            // dropping this one is the "never queue" rule.
+            let _ = tx.try_send(());
+        })
+    })
+    .with_context(|| {
+        format!(
+            "schedule.cron `{}` in {}",
+            cfg.raw.schedule.cron,
+            cfg.file.display()
+        )
+    })?;
+    scheduler.add(job).await.context("cannot schedule sweeps")?;
+    scheduler
+        .start()
+        .await
+        .context("cannot start the scheduler")?;
+
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status("starting the first sweep"),
+    ]);
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut heartbeat = tokio::time::interval(beat);
+    let mut reload_requested = false;
+    let mut daemon = Daemon {
+        cfg: cfg.clone(),
+        config_path,
+        store: store.clone(),
+        metrics: metrics.clone(),
+        checker: Arc::new(Checker::new(cfg, store.clone(), Some(&metrics))?),
+        cancel: CancellationToken::new(),
+    };
+    // The first sweep starts now rather than at the first cron tick.
+    let mut sweep: Option<JoinHandle<SweepResult>> = Some(daemon.start_sweep());
+
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                liveness.beat();
+                notify(&[NotifyState::Watchdog]);
+            }
+            Some(()) = ticks.recv() => {
+                if sweep.is_some() {
+                    metrics.sweep_skipped();
+                    tracing::warn!("sweep skipped: the previous sweep is still running");
+                    continue;
+                }
+                if std::mem::take(&mut reload_requested) {
+                    daemon.reload();
+                }
+                sweep = Some(daemon.start_sweep());
+            }
+            result = async { sweep.as_mut().expect("guarded by the condition").await }, if sweep.is_some() => {
+                sweep = None;
+                let status = daemon.finish_sweep(result).await;
+                liveness.sweep_done();
+                notify(&[NotifyState::Status(&status)]);
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: the configuration is reloaded before the next sweep");
+                reload_requested = true;
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    tracing::info!("stopping: no new checks start; waiting for started checks");
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    let mut scheduler = scheduler;
+    if let Err(e) = scheduler.shutdown().await {
+        tracing::warn!(error = %e, "scheduler shutdown");
+    }
+    daemon.cancel.cancel();
+    if let Some(running) = sweep {
+        let grace = Duration::from_secs(daemon.cfg.raw.schedule.shutdown_grace_seconds);
+        match tokio::time::timeout(grace, running).await {
+            Ok(result) => {
+                daemon.finish_sweep(result).await;
+            }
+            Err(_) => tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "checks still running after the grace period"
+            ),
+        }
+    }
+    stop_server.cancel();
+    let _ = server.await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+type SweepResult = anyhow::Result<(RunSummary, Duration)>;
+
+/// What the loop needs to run sweeps.
+struct Daemon {
+    cfg: Arc<Config>,
+    config_path: PathBuf,
+    store: Store,
+    metrics: Arc<Metrics>,
+    checker: Arc<Checker>,
+    /// Cancelled on shutdown: running sweeps start no further checks.
+    cancel: CancellationToken,
+}
+
+impl Daemon {
+    fn start_sweep(&self) -> JoinHandle<SweepResult> {
+        let checker = self.checker.clone();
+        let options = RunOptions {
+            spread: Some(sweep_spread(&self.cfg)),
+            cancel: Some(self.cancel.clone()),
+        };
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let summary = checker.run_with(&Selection::All, &options).await?;
+            Ok((summary, started.elapsed()))
+        })
+    }
+
+    /// Publishes a finished sweep; returns the one-line status for systemd.
+    async fn finish_sweep(&self, result: Result<SweepResult, tokio::task::JoinError>) -> String {
+        let result = result.map_err(anyhow::Error::from).and_then(|r| r);
+        match result {
+            Ok((summary, elapsed)) => {
+                // A sweep succeeds when every connection could be asked.
+                let ok = summary.observed.iter().all(|((component, state), _)| {
+                    *component != crate::health::Component::Connection || *state != State::Unknown
+                });
+                self.metrics.count_checks(&summary.observed);
+                self.metrics.sweep_finished(elapsed, ok);
+                let (broken, unknown) =
+                    summary
+                        .observed
+                        .iter()
+                        .fold((0, 0), |(b, u), ((_, state), n)| match state.severity() {
+                            Severity::Broken => (b + n, u),
+                            Severity::Unknown => (b, u + n),
+                            _ => (b, u),
+                        });
+                let status = format!(
+                    "last sweep {}: {} projects in {:.1}s, {broken} broken, {unknown} unknown, {} requests{}",
+                    chrono::Utc::now().format("%H:%M:%S"),
+                    summary.projects_checked,
+                    elapsed.as_secs_f64(),
+                    summary.requests,
+                    if summary.not_started > 0 {
+                        format!(", {} not started (stopping)", summary.not_started)
+                    } else {
+                        String::new()
+                    }
+                );
+                tracing::info!(
+                    projects = summary.projects_checked,
+                    seconds = elapsed.as_secs_f64(),
+                    broken,
+                    unknown,
+                    requests = summary.requests,
+                    transitions = summary.transitions,
+                    "sweep finished"
+                );
+                self.publish().await;
+                status
+            }
+            Err(e) => {
+                self.metrics.sweep_finished(Duration::ZERO, false);
+                tracing::error!(error = format!("{e:#}"), "sweep failed");
+                format!("last sweep failed: {e:#}")
+            }
+        }
+    }
+
+    async fn publish(&self) {
+        match report::build(&self.store, &Selection::All).await {
+            Ok(report) => self.metrics.publish(&report),
+            Err(e) => tracing::error!(error = %e, "cannot read health for metrics"),
+        }
+    }
+
+    /// Re-reads the configuration; keeps the running one if the file is bad.
+    fn reload(&mut self) {
+        let loaded = Config::load(&self.config_path)
+            .map(Arc::new)
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| {
+                Ok((
+                    Checker::new(cfg.clone(), self.store.clone(), Some(&self.metrics))?,
+                    cfg,
+                ))
+            });
+        match loaded {
+            Ok((checker, cfg)) => {
+                self.checker = Arc::new(checker);
+                self.cfg = cfg;
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "configuration not reloaded; keeping the running one"
+            ),
+        }
+    }
+}
+
+/// How long a sweep's checks are spread over: a share of the time between
+/// the next two scheduled sweeps.
+fn sweep_spread(cfg: &Config) -> Duration {
+    let Ok(cron) = parse_cron(&cfg.raw.schedule.cron) else {
+        return Duration::ZERO;
+    };
+    let mut next = cron.iter_after(chrono::Utc::now());
+    match (next.next(), next.next()) {
+        (Some(a), Some(b)) => (b - a)
+            .to_std()
+            .unwrap_or_default()
+            .mul_f64(cfg.raw.schedule.spread),
+        _ => Duration::ZERO,
+    }
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify");
+    }
+}

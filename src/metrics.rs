@@ -1,0 +1,475 @@
+//! Prometheus metrics (`prometheus` crate), named per the Prometheus guides:
+//! prefix `glwarden_`, base units, `_total` on counters, `_timestamp_seconds`
+//! for points in time, `_info` for build metadata.
+//!
+//! Per-project series scale to large fleets: by default a project has a
+//! series only while one of its components is not healthy, and the series is
+//! deleted when it recovers (so Prometheus marks it stale and the alert
+//! resolves). Aggregate gauges count components per state.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::config::PerProjectSeries;
+use crate::gitlab::{RateLimitInfo, RequestObserver};
+use crate::health::{Component, State};
+use crate::report::Report;
+
+/// Every metric glwarden exports.
+pub struct Metrics {
+    registry: Registry,
+    per_project: PerProjectSeries,
+    connection_up: IntGaugeVec,
+    connection_state: IntGaugeVec,
+    component_unhealthy: IntGaugeVec,
+    component_healthy: IntGaugeVec,
+    components: IntGaugeVec,
+    projects: IntGaugeVec,
+    checks: IntCounterVec,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    rate_limit_remaining: IntGaugeVec,
+    rate_limited: IntCounterVec,
+    sweep_duration: Histogram,
+    sweeps: IntCounterVec,
+    sweeps_skipped: IntCounter,
+    last_success: Gauge,
+    /// Label sets of the per-project series currently exported, so that the
+    /// ones that no longer apply can be deleted.
+    published: Mutex<Published>,
+}
+
+#[derive(Default)]
+struct Published {
+    unhealthy: HashSet<[String; 4]>,
+    healthy: HashSet<[String; 3]>,
+    connections: HashSet<String>,
+}
+
+const CONNECTION_STATES: [State; 4] = [
+    State::Connected,
+    State::Expiring,
+    State::NotConnected,
+    State::Unknown,
+];
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(v.clone()))
+        .expect("metric registered once");
+    v
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(v.clone()))
+        .expect("metric registered once");
+    v
+}
+
+impl Metrics {
+    pub fn new(per_project: PerProjectSeries) -> Arc<Metrics> {
+        let r = Registry::new();
+        let info = IntGaugeVec::new(
+            Opts::new("glwarden_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(info.clone())).expect("registered once");
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "glwarden_gitlab_request_duration_seconds",
+                "Duration of GitLab API requests.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["connection", "endpoint"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(request_duration.clone()))
+            .expect("registered once");
+        let sweep_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "glwarden_sweep_duration_seconds",
+                "Duration of whole sweeps.",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(sweep_duration.clone()))
+            .expect("registered once");
+        let sweeps_skipped = IntCounter::new(
+            "glwarden_sweeps_skipped_total",
+            "Sweeps not started because the previous one was still running.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(sweeps_skipped.clone()))
+            .expect("registered once");
+        let last_success = Gauge::new(
+            "glwarden_last_successful_sweep_timestamp_seconds",
+            "Unix time at which the last successful sweep finished.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(last_success.clone()))
+            .expect("registered once");
+
+        Arc::new(Metrics {
+            per_project,
+            connection_up: gauge_vec(
+                &r,
+                "glwarden_connection_up",
+                "1 when the connection's last definite state is connected or expiring, 0 when not_connected.",
+                &["connection"],
+            ),
+            connection_state: gauge_vec(
+                &r,
+                "glwarden_connection_state",
+                "Current state of each connection (one-hot).",
+                &["connection", "state"],
+            ),
+            component_unhealthy: gauge_vec(
+                &r,
+                "glwarden_component_unhealthy",
+                "1 for each project component that is not healthy, labelled with its state; absent once healthy.",
+                &["connection", "project", "component", "state"],
+            ),
+            component_healthy: gauge_vec(
+                &r,
+                "glwarden_component_healthy",
+                "1 when the project's component is healthy, else 0 (only with metrics.per_project = \"all\").",
+                &["connection", "project", "component"],
+            ),
+            components: gauge_vec(
+                &r,
+                "glwarden_components",
+                "Number of project components per component and state.",
+                &["component", "state"],
+            ),
+            projects: gauge_vec(
+                &r,
+                "glwarden_projects",
+                "Projects in the inventory per connection.",
+                &["connection"],
+            ),
+            checks: counter_vec(
+                &r,
+                "glwarden_checks_total",
+                "Component checks by component and resulting state.",
+                &["component", "result"],
+            ),
+            requests: counter_vec(
+                &r,
+                "glwarden_gitlab_requests_total",
+                "GitLab API requests by connection, endpoint class and status class.",
+                &["connection", "endpoint", "status_class"],
+            ),
+            request_duration,
+            rate_limit_remaining: gauge_vec(
+                &r,
+                "glwarden_gitlab_rate_limit_remaining",
+                "Requests left in the current window, as GitLab last reported (RateLimit-Remaining).",
+                &["connection"],
+            ),
+            rate_limited: counter_vec(
+                &r,
+                "glwarden_gitlab_rate_limited_total",
+                "GitLab answers with status 429.",
+                &["connection"],
+            ),
+            sweep_duration,
+            sweeps: counter_vec(
+                &r,
+                "glwarden_sweeps_total",
+                "Sweeps by result.",
+                &["result"],
+            ),
+            sweeps_skipped,
+            last_success,
+            published: Mutex::new(Published::default()),
+            registry: r,
+        })
+    }
+
+    /// The text exposition format, for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// An observer for one connection's GitLab client.
+    pub fn observer(self: &Arc<Self>, connection: &str) -> Arc<dyn RequestObserver> {
+        // Export 0 rather than nothing for series we know exist.
+        self.rate_limited.with_label_values(&[connection]).inc_by(0);
+        Arc::new(ConnectionObserver {
+            metrics: self.clone(),
+            connection: connection.to_owned(),
+        })
+    }
+
+    pub fn count_checks(&self, counts: &BTreeMap<(Component, State), u64>) {
+        for ((component, state), n) in counts {
+            self.checks
+                .with_label_values(&[component.as_str(), state.as_str()])
+                .inc_by(*n);
+        }
+    }
+
+    pub fn sweep_finished(&self, duration: Duration, ok: bool) {
+        self.sweep_duration.observe(duration.as_secs_f64());
+        self.sweeps
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+        if ok {
+            self.last_success.set(chrono::Utc::now().timestamp() as f64);
+        }
+    }
+
+    pub fn sweep_skipped(&self) {
+        self.sweeps_skipped.inc();
+    }
+
+    /// Sets every health series from the stored health, deleting the series
+    /// of components that recovered and of projects that left the inventory.
+    pub fn publish(&self, report: &Report) {
+        let mut published = self.published.lock().expect("metrics lock");
+
+        let mut connections = HashSet::new();
+        for c in &report.connections {
+            for state in CONNECTION_STATES {
+                self.connection_state
+                    .with_label_values(&[c.name.as_str(), state.as_str()])
+                    .set(i64::from(c.health.state == state));
+            }
+            let definite = c
+                .health
+                .last_known
+                .as_deref()
+                .unwrap_or(c.health.state.as_str());
+            match definite {
+                "connected" | "expiring" => self
+                    .connection_up
+                    .with_label_values(&[c.name.as_str()])
+                    .set(1),
+                "not_connected" => self
+                    .connection_up
+                    .with_label_values(&[c.name.as_str()])
+                    .set(0),
+                _ => {}
+            }
+            connections.insert(c.name.clone());
+        }
+        for gone in published.connections.difference(&connections) {
+            let _ = self.connection_up.remove_label_values(&[gone]);
+            for state in CONNECTION_STATES {
+                let _ = self
+                    .connection_state
+                    .remove_label_values(&[gone, state.as_str()]);
+            }
+        }
+        published.connections = connections;
+
+        let mut unhealthy = HashSet::new();
+        let mut healthy = HashSet::new();
+        let mut counts: BTreeMap<(Component, State), i64> = BTreeMap::new();
+        let mut per_connection: BTreeMap<&str, i64> = BTreeMap::new();
+        for p in &report.projects {
+            *per_connection.entry(p.connection.as_str()).or_default() += 1;
+            for (component, line) in [
+                (Component::Repository, &p.repository),
+                (Component::DeployKey, &p.deploy_key),
+                (Component::Webhook, &p.webhook),
+            ] {
+                *counts.entry((component, line.state)).or_default() += 1;
+                if !line.state.is_healthy() {
+                    unhealthy.insert([
+                        p.connection.clone(),
+                        p.path.clone(),
+                        component.as_str().to_owned(),
+                        line.state.as_str().to_owned(),
+                    ]);
+                }
+                if self.per_project == PerProjectSeries::All {
+                    let labels = [
+                        p.connection.clone(),
+                        p.path.clone(),
+                        component.as_str().to_owned(),
+                    ];
+                    self.component_healthy
+                        .with_label_values(&labels.each_ref().map(String::as_str))
+                        .set(i64::from(line.state.is_healthy()));
+                    healthy.insert(labels);
+                }
+            }
+        }
+        for stale in published.unhealthy.difference(&unhealthy) {
+            let _ = self
+                .component_unhealthy
+                .remove_label_values(&stale.each_ref().map(String::as_str));
+        }
+        for labels in &unhealthy {
+            self.component_unhealthy
+                .with_label_values(&labels.each_ref().map(String::as_str))
+                .set(1);
+        }
+        published.unhealthy = unhealthy;
+        for stale in published.healthy.difference(&healthy) {
+            let _ = self
+                .component_healthy
+                .remove_label_values(&stale.each_ref().map(String::as_str));
+        }
+        published.healthy = healthy;
+
+        for component in Component::PROJECT_COMPONENTS {
+            for state in component
+                .states()
+                .iter()
+                .chain(&[State::Unknown, State::Blocked])
+            {
+                let n = counts.get(&(component, *state)).copied().unwrap_or(0);
+                self.components
+                    .with_label_values(&[component.as_str(), state.as_str()])
+                    .set(n);
+            }
+        }
+        self.projects.reset();
+        for (connection, n) in per_connection {
+            self.projects.with_label_values(&[connection]).set(n);
+        }
+        for name in &published.connections {
+            self.projects.with_label_values(&[name.as_str()]).add(0);
+        }
+    }
+}
+
+/// Counts one connection's requests.
+struct ConnectionObserver {
+    metrics: Arc<Metrics>,
+    connection: String,
+}
+
+impl RequestObserver for ConnectionObserver {
+    fn request_done(&self, endpoint: &'static str, status_class: &'static str, elapsed: Duration) {
+        let m = &self.metrics;
+        m.requests
+            .with_label_values(&[self.connection.as_str(), endpoint, status_class])
+            .inc();
+        m.request_duration
+            .with_label_values(&[self.connection.as_str(), endpoint])
+            .observe(elapsed.as_secs_f64());
+        if status_class == "429" {
+            m.rate_limited
+                .with_label_values(&[self.connection.as_str()])
+                .inc();
+        }
+    }
+
+    fn rate_limit(&self, info: RateLimitInfo) {
+        if let Some(remaining) = info.remaining {
+            self.metrics
+                .rate_limit_remaining
+                .with_label_values(&[self.connection.as_str()])
+                .set(remaining.min(i64::MAX as u64) as i64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ComponentLine, ConnectionLine, ProjectLine};
+
+    fn line(state: State) -> ComponentLine {
+        ComponentLine {
+            state,
+            detail: String::new(),
+            since: None,
+            last_checked: None,
+            last_known: None,
+        }
+    }
+
+    fn report(key_state: State, with_project: bool) -> Report {
+        Report {
+            connections: vec![ConnectionLine {
+                name: "main".into(),
+                health: line(State::Connected),
+            }],
+            projects: if with_project {
+                vec![ProjectLine {
+                    connection: "main".into(),
+                    gitlab_id: 1,
+                    path: "acme/\"odd\"\nname".into(),
+                    repository: line(State::Ok),
+                    deploy_key: line(key_state),
+                    webhook: line(State::Healthy),
+                }]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    #[test]
+    fn unhealthy_series_exist_only_while_unhealthy() {
+        let m = Metrics::new(PerProjectSeries::Unhealthy);
+        m.publish(&report(State::Missing, true));
+        let text = m.render();
+        assert!(text.contains("glwarden_component_unhealthy{component=\"deploy_key\",connection=\"main\",project=\"acme/\\\"odd\\\"\\nname\",state=\"missing\"} 1"), "{text}");
+        assert!(text.contains("glwarden_components{component=\"deploy_key\",state=\"missing\"} 1"));
+        assert!(text.contains("glwarden_components{component=\"webhook\",state=\"healthy\"} 1"));
+        assert!(!text.contains("glwarden_component_healthy{"));
+
+        m.publish(&report(State::Healthy, true));
+        let text = m.render();
+        assert!(!text.contains("glwarden_component_unhealthy{"), "{text}");
+        assert!(text.contains("glwarden_components{component=\"deploy_key\",state=\"missing\"} 0"));
+    }
+
+    #[test]
+    fn per_project_all_adds_health_gauges_and_removal_deletes_them() {
+        let m = Metrics::new(PerProjectSeries::All);
+        m.publish(&report(State::Healthy, true));
+        assert!(
+            m.render()
+                .contains("glwarden_component_healthy{component=\"webhook\"")
+        );
+        m.publish(&report(State::Healthy, false));
+        let text = m.render();
+        assert!(!text.contains("glwarden_component_healthy{"), "{text}");
+        assert!(text.contains("glwarden_projects{connection=\"main\"} 0"));
+    }
+
+    #[test]
+    fn connection_series_are_one_hot() {
+        let m = Metrics::new(PerProjectSeries::Unhealthy);
+        m.publish(&report(State::Healthy, true));
+        let text = m.render();
+        assert!(
+            text.contains("glwarden_connection_state{connection=\"main\",state=\"connected\"} 1")
+        );
+        assert!(
+            text.contains(
+                "glwarden_connection_state{connection=\"main\",state=\"not_connected\"} 0"
+            )
+        );
+        assert!(text.contains("glwarden_connection_up{connection=\"main\"} 1"));
+        assert!(text.contains("glwarden_build_info{version=\""));
+    }
+}

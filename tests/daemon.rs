@@ -1,0 +1,359 @@
+//! `glwarden run` as a real child process against the simulator, with a fast
+//! schedule: endpoints, metrics, spreading, no overlap, pacing, 429 pauses,
+//! revoked connections, reload and graceful shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::*;
+use glwarden::sim::{Fault, FaultKind, HookSpec, RequestRecord};
+
+/// A fixture with `n` connected projects and a daemon config.
+async fn setup(
+    n: usize,
+    cron: &str,
+    spread: f64,
+    check_lines: &str,
+) -> (Fixture, Vec<Connected>, std::path::PathBuf, String) {
+    let fx = Fixture::new().await;
+    let projects: Vec<Connected> = (0..n).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
+    let (sections, listen) = Fixture::daemon_sections(cron, spread);
+    let refs: Vec<&Connected> = projects.iter().collect();
+    let config = fx.write_config_full(&refs, check_lines, &sections);
+    (fx, projects, config, listen)
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn user_probes(requests: &[RequestRecord]) -> Vec<DateTime<Utc>> {
+    requests
+        .iter()
+        .filter(|r| r.path == "/api/v4/user")
+        .map(|r| r.at)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_metrics_recovery_and_reload() {
+    let (fx, projects, config, listen) = setup(2, "*/1 * * * * *", 0.5, "").await;
+    fx.sim.remove_hook(projects[1].id, projects[1].hook_id);
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+    assert_eq!(daemon.get("/readyz").await.0, 200);
+    assert_eq!(daemon.get("/").await.0, 404);
+    assert_eq!(daemon.get("/metrics/../admin").await.0, 404);
+    let broken = "glwarden_component_unhealthy{component=\"webhook\",connection=\"main\",project=\"acme/p1\",state=\"missing\"}";
+    assert_eq!(
+        daemon.metric(broken).await,
+        Some(1.0),
+        "{}",
+        daemon.metrics().await
+    );
+    assert_eq!(
+        daemon
+            .metric("glwarden_connection_up{connection=\"main\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        daemon
+            .metric("glwarden_components{component=\"webhook\",state=\"missing\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(
+        daemon
+            .metric("glwarden_last_successful_sweep_timestamp_seconds")
+            .await
+            .unwrap()
+            > 0.0
+    );
+    let text = daemon.metrics().await;
+    for name in [
+        "glwarden_build_info{",
+        "glwarden_gitlab_requests_total{connection=\"main\",endpoint=\"project\",status_class=\"2xx\"}",
+        "glwarden_gitlab_request_duration_seconds_bucket{",
+        "glwarden_checks_total{component=\"webhook\",result=\"missing\"}",
+        "glwarden_sweep_duration_seconds_count",
+        "glwarden_projects{connection=\"main\"} 2",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+
+    // Repaired by hand: the series disappears at the next sweep.
+    fx.sim.add_hook(
+        projects[1].id,
+        HookSpec {
+            url: Fixture::hook_url(projects[1].id),
+            push_events: true,
+            tag_push_events: true,
+            merge_requests_events: true,
+            enable_ssl_verification: true,
+            token: None,
+        },
+    );
+    wait_until(
+        "the webhook series to go",
+        Duration::from_secs(15),
+        || async { daemon.metric(broken).await.is_none() },
+    )
+    .await;
+
+    // A project dropped from the config and SIGHUP: its series go too.
+    fx.sim.remove_hook(projects[0].id, projects[0].hook_id);
+    let gone = "glwarden_component_unhealthy{component=\"webhook\",connection=\"main\",project=\"acme/p0\",state=\"missing\"}";
+    wait_until("p0's webhook series", Duration::from_secs(15), || async {
+        daemon.metric(gone).await.is_some()
+    })
+    .await;
+    let (sections, _) = Fixture::daemon_sections("*/1 * * * * *", 0.5);
+    let sections = sections.replace(
+        &sections[sections.find("listen").unwrap()..],
+        &format!("listen = {listen:?}\n"),
+    );
+    fx.write_config_full(&[&projects[1]], "", &sections);
+    daemon.signal("HUP");
+    wait_until(
+        "p0 to leave the metrics",
+        Duration::from_secs(15),
+        || async {
+            daemon.metric(gone).await.is_none()
+                && daemon
+                    .metric("glwarden_projects{connection=\"main\"}")
+                    .await
+                    == Some(1.0)
+        },
+    )
+    .await;
+
+    let status = daemon.stop().await;
+    assert!(status.success(), "exit {status:?}: {}", daemon.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sweeps_are_spread_over_the_interval_and_never_overlap() {
+    let (fx, projects, config, listen) = setup(6, "*/1 * * * * *", 0.8, "concurrency = 8\n").await;
+    // Each project takes ~1.2 s (three requests of 400 ms): a sweep outlasts the 1 s schedule.
+    fx.sim.set_latency(Duration::from_millis(400));
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let skipped = daemon
+        .metric("glwarden_sweeps_skipped_total")
+        .await
+        .unwrap_or(0.0);
+    let status = daemon.stop().await;
+    assert!(status.success(), "{}", daemon.log());
+    assert!(
+        skipped >= 1.0,
+        "ticks during a running sweep are skipped and counted: {skipped}"
+    );
+
+    let requests = fx.sim.requests();
+    let starts = user_probes(&requests);
+    assert!(starts.len() >= 2, "at least two sweeps: {starts:?}");
+    // Between two sweep starts, every project is looked up exactly once: sweeps do not overlap.
+    for pair in starts.windows(2) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for r in requests.iter().filter(|r| r.at > pair[0] && r.at < pair[1]) {
+            if r.path.matches('/').count() == 4 && r.path.starts_with("/api/v4/projects/") {
+                *seen.entry(r.path.clone()).or_default() += 1;
+            }
+        }
+        assert_eq!(seen.len(), projects.len(), "{seen:?}");
+        assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    }
+    // Within the first sweep, project lookups are spread over ~0.8 s, not sent at once.
+    let first: Vec<DateTime<Utc>> = requests
+        .iter()
+        .filter(|r| r.at > starts[0] && r.at < starts[1])
+        .filter(|r| r.path.matches('/').count() == 4 && r.path.starts_with("/api/v4/projects/"))
+        .map(|r| r.at)
+        .collect();
+    let span = (*first.iter().max().unwrap() - *first.iter().min().unwrap()).num_milliseconds();
+    assert!(span >= 500, "six project starts spread over {span} ms");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_stays_within_its_request_budget() {
+    let fx_rpm = 120; // one request every 500 ms
+    let (fx, _projects, _, listen) = setup(0, "*/1 * * * * *", 0.5, "").await;
+    fx.requests_per_minute
+        .store(fx_rpm, std::sync::atomic::Ordering::Relaxed);
+    let projects: Vec<Connected> = (0..4).map(|i| fx.connect(&format!("acme/q{i}"))).collect();
+    let (sections, _) = Fixture::daemon_sections("*/1 * * * * *", 0.5);
+    let sections = sections.replace(
+        &sections[sections.find("listen").unwrap()..],
+        &format!("listen = {listen:?}\n"),
+    );
+    let refs: Vec<&Connected> = projects.iter().collect();
+    let config = fx.write_config_full(&refs, "", &sections);
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(daemon.stop().await.success(), "{}", daemon.log());
+
+    let times: Vec<DateTime<Utc>> = fx.sim.requests().iter().map(|r| r.at).collect();
+    assert!(times.len() >= 10, "{} requests", times.len());
+    let min_gap = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_milliseconds())
+        .min()
+        .unwrap();
+    // 60 s / 120 = 500 ms; allow for scheduling noise on arrival.
+    assert!(
+        min_gap >= 450,
+        "requests {min_gap} ms apart under a 120/minute budget"
+    );
+    // So no 60-second window can hold more than the budget.
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| (**u - *t).num_seconds() < 60)
+            .count();
+        assert!(in_window <= fx_rpm as usize);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_silences_the_connection_for_retry_after() {
+    let (fx, projects, config, listen) = setup(3, "*/1 * * * * *", 0.2, "").await;
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+    fx.sim.inject(Fault {
+        method: None,
+        path_contains: Some(format!("/projects/{}/hooks", projects[1].id)),
+        kind: FaultKind::RateLimited {
+            retry_after: Some(3),
+        },
+        times: Some(1),
+    });
+    wait_until("the 429", Duration::from_secs(10), || async {
+        fx.sim.requests().iter().any(|r| r.status == 429)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        daemon
+            .metric("glwarden_gitlab_rate_limited_total{connection=\"main\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(daemon.stop().await.success());
+
+    let requests = fx.sim.requests();
+    let limited = requests.iter().find(|r| r.status == 429).unwrap().at;
+    let next = requests
+        .iter()
+        .filter(|r| r.at > limited)
+        .map(|r| r.at)
+        .min()
+        .expect("requests resume");
+    let quiet = (next - limited).num_milliseconds();
+    assert!(
+        quiet >= 2950,
+        "next request {quiet} ms after a 429 with Retry-After: 3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_connection_costs_one_request_per_sweep() {
+    let (fx, _projects, config, listen) = setup(5, "*/1 * * * * *", 0.2, "").await;
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+    fx.sim.revoke_token(TOKEN);
+    // Let a sweep that may have been under way finish, then count.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fx.sim.clear_requests();
+    let before = daemon
+        .metric("glwarden_sweep_duration_seconds_count")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = daemon
+        .metric("glwarden_sweep_duration_seconds_count")
+        .await
+        .unwrap();
+    let requests = fx.sim.requests();
+    assert!(daemon.stop().await.success());
+
+    assert!(
+        requests.iter().all(|r| r.path == "/api/v4/user"),
+        "{requests:?}"
+    );
+    let sweeps = after - before;
+    assert!(sweeps >= 2.0, "{sweeps} sweeps");
+    assert!(
+        (requests.len() as f64 - sweeps).abs() <= 1.0,
+        "{} requests for {sweeps} sweeps",
+        requests.len()
+    );
+    let text = std::fs::read_to_string(&daemon.stderr_path).unwrap();
+    assert!(!text.contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_sweep_exits_0_with_every_started_check_recorded() {
+    let (fx, projects, config, listen) = setup(8, "*/1 * * * * *", 0.0, "concurrency = 2\n").await;
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+    // Slow GitLab: a sweep of 8 projects, 2 at a time, takes about 4 s.
+    fx.sim.set_latency(Duration::from_millis(300));
+    fx.sim.clear_requests();
+    wait_until("a sweep under way", Duration::from_secs(10), || async {
+        fx.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.matches('/').count() == 4 && r.path.starts_with("/api/v4/projects/"))
+            .count()
+            >= 2
+    })
+    .await;
+    let status = daemon.stop().await;
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+
+    let requests = fx.sim.requests();
+    let sweep_start = *user_probes(&requests).last().unwrap();
+    let store = glwarden::store::Store::open(&fx.db_path()).await.unwrap();
+    let rows = store.all_projects().await.unwrap();
+    let health = store.all_health().await.unwrap();
+    let mut started = 0;
+    for p in &projects {
+        let looked_up = requests
+            .iter()
+            .any(|r| r.at >= sweep_start && r.path == format!("/api/v4/projects/{}", p.id));
+        if !looked_up {
+            continue;
+        }
+        started += 1;
+        let internal = rows.iter().find(|r| r.gitlab_id == p.id as i64).unwrap().id;
+        for component in ["repository", "deploy_key", "webhook"] {
+            let row = health
+                .iter()
+                .find(|h| h.subject_id == internal && h.component == component)
+                .unwrap();
+            assert!(
+                row.last_checked.unwrap() >= sweep_start,
+                "project {} {component} was started but not recorded",
+                p.id
+            );
+        }
+    }
+    assert!(
+        started >= 2 && started < projects.len(),
+        "{started} checks had started when SIGTERM came"
+    );
+    store.close().await;
+}
