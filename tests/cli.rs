@@ -309,7 +309,7 @@ fn assert_no_secret_file_readable(db: &Path) {
 async fn the_shipped_example_config_is_valid() {
     use std::os::unix::fs::PermissionsExt;
     let creds = tempfile::tempdir().unwrap();
-    let token = creds.path().join("gitlab-com-token");
+    let token = creds.path().join("gitlab-token");
     std::fs::write(&token, "glpat-example").unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/glwarden.example.toml");
