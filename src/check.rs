@@ -14,6 +14,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TokenKind, expand_url_template};
+use crate::gitlab::oauth::{OAuthClient, OAuthPair, OAuthSession, Persist};
 use crate::gitlab::types::{DeployKey, Hook};
 use crate::gitlab::{ApiError, ClientOptions, ErrorKind, GitLab};
 use crate::health::{Component, Observation, State};
@@ -90,13 +91,17 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(
+    pub async fn new(
         cfg: Arc<Config>,
         store: Store,
         metrics: Option<&Arc<Metrics>>,
     ) -> Result<Self, CheckError> {
         let mut clients = BTreeMap::new();
         for (name, conn) in &cfg.connections {
+            let oauth = match &conn.oauth {
+                Some(settings) => Some(oauth_session(&store, name, conn, settings).await?),
+                None => None,
+            };
             let options = ClientOptions {
                 request_timeout: cfg.raw.check.request_timeout(),
                 connect_timeout: cfg.raw.check.connect_timeout(),
@@ -106,6 +111,7 @@ impl Checker {
                 ),
                 requests_per_minute: Some(conn.requests_per_minute),
                 observer: metrics.map(|m| m.observer(name)),
+                oauth,
             };
             let client = GitLab::new(&conn.base_url, conn.kind, conn.token.clone(), options)
                 .map_err(|source| CheckError::Client {
@@ -444,6 +450,47 @@ fn count(counts: &mut BTreeMap<(Component, State), u64>, batch: &[(Component, i6
     for (component, _, observation) in batch {
         *counts.entry((*component, observation.state())).or_default() += 1;
     }
+}
+
+/// The OAuth session of a connection: the stored (rotated) pair when it
+/// descends from the configured refresh token, else the configured pair.
+/// Every refreshed pair is written to the store before it is used.
+async fn oauth_session(
+    store: &Store,
+    name: &str,
+    conn: &crate::config::Connection,
+    settings: &crate::config::OAuthSettings,
+) -> Result<Arc<OAuthSession>, StoreError> {
+    use secrecy::ExposeSecret;
+    use sha2::Digest;
+    let seed = format!(
+        "{:x}",
+        sha2::Sha256::digest(settings.refresh_token.expose_secret().as_bytes())
+    );
+    let pair = match store.oauth_pair(name).await? {
+        Some((stored, stored_seed)) if stored_seed == seed => stored,
+        _ => OAuthPair {
+            access: conn.token.clone(),
+            refresh: settings.refresh_token.clone(),
+            expires_at: None,
+        },
+    };
+    let (store, connection) = (store.clone(), name.to_owned());
+    let persist: Persist = Arc::new(move |pair: OAuthPair| {
+        let (store, connection, seed) = (store.clone(), connection.clone(), seed.clone());
+        Box::pin(async move {
+            store
+                .save_oauth_pair(&connection, &pair, &seed)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    let client = OAuthClient {
+        client_id: settings.client_id.clone(),
+        client_secret: settings.client_secret.clone(),
+        redirect_uri: settings.redirect_uri.clone(),
+    };
+    Ok(Arc::new(OAuthSession::new(pair, client, persist)))
 }
 
 /// The URL our hook must have: the project's own, or the template filled in.

@@ -198,7 +198,7 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
     match command {
         Command::Check(args) => {
             let selection = selection(args.project);
-            let checker = Checker::new(cfg, store.clone(), None)?;
+            let checker = Checker::new(cfg, store.clone(), None).await?;
             let summary = checker.run(&selection).await?;
             for problem in &summary.problems {
                 eprintln!("warning: {problem}");
@@ -365,7 +365,7 @@ async fn project_command(
                 None => None,
             };
             let base_url = conn.base_url.to_string();
-            let checker = Checker::new(cfg.clone(), store.clone(), None)?;
+            let checker = Checker::new(cfg.clone(), store.clone(), None).await?;
             let client = checker.client(&name).context("connection has no client")?;
             let found = client.project(&project).await.with_context(|| {
                 format!("cannot find project `{project}` through connection `{name}`")

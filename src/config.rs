@@ -371,6 +371,25 @@ pub struct ConnectionConfig {
     /// Read the token from `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
     #[serde(default)]
     pub token_credential: Option<String>,
+    /// OAuth only: where the refresh token is (one of three, as for the token).
+    #[serde(default)]
+    pub refresh_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub refresh_token_env: Option<String>,
+    #[serde(default)]
+    pub refresh_token_credential: Option<String>,
+    /// OAuth only: the application's id, and its secret (omit for PKCE apps).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_credential: Option<String>,
+    /// OAuth only: the redirect URI the token was first issued for, if GitLab needs it.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
     /// Request budget per minute for this connection. GitLab.com allows 2,000
     /// per user; the default leaves headroom for other tools of the same user.
     #[serde(default = "default_requests_per_minute")]
@@ -438,6 +457,17 @@ pub struct Connection {
     /// Human description of where the token came from, for `config check`.
     pub token_source: String,
     pub requests_per_minute: u32,
+    /// How to refresh an OAuth access token, when configured.
+    pub oauth: Option<OAuthSettings>,
+}
+
+/// What refreshing an OAuth token takes.
+#[derive(Clone)]
+pub struct OAuthSettings {
+    pub refresh_token: SecretString,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub redirect_uri: Option<String>,
 }
 
 impl fmt::Debug for Connection {
@@ -473,6 +503,7 @@ impl Config {
                 .map_err(|reason| invalid(format!("connections.{name}.url"), reason))?;
             let (token, token_source) =
                 load_token(name, conn).map_err(|(key, reason)| invalid(key, reason))?;
+            let oauth = load_oauth(name, conn).map_err(|(key, reason)| invalid(key, reason))?;
             connections.insert(
                 name.clone(),
                 Connection {
@@ -482,6 +513,7 @@ impl Config {
                     token,
                     token_source,
                     requests_per_minute: conn.requests_per_minute,
+                    oauth,
                 },
             );
         }
@@ -697,55 +729,133 @@ fn validate_url_template(template: &str) -> Result<(), String> {
     parse_base_url(&sample).map(|_| ())
 }
 
-fn load_token(name: &str, conn: &ConnectionConfig) -> Result<(SecretString, String), KeyProblem> {
-    let key = |field: &str| format!("connections.{name}.{field}");
-    let given = [
-        conn.token_file.is_some(),
-        conn.token_env.is_some(),
-        conn.token_credential.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if given != 1 {
-        return Err((
-            key("token_file"),
-            "set exactly one of `token_file`, `token_env`, `token_credential`".into(),
-        ));
+/// Where one secret comes from: a file, an environment variable, or a
+/// systemd credential. `field` is the config key stem (`token`, ...).
+struct SecretSource<'a> {
+    field: &'a str,
+    file: Option<&'a Path>,
+    env: Option<&'a str>,
+    credential: Option<&'a str>,
+}
+
+impl SecretSource<'_> {
+    fn given(&self) -> usize {
+        [
+            self.file.is_some(),
+            self.env.is_some(),
+            self.credential.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
     }
-    if let Some(path) = &conn.token_file {
-        let token = read_secret_file(path).map_err(|r| (key("token_file"), r))?;
-        return Ok((token, format!("from file {}", path.display())));
-    }
-    if let Some(var) = &conn.token_env {
-        let value = std::env::var(var).map_err(|_| {
+
+    /// Loads the secret; `Ok(None)` when no source is given.
+    fn load(&self, connection: &str) -> Result<Option<(SecretString, String)>, KeyProblem> {
+        let field = self.field;
+        let key = |suffix: &str| format!("connections.{connection}.{field}_{suffix}");
+        match self.given() {
+            0 => return Ok(None),
+            1 => {}
+            _ => {
+                return Err((
+                    key("file"),
+                    format!("set only one of `{field}_file`, `{field}_env`, `{field}_credential`"),
+                ));
+            }
+        }
+        if let Some(path) = self.file {
+            let secret = read_secret_file(path).map_err(|r| (key("file"), r))?;
+            return Ok(Some((secret, format!("from file {}", path.display()))));
+        }
+        if let Some(var) = self.env {
+            let value = std::env::var(var).map_err(|_| {
+                (
+                    key("env"),
+                    format!("environment variable `{var}` is not set"),
+                )
+            })?;
+            let value = value.trim();
+            if value.is_empty() {
+                return Err((key("env"), format!("environment variable `{var}` is empty")));
+            }
+            return Ok(Some((
+                SecretString::from(value.to_owned()),
+                format!("from environment variable {var}"),
+            )));
+        }
+        let cred = self.credential.unwrap_or_default();
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
             (
-                key("token_env"),
-                format!("environment variable `{var}` is not set"),
+                key("credential"),
+                "CREDENTIALS_DIRECTORY is not set (use systemd LoadCredential=)".to_owned(),
             )
         })?;
-        let value = value.trim();
-        if value.is_empty() {
+        let path = Path::new(&dir).join(cred);
+        let secret = read_secret_file(&path).map_err(|r| (key("credential"), r))?;
+        Ok(Some((secret, format!("from credential {cred}"))))
+    }
+}
+
+fn load_token(name: &str, conn: &ConnectionConfig) -> Result<(SecretString, String), KeyProblem> {
+    let source = SecretSource {
+        field: "token",
+        file: conn.token_file.as_deref(),
+        env: conn.token_env.as_deref(),
+        credential: conn.token_credential.as_deref(),
+    };
+    source.load(name)?.ok_or_else(|| {
+        (
+            format!("connections.{name}.token_file"),
+            "set exactly one of `token_file`, `token_env`, `token_credential`".into(),
+        )
+    })
+}
+
+/// The refresh side of an OAuth connection, when configured.
+fn load_oauth(name: &str, conn: &ConnectionConfig) -> Result<Option<OAuthSettings>, KeyProblem> {
+    let key = |field: &str| format!("connections.{name}.{field}");
+    let refresh = SecretSource {
+        field: "refresh_token",
+        file: conn.refresh_token_file.as_deref(),
+        env: conn.refresh_token_env.as_deref(),
+        credential: conn.refresh_token_credential.as_deref(),
+    }
+    .load(name)?;
+    let secret = SecretSource {
+        field: "client_secret",
+        file: conn.client_secret_file.as_deref(),
+        env: conn.client_secret_env.as_deref(),
+        credential: conn.client_secret_credential.as_deref(),
+    }
+    .load(name)?;
+    let Some((refresh_token, _)) = refresh else {
+        if conn.client_id.is_some() || secret.is_some() {
             return Err((
-                key("token_env"),
-                format!("environment variable `{var}` is empty"),
+                key("refresh_token_file"),
+                "an OAuth client is configured but no refresh token".into(),
             ));
         }
-        return Ok((
-            SecretString::from(value.to_owned()),
-            format!("from environment variable {var}"),
+        return Ok(None);
+    };
+    if conn.token_kind != TokenKind::Oauth {
+        return Err((
+            key("refresh_token_file"),
+            "a refresh token needs token_kind = \"oauth\"".into(),
         ));
     }
-    let cred = conn.token_credential.as_deref().unwrap_or_default();
-    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+    let client_id = conn.client_id.clone().ok_or_else(|| {
         (
-            key("token_credential"),
-            "CREDENTIALS_DIRECTORY is not set (use systemd LoadCredential=)".to_owned(),
+            key("client_id"),
+            "needed to refresh the OAuth token".to_owned(),
         )
     })?;
-    let path = Path::new(&dir).join(cred);
-    let token = read_secret_file(&path).map_err(|r| (key("token_credential"), r))?;
-    Ok((token, format!("from credential {cred}")))
+    Ok(Some(OAuthSettings {
+        refresh_token,
+        client_id,
+        client_secret: secret.map(|(s, _)| s),
+        redirect_uri: conn.redirect_uri.clone(),
+    }))
 }
 
 /// Reads a secret from a file that only its owner may read.

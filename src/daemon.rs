@@ -111,7 +111,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         config_path,
         store: store.clone(),
         metrics: metrics.clone(),
-        checker: Arc::new(Checker::new(cfg, store.clone(), Some(&metrics))?),
+        checker: Arc::new(Checker::new(cfg, store.clone(), Some(&metrics)).await?),
         cancel: CancellationToken::new(),
     };
     // The first sweep starts now rather than at the first cron tick.
@@ -130,7 +130,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                     continue;
                 }
                 if std::mem::take(&mut reload_requested) {
-                    daemon.reload();
+                    daemon.reload().await;
                 }
                 sweep = Some(daemon.start_sweep());
             }
@@ -262,16 +262,14 @@ impl Daemon {
     }
 
     /// Re-reads the configuration; keeps the running one if the file is bad.
-    fn reload(&mut self) {
-        let loaded = Config::load(&self.config_path)
-            .map(Arc::new)
-            .map_err(anyhow::Error::from)
-            .and_then(|cfg| {
-                Ok((
-                    Checker::new(cfg.clone(), self.store.clone(), Some(&self.metrics))?,
-                    cfg,
-                ))
-            });
+    async fn reload(&mut self) {
+        let loaded = async {
+            let cfg = Arc::new(Config::load(&self.config_path)?);
+            let checker =
+                Checker::new(cfg.clone(), self.store.clone(), Some(&self.metrics)).await?;
+            anyhow::Ok((checker, cfg))
+        }
+        .await;
         match loaded {
             Ok((checker, cfg)) => {
                 self.checker = Arc::new(checker);

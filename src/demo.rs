@@ -197,7 +197,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let config_file = write_demo_config(dir.path(), &db, &sim, &outage, &connections, &seeded)?;
     let cfg = Arc::new(Config::load(&config_file)?);
     let store = Store::open(&db).await?;
-    let checker = Checker::new(cfg, store.clone(), None)?;
+    let checker = Checker::new(cfg, store.clone(), None).await?;
 
     let first = checker.run(&Selection::All).await?;
     let before = crate::report::build(&store, &Selection::All).await?;
@@ -221,7 +221,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     break_things(&sim, &outage, &connections, &seeded);
     rewrite_mobile_key(&config_file, &seeded, &rotated)?;
     let cfg = Arc::new(Config::load(&config_file)?);
-    let checker = Checker::new(cfg, store.clone(), None)?;
+    let checker = Checker::new(cfg, store.clone(), None).await?;
     let second = checker.run(&Selection::All).await?;
 
     let report = crate::report::build(&store, &Selection::All).await?;

@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+use crate::gitlab::oauth::OAuthPair;
 use crate::health::{Component, Observation, State};
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -227,6 +229,54 @@ impl Store {
                 reason: e.to_string(),
             })?;
         Ok(Store { pool })
+    }
+
+    /// The stored OAuth pair of a connection and the seed it descends from.
+    pub async fn oauth_pair(
+        &self,
+        connection: &str,
+    ) -> Result<Option<(OAuthPair, String)>, StoreError> {
+        let row: Option<(String, String, Option<DateTime<Utc>>, String)> = sqlx::query_as(
+            "SELECT access_token, refresh_token, expires_at, seed FROM oauth_tokens WHERE connection = ?1",
+        )
+        .bind(connection)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(access, refresh, expires_at, seed)| {
+            (
+                OAuthPair {
+                    access: SecretString::from(access),
+                    refresh: SecretString::from(refresh),
+                    expires_at,
+                },
+                seed,
+            )
+        }))
+    }
+
+    /// Replaces a connection's OAuth pair in one statement (atomic).
+    pub async fn save_oauth_pair(
+        &self,
+        connection: &str,
+        pair: &OAuthPair,
+        seed: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oauth_tokens (connection, access_token, refresh_token, expires_at, seed, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (connection) DO UPDATE SET access_token = excluded.access_token,
+                 refresh_token = excluded.refresh_token, expires_at = excluded.expires_at,
+                 seed = excluded.seed, updated_at = excluded.updated_at",
+        )
+        .bind(connection)
+        .bind(pair.access.expose_secret())
+        .bind(pair.refresh.expose_secret())
+        .bind(pair.expires_at)
+        .bind(seed)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// A cheap round trip, for readiness.

@@ -23,6 +23,8 @@ pub enum TokenProblem {
     Unknown,
     Expired,
     Revoked,
+    /// GitLab refused the OAuth refresh token.
+    RefreshRefused,
 }
 
 impl TokenProblem {
@@ -31,6 +33,7 @@ impl TokenProblem {
             TokenProblem::Unknown => "token unknown to GitLab",
             TokenProblem::Expired => "token expired",
             TokenProblem::Revoked => "token revoked",
+            TokenProblem::RefreshRefused => "OAuth refresh refused",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! requests until GitLab's `Retry-After` (or `RateLimit-Reset`) has passed.
 
 pub mod error;
+pub mod oauth;
 pub mod types;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct ClientOptions {
     pub requests_per_minute: Option<u32>,
     /// Told about every request (metrics).
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// For OAuth connections that can refresh their access token.
+    pub oauth: Option<Arc<oauth::OAuthSession>>,
 }
 
 impl Default for ClientOptions {
@@ -52,6 +55,7 @@ impl Default for ClientOptions {
             max_rate_limit_wait: Duration::from_secs(120),
             requests_per_minute: None,
             observer: None,
+            oauth: None,
         }
     }
 }
@@ -245,13 +249,18 @@ impl GitLab {
         self.gate.info()
     }
 
-    fn auth_header(&self) -> (&'static str, HeaderValue) {
+    /// The token to send now: the refreshing session's, else the configured one.
+    fn current_token(&self) -> SecretString {
+        match &self.options.oauth {
+            Some(session) => session.access(),
+            None => self.token.clone(),
+        }
+    }
+
+    fn auth_header(&self, token: &SecretString) -> (&'static str, HeaderValue) {
         let (name, value) = match self.kind {
-            TokenKind::AccessToken => ("PRIVATE-TOKEN", self.token.expose_secret().to_owned()),
-            TokenKind::Oauth => (
-                "Authorization",
-                format!("Bearer {}", self.token.expose_secret()),
-            ),
+            TokenKind::AccessToken => ("PRIVATE-TOKEN", token.expose_secret().to_owned()),
+            TokenKind::Oauth => ("Authorization", format!("Bearer {}", token.expose_secret())),
         };
         let mut value =
             HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
@@ -270,10 +279,19 @@ impl GitLab {
         };
         let class = endpoint_class(endpoint);
         let mut retried = false;
+        let mut refreshed = false;
         loop {
+            if let Some(session) = &self.options.oauth {
+                if session.due(chrono::Utc::now()) {
+                    self.refresh_oauth(session, &session.access())
+                        .await
+                        .map_err(&fail)?;
+                }
+            }
             self.gate.wait().await;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let (name, value) = self.auth_header();
+            let token = self.current_token();
+            let (name, value) = self.auth_header(&token);
             let started = Instant::now();
             let sent = self
                 .http
@@ -325,6 +343,14 @@ impl GitLab {
             if status.is_success() {
                 return Ok(Answer { headers, body });
             }
+            // An expired OAuth access token: refresh once and try again.
+            if let (Some(session), StatusCode::UNAUTHORIZED, false) =
+                (&self.options.oauth, status, refreshed)
+            {
+                refreshed = true;
+                self.refresh_oauth(session, &token).await.map_err(&fail)?;
+                continue;
+            }
             let content_type = header_str(&headers, "content-type").unwrap_or_default();
             return Err(fail(error::classify(
                 status.as_u16(),
@@ -333,6 +359,31 @@ impl GitLab {
                 None,
             )));
         }
+    }
+
+    async fn refresh_oauth(
+        &self,
+        session: &oauth::OAuthSession,
+        seen: &SecretString,
+    ) -> Result<(), ErrorKind> {
+        let url = self.web.join("oauth/token").expect("static path");
+        session
+            .refresh(&self.http, url, seen)
+            .await
+            .map_err(|e| match e {
+                oauth::RefreshError::Refused(reason) => {
+                    tracing::warn!(
+                        reason = reason.as_str(),
+                        "GitLab refused the OAuth refresh token"
+                    );
+                    ErrorKind::Unauthorized {
+                        problem: TokenProblem::RefreshRefused,
+                    }
+                }
+                oauth::RefreshError::Transient(reason) => {
+                    ErrorKind::Connection(format!("OAuth refresh: {reason}"))
+                }
+            })
     }
 
     /// Reads the body, refusing more than `max_response_bytes`.
@@ -517,7 +568,11 @@ impl GitLab {
     pub async fn oauth_token_info(&self) -> Result<OauthTokenInfo, ApiError> {
         let url = self.web.join("oauth/token/info").expect("static path");
         let answer = self.send(Method::GET, url, "/oauth/token/info").await?;
-        decode(&answer.body, "GET", "/oauth/token/info")
+        let info: OauthTokenInfo = decode(&answer.body, "GET", "/oauth/token/info")?;
+        if let (Some(session), Some(left)) = (&self.options.oauth, info.expires_in) {
+            session.set_expires_in(left);
+        }
+        Ok(info)
     }
 
     /// A project by numeric id or path (a path is URL-encoded; GitLab redirects

@@ -40,7 +40,9 @@ fn yes() -> bool {
 /// `GET /oauth/token/info`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OauthTokenInfo {
-    #[serde(default, alias = "scopes")]
+    /// GitLab also sends the deprecated alias `scopes` with the same value;
+    /// serde's `alias` would reject the pair as a duplicate field.
+    #[serde(default)]
     pub scope: Vec<String>,
     /// Seconds until the access token expires; `null` for non-expiring tokens.
     #[serde(default)]
@@ -195,6 +197,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.expires_at, NaiveDate::from_ymd_opt(2026, 12, 1));
+    }
+
+    #[test]
+    fn oauth_token_info_with_deprecated_aliases() {
+        let info: OauthTokenInfo = serde_json::from_str(
+            r#"{"resource_owner_id":1,"scope":["api"],"expires_in":300,"application":{"uid":"x"},
+                "created_at":1,"scopes":["api"],"expires_in_seconds":300}"#,
+        )
+        .unwrap();
+        assert_eq!(info.scope, vec!["api"]);
+        assert_eq!(info.expires_in, Some(300));
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl Fixture {
     pub async fn checker(&self, config: &std::path::Path) -> (Checker, Store) {
         let cfg = Arc::new(Config::load(config).expect("config loads"));
         let store = Store::open(&cfg.raw.store.path).await.unwrap();
-        (Checker::new(cfg, store.clone(), None).unwrap(), store)
+        (Checker::new(cfg, store.clone(), None).await.unwrap(), store)
     }
 
     /// Runs a check of everything.

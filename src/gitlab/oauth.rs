@@ -1,0 +1,185 @@
+//! OAuth access-token refresh for one connection.
+//!
+//! GitLab rotates the refresh token on every use and invalidates the old pair
+//! (reference §4.5), so two concurrent refreshes would leave one of them with
+//! a dead token: refreshes are single-flight behind an async mutex, and a
+//! caller that waited re-checks whether someone else already refreshed. The
+//! new pair is handed to the persister (the store) before it is used, so a
+//! crash right after a refresh cannot lose the only valid refresh token.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Refresh this long before the access token expires.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// An access token and the refresh token that replaces it.
+#[derive(Clone)]
+pub struct OAuthPair {
+    pub access: SecretString,
+    pub refresh: SecretString,
+    /// `None` when unknown (a token taken from the configuration).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for OAuthPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthPair")
+            .field("access", &"<redacted>")
+            .field("refresh", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Stores a freshly issued pair durably; an error is logged, not fatal.
+pub type Persist =
+    std::sync::Arc<dyn Fn(OAuthPair) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The client application that refreshes.
+#[derive(Clone)]
+pub struct OAuthClient {
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub redirect_uri: Option<String>,
+}
+
+/// Why a refresh did not give a new pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshError {
+    /// GitLab refused the refresh token (400 invalid_grant, 401): a person must re-authorize.
+    Refused(String),
+    /// GitLab could not be asked (network, 5xx): try again later.
+    Transient(String),
+}
+
+/// One connection's OAuth state.
+pub struct OAuthSession {
+    current: Mutex<OAuthPair>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    client: OAuthClient,
+    persist: Persist,
+    refused: AtomicBool,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    refresh_token: String,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+impl OAuthSession {
+    pub fn new(pair: OAuthPair, client: OAuthClient, persist: Persist) -> Self {
+        Self {
+            current: Mutex::new(pair),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            client,
+            persist,
+            refused: AtomicBool::new(false),
+        }
+    }
+
+    pub fn access(&self) -> SecretString {
+        self.current.lock().expect("oauth lock").access.clone()
+    }
+
+    /// Whether GitLab refused the refresh token (the connection needs a person).
+    pub fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Records the access token's remaining life (from `/oauth/token/info`).
+    pub fn set_expires_in(&self, seconds: i64) {
+        self.current.lock().expect("oauth lock").expires_at =
+            Some(Utc::now() + chrono::Duration::seconds(seconds));
+    }
+
+    /// True when the access token expires within the refresh margin.
+    pub fn due(&self, now: DateTime<Utc>) -> bool {
+        let expires = self.current.lock().expect("oauth lock").expires_at;
+        expires.is_some_and(|t| {
+            t - now <= chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or_default()
+        })
+    }
+
+    /// Refreshes unless the access token is no longer `seen` (someone else
+    /// refreshed while we waited for the lock).
+    pub async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        token_url: url::Url,
+        seen: &SecretString,
+    ) -> Result<(), RefreshError> {
+        let _single_flight = self.refresh_lock.lock().await;
+        let (current_access, refresh_token) = {
+            let c = self.current.lock().expect("oauth lock");
+            (c.access.clone(), c.refresh.clone())
+        };
+        if current_access.expose_secret() != seen.expose_secret() {
+            return Ok(());
+        }
+        if self.refused() {
+            return Err(RefreshError::Refused(
+                "refresh token already refused".into(),
+            ));
+        }
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh_token.expose_secret().to_owned()),
+            ("client_id", self.client.client_id.clone()),
+        ];
+        if let Some(secret) = &self.client.client_secret {
+            form.push(("client_secret", secret.expose_secret().to_owned()));
+        }
+        if let Some(uri) = &self.client.redirect_uri {
+            form.push(("redirect_uri", uri.clone()));
+        }
+        let answer = http.post(token_url).form(&form).send().await.map_err(|e| {
+            RefreshError::Transient(if e.is_timeout() {
+                "timed out".into()
+            } else {
+                "request failed".into()
+            })
+        })?;
+        let status = answer.status();
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|_| RefreshError::Transient("answer cut off".into()))?;
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(RefreshError::Transient(format!("HTTP {status}")));
+        }
+        if !status.is_success() {
+            self.refused.store(true, Ordering::Relaxed);
+            let reason = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|j| j.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            return Err(RefreshError::Refused(super::error::sanitize(&reason)));
+        }
+        let parsed: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|e| RefreshError::Transient(format!("token answer not understood: {e}")))?;
+        let pair = OAuthPair {
+            access: SecretString::from(parsed.access_token),
+            refresh: SecretString::from(parsed.refresh_token),
+            expires_at: parsed
+                .expires_in
+                .map(|s| Utc::now() + chrono::Duration::seconds(s)),
+        };
+        // Durable first: the old refresh token is already dead at GitLab.
+        if let Err(e) = (self.persist)(pair.clone()).await {
+            tracing::error!(error = %e, "the refreshed OAuth tokens could not be stored; they are used from memory");
+        }
+        *self.current.lock().expect("oauth lock") = pair;
+        tracing::info!("OAuth access token refreshed");
+        Ok(())
+    }
+}
