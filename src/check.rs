@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 use crate::probe::{
     self, ConnectionVerdict, HookAnswer, HookExpectation, KeyAnswer, KeyExpectation, TokenDetails,
 };
+use crate::repair::{self, Action, Decision, Policies, Repairer};
+use crate::store::NewEvent;
 use crate::store::{ProjectRow, Store, StoreError};
 
 /// Observations are written in transactions of this many projects.
@@ -34,6 +36,10 @@ pub enum CheckError {
     Store(#[from] StoreError),
     #[error("connection `{name}`: {source}")]
     Client { name: String, source: ApiError },
+    #[error(transparent)]
+    Repair(#[from] crate::repair::RepairError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// What a run did.
@@ -49,6 +55,14 @@ pub struct RunSummary {
     pub observed: BTreeMap<(Component, State), u64>,
     /// Projects not started because the run was cancelled.
     pub not_started: usize,
+    /// Repairs carried out: (component, "ok" or "failed").
+    pub repairs: Vec<(Component, &'static str)>,
+    /// Plans logged under `report` policy this run.
+    pub plans: Vec<String>,
+    /// Whether automatic repairs are paused by the storm guard after this run.
+    pub repairs_paused: bool,
+    /// Unfinished repairs left in the journal after this run.
+    pub journal_entries: usize,
 }
 
 /// How a run is paced and stopped.
@@ -59,6 +73,8 @@ pub struct RunOptions {
     /// When cancelled, no further project check starts; started ones finish
     /// and are recorded.
     pub cancel: Option<CancellationToken>,
+    /// Repair what policy allows after checking (the daemon, `glwarden repair`).
+    pub repair: bool,
 }
 
 /// Which projects a run covers.
@@ -147,6 +163,12 @@ impl Checker {
         options: &RunOptions,
     ) -> Result<RunSummary, CheckError> {
         let requests_before: u64 = self.clients.values().map(|c| c.requests_sent()).sum();
+        // Unfinished repairs from a crash are finished before anything else.
+        let repairer = Repairer::new(self.cfg.clone(), self.store.clone());
+        let (resumed, failed) = repairer.resume(&self.clients).await?;
+        if resumed + failed > 0 {
+            tracing::info!(resumed, failed, "repair journal replayed");
+        }
         let now = Utc::now();
         let mut handles = BTreeMap::new();
         let mut verdicts = BTreeMap::new();
@@ -176,8 +198,9 @@ impl Checker {
             verdicts.insert(name.clone(), verdict);
         }
         let mut summary = RunSummary::default();
+        let mut newly_broken = std::collections::HashSet::new();
         count(&mut summary.observed, &batch);
-        summary.transitions = self.store.record(&batch, now).await?;
+        summary.transitions = self.store.record(&batch, now).await?.len();
 
         let synced = inventory::sync(&self.cfg, &self.store, &handles).await?;
         for problem in &synced.problems {
@@ -233,15 +256,248 @@ impl Checker {
             }
             if pending.len() >= WRITE_BATCH * 3 {
                 count(&mut summary.observed, &pending);
-                summary.transitions += self.store.record(&pending, Utc::now()).await?;
+                let written = self.store.record(&pending, Utc::now()).await?;
+                summary.transitions += written.len();
+                note_breakages(&mut newly_broken, &written);
                 pending.clear();
             }
         }
         count(&mut summary.observed, &pending);
-        summary.transitions += self.store.record(&pending, Utc::now()).await?;
+        let written = self.store.record(&pending, Utc::now()).await?;
+        summary.transitions += written.len();
+        note_breakages(&mut newly_broken, &written);
+        if options.repair && !cancel.is_cancelled() {
+            self.repair_pass(&repairer, &verdicts, newly_broken.len(), &mut summary)
+                .await?;
+        }
+        summary.repairs_paused = self.store.repairs_paused().await?.is_some();
+        summary.journal_entries = self.store.journal().await?.len();
         let requests_after: u64 = self.clients.values().map(|c| c.requests_sent()).sum();
         summary.requests = requests_after - requests_before;
         Ok(summary)
+    }
+
+    /// The "Regenerate" button: rotates the project's deploy key or webhook
+    /// secret now, whatever the policy, then checks the project again.
+    pub async fn regenerate(
+        &self,
+        project: &ProjectRow,
+        component: Component,
+    ) -> Result<String, CheckError> {
+        let client = self
+            .clients
+            .get(&project.connection)
+            .ok_or_else(|| {
+                CheckError::Usage(format!(
+                    "connection `{}` is not configured",
+                    project.connection
+                ))
+            })?
+            .clone();
+        let repairer = Repairer::new(self.cfg.clone(), self.store.clone());
+        repairer.resume(&self.clients).await?;
+        let cause = "glwarden regenerate";
+        let outcome = match component {
+            Component::DeployKey => {
+                repairer
+                    .execute(&client, project, &Action::RegenerateDeployKey, cause, None)
+                    .await?
+            }
+            Component::Webhook => repairer.rotate_webhook(&client, project, cause).await?,
+            other => return Err(CheckError::Usage(format!("{other} cannot be regenerated"))),
+        };
+        let verdict = probe_connection(
+            &client,
+            self.cfg.connections[&project.connection].kind,
+            self.cfg.raw.check.token_expiry_warning_days,
+        )
+        .await;
+        let fresh = self
+            .store
+            .project(project.id)
+            .await?
+            .unwrap_or_else(|| project.clone());
+        let checked = self.check_project(&client, &verdict, fresh).await;
+        self.remember_findings(&checked).await?;
+        let batch: Vec<_> = checked
+            .observations
+            .into_iter()
+            .map(|(c, o)| (c, checked.project_id, o))
+            .collect();
+        self.store.record(&batch, Utc::now()).await?;
+        Ok(outcome)
+    }
+
+    /// Takes custody of a project's existing key and hook (no GitLab write).
+    pub async fn adopt(
+        &self,
+        project: &ProjectRow,
+        private_key: Option<&str>,
+        hook_url: Option<&str>,
+        hook_token: Option<&str>,
+    ) -> Result<String, CheckError> {
+        let client = self.clients.get(&project.connection).ok_or_else(|| {
+            CheckError::Usage(format!(
+                "connection `{}` is not configured",
+                project.connection
+            ))
+        })?;
+        let repairer = Repairer::new(self.cfg.clone(), self.store.clone());
+        Ok(repairer
+            .adopt(client, project, private_key, hook_url, hook_token)
+            .await?)
+    }
+
+    /// After a run: the storm guard, then each confirmed broken component
+    /// decided by policy; repaired projects are checked again so that the
+    /// stored state shows the result.
+    async fn repair_pass(
+        &self,
+        repairer: &Repairer,
+        verdicts: &BTreeMap<String, ConnectionVerdict>,
+        newly_broken: usize,
+        summary: &mut RunSummary,
+    ) -> Result<(), CheckError> {
+        let r = &self.cfg.raw.repair;
+        let projects = self.store.active_projects().await?;
+        let health: std::collections::HashMap<(String, i64), crate::store::HealthRow> = self
+            .store
+            .all_health()
+            .await?
+            .into_iter()
+            .map(|h| ((h.component.clone(), h.subject_id), h))
+            .collect();
+        let broken_now = projects
+            .iter()
+            .filter(|p| {
+                Component::PROJECT_COMPONENTS.iter().any(|c| {
+                    health.get(&(c.as_str().to_owned(), p.id)).is_some_and(|h| {
+                        h.pending.is_none()
+                            && h.state
+                                .as_deref()
+                                .and_then(|s| s.parse::<State>().ok())
+                                .is_some_and(|s| s.severity() == crate::health::Severity::Broken)
+                    })
+                })
+            })
+            .count();
+        let total = projects.len();
+        if repair::is_storm(newly_broken, total, r.storm_share, r.storm_min_projects) {
+            let reason = format!(
+                "{newly_broken} of {total} projects broke in one sweep at {}",
+                Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            if self.store.repairs_paused().await?.is_none() {
+                tracing::warn!(
+                    reason = reason.as_str(),
+                    "storm guard: automatic repairs paused; resume with `glwarden repair resume`"
+                );
+                self.store.set_repairs_paused(Some(&reason)).await?;
+            }
+        } else if let Some((reason, _)) = self.store.repairs_paused().await? {
+            if (broken_now as f64) <= r.storm_share * total as f64 {
+                tracing::info!(
+                    previous = reason.as_str(),
+                    "storm guard: a clean sweep; automatic repairs resume"
+                );
+                self.store.set_repairs_paused(None).await?;
+            }
+        }
+
+        let now = Utc::now();
+        for project in projects {
+            let Some(verdict) = verdicts.get(&project.connection) else {
+                continue;
+            };
+            if !verdict.usable {
+                continue;
+            }
+            let client = self.clients[&project.connection].clone();
+            let policies = Policies::for_project(&self.cfg, &project);
+            let mut repaired = false;
+            for component in [
+                Component::Repository,
+                Component::DeployKey,
+                Component::Webhook,
+            ] {
+                let Some(h) = health.get(&(component.as_str().to_owned(), project.id)) else {
+                    continue;
+                };
+                if h.state
+                    .as_deref()
+                    .is_some_and(|s| s == "ok" || s == "healthy")
+                    && !h.detail.contains("duplicate hooks")
+                {
+                    continue;
+                }
+                let rules =
+                    repair::rules_for(&self.store, &self.cfg, &project, component, now, 0).await?;
+                match repair::decide(&project.path, component, h, &policies, &rules) {
+                    Decision::Repair(action) => {
+                        let new_path = match action {
+                            Action::FollowRename => client
+                                .project(&project.gitlab_id.to_string())
+                                .await
+                                .ok()
+                                .map(|p| p.path_with_namespace),
+                            _ => None,
+                        };
+                        // Re-read: an earlier repair of this project may have changed it.
+                        let current = self
+                            .store
+                            .project(project.id)
+                            .await?
+                            .unwrap_or_else(|| project.clone());
+                        let cause = format!(
+                            "{component} {}: {}",
+                            h.state.as_deref().unwrap_or("?"),
+                            h.detail
+                        );
+                        let ok = repairer
+                            .execute(&client, &current, &action, &cause, new_path.as_deref())
+                            .await
+                            .is_ok();
+                        summary
+                            .repairs
+                            .push((component, if ok { "ok" } else { "failed" }));
+                        repaired = true;
+                    }
+                    Decision::Report(_, plan) => {
+                        // Recorded once, when the state is first confirmed, not every sweep.
+                        if h.consecutive == i64::from(r.confirm_checks) {
+                            tracing::info!(project = %project.path, plan = plan.as_str(), "repair plan (policy: report)");
+                            self.store
+                                .record_event(&NewEvent {
+                                    project_id: Some(project.id),
+                                    component: component.as_str(),
+                                    action: "plan",
+                                    cause: &h.detail,
+                                    before: "",
+                                    after: &plan,
+                                    outcome: "planned",
+                                })
+                                .await?;
+                        }
+                        summary.plans.push(plan);
+                    }
+                    Decision::Skip(why) => {
+                        tracing::debug!(project = %project.path, %component, why, "no repair")
+                    }
+                }
+            }
+            if repaired {
+                let fresh = self.store.project(project.id).await?.unwrap_or(project);
+                let outcome = self.check_project(&client, verdict, fresh).await;
+                self.remember_findings(&outcome).await?;
+                let batch: Vec<_> = outcome
+                    .observations
+                    .into_iter()
+                    .map(|(c, o)| (c, outcome.project_id, o))
+                    .collect();
+                summary.transitions += self.store.record(&batch, Utc::now()).await?.len();
+            }
+        }
+        Ok(())
     }
 
     /// Stores what a check learnt about the project itself (its first-seen
@@ -443,6 +699,22 @@ impl Checker {
             None => probe::webhook(&selection, &expected, None, now),
         };
         (observation, found_id)
+    }
+}
+
+/// Projects with a component that turned broken (for the storm guard).
+fn note_breakages(
+    projects: &mut std::collections::HashSet<i64>,
+    written: &[(Component, i64, crate::store::Transition)],
+) {
+    for (component, subject, t) in written {
+        let broken =
+            t.to.parse::<State>()
+                .is_ok_and(|s| s.severity() == crate::health::Severity::Broken);
+        let was_known = t.from.is_some();
+        if *component != Component::Connection && broken && was_known {
+            projects.insert(*subject);
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::check::{Checker, Selection};
 use crate::config::Config;
+use crate::health::Component;
 use crate::report;
 use crate::store::{NewProject, Source, Store};
 
@@ -77,6 +78,36 @@ enum Command {
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check and repair what policy allows, once; or show the plan; or resume after a storm.
+    Repair(RepairArgs),
+    /// Regenerate a project's deploy key or webhook now (the "Regenerate" button; allowed under `report`).
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["deploy_key", "webhook"])))]
+    Regenerate {
+        /// Numeric GitLab project id or path.
+        project: String,
+        /// A new deploy key: added, confirmed, stored, then the old one deleted.
+        #[arg(long)]
+        deploy_key: bool,
+        /// The webhook fixed in place with a new secret token (created if missing).
+        #[arg(long)]
+        webhook: bool,
+    },
+    /// Repairs and renames, newest first: time, cause, before and after, outcome.
+    Events {
+        /// Only this project (numeric id or path).
+        #[arg(long)]
+        project: Option<String>,
+        /// Only events since then: a duration ago (`24h`, `7d`) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print a project's deploy key for the CI that clones with it.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Run a check against the built-in GitLab simulator, seeded with projects
     /// in every state. Needs no network and no setup.
     Demo(DemoArgs),
@@ -109,11 +140,49 @@ enum ProjectCommand {
         #[arg(long)]
         webhook_url: Option<String>,
         /// OpenSSH public key file of the deploy key the CI clones with.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "adopt_deploy_key")]
         deploy_key_file: Option<PathBuf>,
+        /// Take custody of the existing deploy key with this OpenSSH private key (checked at GitLab; no write).
+        #[arg(long, value_name = "PRIVATE_KEY_FILE")]
+        adopt_deploy_key: Option<PathBuf>,
+        /// Take custody of the existing hook to this URL (checked at GitLab; no write).
+        #[arg(long, value_name = "URL")]
+        adopt_hook_url: Option<String>,
+        /// The adopted hook's secret token, from this file.
+        #[arg(long, value_name = "FILE", requires = "adopt_hook_url")]
+        hook_token_file: Option<PathBuf>,
     },
     /// Remove a project from the inventory (its history is kept).
     Remove {
+        /// Numeric GitLab project id or path.
+        project: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RepairArgs {
+    /// Print what would be done for every project, from the stored health; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(subcommand)]
+    command: Option<RepairCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RepairCommand {
+    /// Resume automatic repairs paused by the storm guard.
+    Resume,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// The OpenSSH public key.
+    Public {
+        /// Numeric GitLab project id or path.
+        project: String,
+    },
+    /// The OpenSSH private key (recorded in `glwarden events`).
+    Private {
         /// Numeric GitLab project id or path.
         project: String,
     },
@@ -213,11 +282,227 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
             limit,
             format,
         } => history(store, project, limit, format).await,
+        Command::Repair(args) => repair_command(args, cfg, store).await,
+        Command::Regenerate {
+            project,
+            deploy_key,
+            webhook: _,
+        } => {
+            let row = find_active(store, &project).await?;
+            let checker = Checker::new(cfg, store.clone(), None).await?;
+            let component = if deploy_key {
+                Component::DeployKey
+            } else {
+                Component::Webhook
+            };
+            let outcome = checker.regenerate(&row, component).await?;
+            println!("{component} of {}: {outcome}", report::escape(&row.path));
+            print_report(
+                store,
+                &Selection::One(row.gitlab_id.to_string()),
+                Format::Table,
+                false,
+            )
+            .await
+        }
+        Command::Events {
+            project,
+            since,
+            limit,
+            format,
+        } => events(store, project, since, limit, format).await,
+        Command::Key(KeyCommand::Public { project }) => {
+            let row = find_active(store, &project).await?;
+            let key = row
+                .public_key
+                .with_context(|| format!("glwarden holds no deploy key for {}", row.path))?;
+            println!("{key}");
+            Ok(0)
+        }
+        Command::Key(KeyCommand::Private { project }) => {
+            let row = find_active(store, &project).await?;
+            let repairer = crate::repair::Repairer::new(cfg, store.clone());
+            let key = repairer.private_key(&row).await?;
+            print!("{}", key.as_str());
+            if !key.ends_with('\n') {
+                println!();
+            }
+            Ok(0)
+        }
         Command::Project(cmd) => project_command(cmd, cfg, store).await,
         Command::Config(_) | Command::Demo(_) | Command::Run => {
             unreachable!("handled before the store is opened")
         }
     }
+}
+
+/// The active project named by a numeric id, path or config name.
+async fn find_active(store: &Store, wanted: &str) -> anyhow::Result<crate::store::ProjectRow> {
+    let selection = Selection::One(wanted.to_owned());
+    store
+        .active_projects()
+        .await?
+        .into_iter()
+        .find(|p| selection.matches(p))
+        .with_context(|| {
+            format!("no project `{wanted}` in the inventory (see `glwarden project list`)")
+        })
+}
+
+async fn repair_command(args: RepairArgs, cfg: Arc<Config>, store: &Store) -> anyhow::Result<u8> {
+    if let Some(RepairCommand::Resume) = args.command {
+        match store.repairs_paused().await? {
+            Some((reason, since)) => {
+                store.set_repairs_paused(None).await?;
+                println!("automatic repairs resumed (paused since {since}: {reason})");
+            }
+            None => println!("automatic repairs were not paused"),
+        }
+        return Ok(0);
+    }
+    if args.dry_run {
+        return repair_plan(&cfg, store).await;
+    }
+    let checker = Checker::new(cfg, store.clone(), None).await?;
+    let summary = checker
+        .run_with(
+            &Selection::All,
+            &crate::check::RunOptions {
+                repair: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    for plan in &summary.plans {
+        println!("plan: {plan}");
+    }
+    let failed = summary.repairs.iter().filter(|(_, o)| *o != "ok").count();
+    println!(
+        "{} repairs ({failed} failed){}; see `glwarden events`",
+        summary.repairs.len(),
+        if summary.repairs_paused {
+            "; automatic repairs are PAUSED by the storm guard (`glwarden repair resume`)"
+        } else {
+            ""
+        }
+    );
+    print_report(store, &Selection::All, Format::Table, false).await
+}
+
+/// The decision for every project's components, from the stored health.
+async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
+    use crate::repair::{Decision, Policies, decide, rules_for};
+    let health: HashMap<(String, i64), crate::store::HealthRow> = store
+        .all_health()
+        .await?
+        .into_iter()
+        .map(|h| ((h.component.clone(), h.subject_id), h))
+        .collect();
+    if let Some((reason, since)) = store.repairs_paused().await? {
+        println!("automatic repairs are PAUSED since {since}: {reason}");
+    }
+    let now = chrono::Utc::now();
+    let mut any = false;
+    for project in store.active_projects().await? {
+        let policies = Policies::for_project(cfg, &project);
+        for component in [
+            Component::Repository,
+            Component::DeployKey,
+            Component::Webhook,
+        ] {
+            let Some(h) = health.get(&(component.as_str().to_owned(), project.id)) else {
+                continue;
+            };
+            let rules = rules_for(store, cfg, &project, component, now, 0).await?;
+            let line = match decide(&project.path, component, h, &policies, &rules) {
+                Decision::Repair(action) => format!("would {} (policy auto)", action.name()),
+                Decision::Report(_, plan) => format!("{plan} (policy report: not carried out)"),
+                Decision::Skip(why)
+                    if h.shown_state().is_healthy() && !why.contains("duplicate") =>
+                {
+                    continue;
+                }
+                Decision::Skip(why) => format!("no repair: {why}"),
+            };
+            any = true;
+            println!(
+                "{:<40} {:<11} {}",
+                report::escape(&project.path),
+                component.as_str(),
+                report::escape(&line)
+            );
+        }
+    }
+    if !any {
+        println!("nothing to repair");
+    }
+    Ok(0)
+}
+
+async fn events(
+    store: &Store,
+    project: Option<String>,
+    since: Option<String>,
+    limit: i64,
+    format: Format,
+) -> anyhow::Result<u8> {
+    let projects = store.all_projects().await?;
+    let project_id = match &project {
+        Some(wanted) => {
+            let selection = Selection::One(wanted.clone());
+            Some(
+                projects
+                    .iter()
+                    .find(|p| selection.matches(p))
+                    .with_context(|| format!("no project `{wanted}` is known"))?
+                    .id,
+            )
+        }
+        None => None,
+    };
+    let since = match since {
+        Some(text) => Some(parse_since(&text)?),
+        None => None,
+    };
+    let rows = store.events(project_id, since, limit).await?;
+    let names: HashMap<i64, String> = projects.into_iter().map(|p| (p.id, p.path)).collect();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Table => {
+            for e in &rows {
+                let subject = e
+                    .project_id
+                    .and_then(|id| names.get(&id).cloned())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{}  {}  {} {}  {}  before: {}  after: {}  cause: {}",
+                    e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    report::escape(&subject),
+                    e.component,
+                    e.action,
+                    report::escape(&e.outcome),
+                    report::escape(&e.before),
+                    report::escape(&e.after),
+                    report::escape(&e.cause),
+                );
+            }
+            if rows.is_empty() {
+                println!("no events");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `24h`, `7d`, `90m` ago, or an RFC 3339 time.
+fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let ago = humantime::parse_duration(text).with_context(|| {
+        format!("--since `{text}`: give a duration such as 24h or 7d, or an RFC 3339 time")
+    })?;
+    Ok(chrono::Utc::now() - chrono::Duration::from_std(ago)?)
 }
 
 fn selection(project: Option<String>) -> Selection {
@@ -332,6 +617,9 @@ async fn project_command(
             connection,
             webhook_url,
             deploy_key_file,
+            adopt_deploy_key,
+            adopt_hook_url,
+            hook_token_file,
         } => {
             let name = match connection {
                 Some(name) => name,
@@ -371,7 +659,7 @@ async fn project_command(
                 format!("cannot find project `{project}` through connection `{name}`")
             })?;
             let connection_id = store.connection_id(&name, &base_url).await?;
-            store
+            let id = store
                 .upsert_project(&NewProject {
                     connection_id,
                     gitlab_id: found.id,
@@ -381,6 +669,7 @@ async fn project_command(
                     webhook_url: webhook_url.as_deref(),
                     public_key: public_key.as_deref(),
                     fingerprint: fingerprint.as_deref(),
+                    from_config: false,
                 })
                 .await?;
             println!(
@@ -388,6 +677,27 @@ async fn project_command(
                 report::escape(&found.path_with_namespace),
                 found.id
             );
+            if adopt_deploy_key.is_some() || adopt_hook_url.is_some() {
+                let read = |file: &PathBuf| {
+                    crate::config::read_secret_file(file).map_err(|e| anyhow::anyhow!(e))
+                };
+                let private = adopt_deploy_key.as_ref().map(read).transpose()?;
+                let token = hook_token_file.as_ref().map(read).transpose()?;
+                use secrecy::ExposeSecret;
+                let row = store
+                    .project(id)
+                    .await?
+                    .context("the project just added is gone")?;
+                let adopted = checker
+                    .adopt(
+                        &row,
+                        private.as_ref().map(|p| p.expose_secret()),
+                        adopt_hook_url.as_deref(),
+                        token.as_ref().map(|t| t.expose_secret()),
+                    )
+                    .await?;
+                println!("adopted {adopted}");
+            }
             Ok(0)
         }
         ProjectCommand::Remove { project } => {

@@ -72,6 +72,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub repair: RepairConfig,
+    #[serde(default)]
+    pub custody: CustodyConfig,
+    #[serde(default)]
     pub expect: Expectations,
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionConfig>,
@@ -299,6 +303,129 @@ pub struct MetricsConfig {
     pub per_project: PerProjectSeries,
 }
 
+/// What glwarden may do about a broken component on its own.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Not checked, not repaired.
+    Off,
+    /// Checked, recorded, alerted; GitLab is never changed (the plan is logged).
+    #[default]
+    Report,
+    /// Repaired when the rules allow.
+    Auto,
+}
+
+/// What to do when a repository was renamed or transferred.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MovedPolicy {
+    /// Take GitLab's new path as ours and re-check key and hook.
+    Follow,
+    #[default]
+    Report,
+}
+
+/// Repair policy and the rules that keep automatic repairs safe.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairConfig {
+    #[serde(default)]
+    pub deploy_key: Policy,
+    #[serde(default)]
+    pub webhook: Policy,
+    #[serde(default)]
+    pub moved: MovedPolicy,
+    /// A broken state must be seen this many checks in a row before a repair.
+    #[serde(default = "default_confirm_checks")]
+    pub confirm_checks: u32,
+    /// At most one automatic repair per project and component in this long.
+    #[serde(default = "default_cooldown_minutes")]
+    pub cooldown_minutes: u64,
+    /// At most this many automatic repairs per hour, all projects together.
+    #[serde(default = "default_budget_per_hour")]
+    pub budget_per_hour: u32,
+    /// When one sweep sees more than this share of projects newly broken,
+    /// automatic repairs pause (a GitLab incident, not that many breakages).
+    #[serde(default = "default_storm_share")]
+    pub storm_share: f64,
+    /// ...and at least this many: a small fleet is not paused by one breakage.
+    #[serde(default = "default_storm_min_projects")]
+    pub storm_min_projects: usize,
+    /// Title of the deploy keys glwarden adds; `{path}` and `{id}` are filled in.
+    #[serde(default = "default_key_title")]
+    pub key_title: String,
+    /// Give new deploy keys an expiry this many days ahead (none by default).
+    #[serde(default)]
+    pub key_expires_days: Option<u32>,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self {
+            deploy_key: Policy::Report,
+            webhook: Policy::Report,
+            moved: MovedPolicy::Report,
+            confirm_checks: default_confirm_checks(),
+            cooldown_minutes: default_cooldown_minutes(),
+            budget_per_hour: default_budget_per_hour(),
+            storm_share: default_storm_share(),
+            storm_min_projects: default_storm_min_projects(),
+            key_title: default_key_title(),
+            key_expires_days: None,
+        }
+    }
+}
+
+fn default_confirm_checks() -> u32 {
+    2
+}
+fn default_cooldown_minutes() -> u64 {
+    60
+}
+fn default_budget_per_hour() -> u32 {
+    100
+}
+fn default_storm_share() -> f64 {
+    0.2
+}
+fn default_storm_min_projects() -> usize {
+    5
+}
+fn default_key_title() -> String {
+    "glwarden {path}".into()
+}
+
+/// Per-project exceptions to `[repair]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairOverride {
+    #[serde(default)]
+    pub deploy_key: Option<Policy>,
+    #[serde(default)]
+    pub webhook: Option<Policy>,
+    #[serde(default)]
+    pub moved: Option<MovedPolicy>,
+}
+
+/// Where secrets are kept.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustodyConfig {
+    /// 32-byte master key (64 hex digits or base64) in a file only its owner may read...
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// ...or in `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
+    #[serde(default)]
+    pub master_key_credential: Option<String>,
+    /// Store secrets unencrypted (in the 0600 database) when no master key is set.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Also write each project's private deploy key to `<key_dir>/<project id>` (0600, replaced atomically).
+    #[serde(default)]
+    pub key_dir: Option<PathBuf>,
+}
+
 /// What every project is expected to have, unless the project overrides it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -417,6 +544,9 @@ pub struct ProjectConfig {
     /// OpenSSH public key of the deploy key the CI clones with.
     #[serde(default)]
     pub deploy_key: Option<String>,
+    /// Exceptions to `[repair]` for this project.
+    #[serde(default)]
+    pub repair: Option<RepairOverride>,
 }
 
 impl ProjectConfig {
@@ -446,6 +576,7 @@ pub struct Config {
     pub file: PathBuf,
     pub raw: RawConfig,
     pub connections: BTreeMap<String, Connection>,
+    pub custody: std::sync::Arc<crate::custody::Custody>,
 }
 
 /// A connection ready to use: where it points and its credential.
@@ -517,10 +648,25 @@ impl Config {
                 },
             );
         }
+        let master_key = SecretSource {
+            section: "custody".into(),
+            field: "master_key",
+            file: raw.custody.master_key_file.as_deref(),
+            env: None,
+            credential: raw.custody.master_key_credential.as_deref(),
+        }
+        .load()
+        .map_err(|(key, reason)| invalid(key, reason))?;
+        let custody = crate::custody::Custody::new(
+            master_key.as_ref().map(|(k, _)| k),
+            raw.custody.allow_plaintext,
+        )
+        .map_err(|e| invalid("custody.master_key_file".into(), e.to_string()))?;
         Ok(Config {
             file: file.to_owned(),
             raw,
             connections,
+            custody: std::sync::Arc::new(custody),
         })
     }
 
@@ -621,6 +767,19 @@ fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
         ));
     }
     parse_cron(&raw.schedule.cron).map_err(|r| ("schedule.cron".to_owned(), r))?;
+    let r = &raw.repair;
+    if r.confirm_checks == 0 {
+        return Err(("repair.confirm_checks".into(), "must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&r.storm_share) || r.storm_share == 0.0 {
+        return Err((
+            "repair.storm_share".into(),
+            "must be above 0 and at most 1".into(),
+        ));
+    }
+    if r.key_title.trim().is_empty() {
+        return Err(("repair.key_title".into(), "must not be empty".into()));
+    }
     if !(0.0..=1.0).contains(&raw.schedule.spread) {
         return Err(("schedule.spread".into(), "must be between 0 and 1".into()));
     }
@@ -732,6 +891,8 @@ fn validate_url_template(template: &str) -> Result<(), String> {
 /// Where one secret comes from: a file, an environment variable, or a
 /// systemd credential. `field` is the config key stem (`token`, ...).
 struct SecretSource<'a> {
+    /// `connections.NAME` or `custody`.
+    section: String,
     field: &'a str,
     file: Option<&'a Path>,
     env: Option<&'a str>,
@@ -751,9 +912,10 @@ impl SecretSource<'_> {
     }
 
     /// Loads the secret; `Ok(None)` when no source is given.
-    fn load(&self, connection: &str) -> Result<Option<(SecretString, String)>, KeyProblem> {
+    fn load(&self) -> Result<Option<(SecretString, String)>, KeyProblem> {
         let field = self.field;
-        let key = |suffix: &str| format!("connections.{connection}.{field}_{suffix}");
+        let section = &self.section;
+        let key = |suffix: &str| format!("{section}.{field}_{suffix}");
         match self.given() {
             0 => return Ok(None),
             1 => {}
@@ -799,12 +961,13 @@ impl SecretSource<'_> {
 
 fn load_token(name: &str, conn: &ConnectionConfig) -> Result<(SecretString, String), KeyProblem> {
     let source = SecretSource {
+        section: format!("connections.{name}"),
         field: "token",
         file: conn.token_file.as_deref(),
         env: conn.token_env.as_deref(),
         credential: conn.token_credential.as_deref(),
     };
-    source.load(name)?.ok_or_else(|| {
+    source.load()?.ok_or_else(|| {
         (
             format!("connections.{name}.token_file"),
             "set exactly one of `token_file`, `token_env`, `token_credential`".into(),
@@ -816,19 +979,21 @@ fn load_token(name: &str, conn: &ConnectionConfig) -> Result<(SecretString, Stri
 fn load_oauth(name: &str, conn: &ConnectionConfig) -> Result<Option<OAuthSettings>, KeyProblem> {
     let key = |field: &str| format!("connections.{name}.{field}");
     let refresh = SecretSource {
+        section: format!("connections.{name}"),
         field: "refresh_token",
         file: conn.refresh_token_file.as_deref(),
         env: conn.refresh_token_env.as_deref(),
         credential: conn.refresh_token_credential.as_deref(),
     }
-    .load(name)?;
+    .load()?;
     let secret = SecretSource {
+        section: format!("connections.{name}"),
         field: "client_secret",
         file: conn.client_secret_file.as_deref(),
         env: conn.client_secret_env.as_deref(),
         credential: conn.client_secret_credential.as_deref(),
     }
-    .load(name)?;
+    .load()?;
     let Some((refresh_token, _)) = refresh else {
         if conn.client_id.is_some() || secret.is_some() {
             return Err((

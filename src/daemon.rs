@@ -194,6 +194,7 @@ impl Daemon {
         let options = RunOptions {
             spread: Some(sweep_spread(&self.cfg)),
             cancel: Some(self.cancel.clone()),
+            repair: true,
         };
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
@@ -212,6 +213,11 @@ impl Daemon {
                     *component != crate::health::Component::Connection || *state != State::Unknown
                 });
                 self.metrics.count_checks(&summary.observed);
+                self.metrics.repair_pass(
+                    &summary.repairs,
+                    summary.repairs_paused,
+                    summary.journal_entries,
+                );
                 self.metrics.sweep_finished(elapsed, ok);
                 let (broken, unknown) =
                     summary

@@ -59,6 +59,7 @@ pub async fn sync(
                             webhook_url: None,
                             public_key: None,
                             fingerprint: None,
+                            from_config: false,
                         })
                         .await?;
                     keep.insert(id);
@@ -115,6 +116,7 @@ pub async fn sync(
                 webhook_url: p.webhook_url.as_deref(),
                 public_key: p.deploy_key.as_deref(),
                 fingerprint: fingerprint.as_deref(),
+                from_config: true,
             })
             .await?;
         keep.insert(id);

@@ -10,6 +10,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod custody;
 pub mod daemon;
 pub mod demo;
 pub mod gitlab;
@@ -18,6 +19,7 @@ pub mod inventory;
 pub mod keys;
 pub mod metrics;
 pub mod probe;
+pub mod repair;
 pub mod report;
 pub mod server;
 pub mod sim;

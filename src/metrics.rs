@@ -40,6 +40,9 @@ pub struct Metrics {
     sweeps: IntCounterVec,
     sweeps_skipped: IntCounter,
     last_success: Gauge,
+    repairs: IntCounterVec,
+    repairs_paused: prometheus::IntGauge,
+    journal_entries: prometheus::IntGauge,
     /// Label sets of the per-project series currently exported, so that the
     /// ones that no longer apply can be deleted.
     published: Mutex<Published>,
@@ -126,7 +129,30 @@ impl Metrics {
         r.register(Box::new(last_success.clone()))
             .expect("registered once");
 
+        let repairs_paused = prometheus::IntGauge::new(
+            "glwarden_repairs_paused",
+            "1 while the storm guard has paused automatic repairs.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(repairs_paused.clone()))
+            .expect("registered once");
+        let journal_entries = prometheus::IntGauge::new(
+            "glwarden_repair_journal_entries",
+            "Unfinished repairs in the journal (resumed at the next start or sweep).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(journal_entries.clone()))
+            .expect("registered once");
+
         Arc::new(Metrics {
+            repairs: counter_vec(
+                &r,
+                "glwarden_repairs_total",
+                "Repairs carried out, by component and outcome.",
+                &["component", "outcome"],
+            ),
+            repairs_paused,
+            journal_entries,
             per_project,
             connection_up: gauge_vec(
                 &r,
@@ -239,6 +265,22 @@ impl Metrics {
         if ok {
             self.last_success.set(chrono::Utc::now().timestamp() as f64);
         }
+    }
+
+    /// What a run's repair pass did, and the repair state after it.
+    pub fn repair_pass(
+        &self,
+        repairs: &[(Component, &'static str)],
+        paused: bool,
+        journal_entries: usize,
+    ) {
+        for (component, outcome) in repairs {
+            self.repairs
+                .with_label_values(&[component.as_str(), outcome])
+                .inc();
+        }
+        self.repairs_paused.set(i64::from(paused));
+        self.journal_entries.set(journal_entries as i64);
     }
 
     pub fn sweep_skipped(&self) {

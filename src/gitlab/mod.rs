@@ -270,7 +270,13 @@ impl GitLab {
 
     /// Sends one request, honouring and recording rate limits; retries once
     /// after a 429 whose pause is short enough.
-    async fn send(&self, method: Method, url: Url, endpoint: &str) -> Result<Answer, ApiError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        endpoint: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, ApiError> {
         let method_name: &'static str = method_name(&method);
         let fail = |kind: ErrorKind| ApiError {
             method: method_name,
@@ -293,9 +299,11 @@ impl GitLab {
             let token = self.current_token();
             let (name, value) = self.auth_header(&token);
             let started = Instant::now();
-            let sent = self
-                .http
-                .request(method.clone(), url.clone())
+            let mut request = self.http.request(method.clone(), url.clone());
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let sent = request
                 .header(name, value)
                 .header("Accept", "application/json")
                 .send()
@@ -457,9 +465,125 @@ impl GitLab {
     pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ApiError> {
         let endpoint = endpoint_of(path_and_query);
         let answer = self
-            .send(Method::GET, self.api_url(path_and_query), &endpoint)
+            .send(Method::GET, self.api_url(path_and_query), &endpoint, None)
             .await?;
         decode(&answer.body, "GET", &endpoint)
+    }
+
+    /// A write (POST, PUT, DELETE) with an optional JSON body; returns the
+    /// answer's body (empty for 204).
+    async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Vec<u8>, ApiError> {
+        let endpoint = endpoint_of(path);
+        Ok(self
+            .send(method, self.api_url(path), &endpoint, body)
+            .await?
+            .body)
+    }
+
+    /// `POST /projects/:id/deploy_keys` (idempotent for the same key).
+    pub async fn add_deploy_key(
+        &self,
+        project: u64,
+        title: &str,
+        public_key: &str,
+        can_push: bool,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<DeployKey, ApiError> {
+        let mut body =
+            serde_json::json!({ "title": title, "key": public_key, "can_push": can_push });
+        if let Some(t) = expires_at {
+            body["expires_at"] = serde_json::Value::String(t.to_rfc3339());
+        }
+        let path = format!("projects/{project}/deploy_keys");
+        let answer = self.write(Method::POST, &path, Some(&body)).await?;
+        decode(&answer, "POST", &endpoint_of(&path))
+    }
+
+    /// `PUT /projects/:id/deploy_keys/:key_id` with `can_push`.
+    pub async fn set_deploy_key_can_push(
+        &self,
+        project: u64,
+        key: u64,
+        can_push: bool,
+    ) -> Result<(), ApiError> {
+        let body = serde_json::json!({ "can_push": can_push });
+        self.write(
+            Method::PUT,
+            &format!("projects/{project}/deploy_keys/{key}"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `DELETE /projects/:id/deploy_keys/:key_id`; a 404 means already gone.
+    pub async fn delete_deploy_key(&self, project: u64, key: u64) -> Result<(), ApiError> {
+        match self
+            .write(
+                Method::DELETE,
+                &format!("projects/{project}/deploy_keys/{key}"),
+                None,
+            )
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// `POST /projects/:id/hooks` with the hook's full settings.
+    pub async fn create_hook(
+        &self,
+        project: u64,
+        settings: &serde_json::Value,
+    ) -> Result<Hook, ApiError> {
+        let path = format!("projects/{project}/hooks");
+        let answer = self.write(Method::POST, &path, Some(settings)).await?;
+        decode(&answer, "POST", &endpoint_of(&path))
+    }
+
+    /// `PUT /projects/:id/hooks/:hook_id` (send the token again: a URL change resets it).
+    pub async fn update_hook(
+        &self,
+        project: u64,
+        hook: u64,
+        settings: &serde_json::Value,
+    ) -> Result<Hook, ApiError> {
+        let path = format!("projects/{project}/hooks/{hook}");
+        let answer = self.write(Method::PUT, &path, Some(settings)).await?;
+        decode(&answer, "PUT", &endpoint_of(&path))
+    }
+
+    /// `DELETE /projects/:id/hooks/:hook_id`; a 404 means already gone.
+    pub async fn delete_hook(&self, project: u64, hook: u64) -> Result<(), ApiError> {
+        match self
+            .write(
+                Method::DELETE,
+                &format!("projects/{project}/hooks/{hook}"),
+                None,
+            )
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// `POST /projects/:id/hooks/:hook_id/test/push_events`: a test delivery;
+    /// a 2xx from the receiver re-enables a disabled hook.
+    pub async fn test_hook(&self, project: u64, hook: u64) -> Result<(), ApiError> {
+        self.write(
+            Method::POST,
+            &format!("projects/{project}/hooks/{hook}/test/push_events"),
+            None,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// GET every page of a list, following `Link: rel="next"` (offset or
@@ -509,7 +633,7 @@ impl GitLab {
                     },
                 });
             }
-            let answer = self.send(Method::GET, url.clone(), &endpoint).await?;
+            let answer = self.send(Method::GET, url.clone(), &endpoint, None).await?;
             let page: Vec<T> = decode(&answer.body, "GET", &endpoint)?;
             let empty = page.is_empty();
             if !visit(page) || empty {
@@ -567,7 +691,9 @@ impl GitLab {
     /// `GET /oauth/token/info` at the web root (reference §9).
     pub async fn oauth_token_info(&self) -> Result<OauthTokenInfo, ApiError> {
         let url = self.web.join("oauth/token/info").expect("static path");
-        let answer = self.send(Method::GET, url, "/oauth/token/info").await?;
+        let answer = self
+            .send(Method::GET, url, "/oauth/token/info", None)
+            .await?;
         let info: OauthTokenInfo = decode(&answer.body, "GET", "/oauth/token/info")?;
         if let (Some(session), Some(left)) = (&self.options.oauth, info.expires_in) {
             session.set_expires_in(left);

@@ -13,6 +13,10 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+mod repairs;
+
+pub use repairs::{EventRow, JournalRow, NewEvent};
+
 use crate::gitlab::oauth::OAuthPair;
 use crate::health::{Component, Observation, State};
 use secrecy::{ExposeSecret, SecretString};
@@ -75,6 +79,10 @@ pub struct NewProject<'a> {
     pub webhook_url: Option<&'a str>,
     pub public_key: Option<&'a str>,
     pub fingerprint: Option<&'a str>,
+    /// Set for keys named in the configuration: applied only when it changed
+    /// since last time, so that a key glwarden rotated is not reset by a
+    /// configuration that still names the first one.
+    pub from_config: bool,
 }
 
 /// Current health of one component of one subject.
@@ -310,14 +318,25 @@ impl Store {
     pub async fn upsert_project(&self, p: &NewProject<'_>) -> Result<i64, StoreError> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO projects (connection_id, gitlab_id, path, source, config_ref, webhook_url,
-                                   public_key, fingerprint, added_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                   public_key, fingerprint, added_at, config_fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (connection_id, gitlab_id) DO UPDATE SET
                  source = excluded.source,
                  config_ref = COALESCE(excluded.config_ref, projects.config_ref),
                  webhook_url = COALESCE(excluded.webhook_url, projects.webhook_url),
-                 public_key = COALESCE(excluded.public_key, projects.public_key),
-                 fingerprint = COALESCE(excluded.fingerprint, projects.fingerprint),
+                 public_key = CASE
+                     WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.public_key, projects.public_key)
+                     WHEN excluded.config_fingerprint IS NOT projects.config_fingerprint THEN excluded.public_key
+                     ELSE projects.public_key END,
+                 fingerprint = CASE
+                     WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.fingerprint, projects.fingerprint)
+                     WHEN excluded.config_fingerprint IS NOT projects.config_fingerprint THEN excluded.fingerprint
+                     ELSE projects.fingerprint END,
+                 private_key = CASE
+                     WHEN excluded.config_fingerprint IS NOT NULL
+                      AND excluded.config_fingerprint IS NOT projects.config_fingerprint THEN NULL
+                     ELSE projects.private_key END,
+                 config_fingerprint = COALESCE(excluded.config_fingerprint, projects.config_fingerprint),
                  removed_at = NULL
              RETURNING id",
         )
@@ -330,6 +349,7 @@ impl Store {
         .bind(p.public_key)
         .bind(p.fingerprint)
         .bind(Utc::now())
+        .bind(if p.from_config { p.fingerprint } else { None })
         .fetch_one(&self.pool)
         .await?;
         Ok(id)
@@ -426,15 +446,15 @@ impl Store {
             .await?)
     }
 
-    /// Records a batch of observations in one transaction; returns how many
+    /// Records a batch of observations in one transaction; returns the
     /// transitions it wrote.
     pub async fn record(
         &self,
         batch: &[(Component, i64, Observation)],
         now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<(Component, i64, Transition)>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut transitions = 0;
+        let mut transitions = Vec::new();
         for (component, subject_id, observation) in batch {
             let prev = sqlx::query_as::<_, HealthRow>(
                 "SELECT * FROM health WHERE component = ?1 AND subject_id = ?2",
@@ -479,7 +499,7 @@ impl Store {
                 .bind(&t.detail)
                 .execute(&mut *tx)
                 .await?;
-                transitions += 1;
+                transitions.push((*component, *subject_id, t));
             }
         }
         tx.commit().await?;
@@ -680,6 +700,7 @@ mod tests {
                 webhook_url: Some("https://ci/42"),
                 public_key: None,
                 fingerprint: None,
+                from_config: false,
             })
             .await
             .unwrap();
@@ -696,8 +717,8 @@ mod tests {
                 Observation::definite(State::Missing, "no hook"),
             ),
         ];
-        assert_eq!(store.record(&batch, now).await.unwrap(), 2);
-        assert_eq!(store.record(&batch, now).await.unwrap(), 0);
+        assert_eq!(store.record(&batch, now).await.unwrap().len(), 2);
+        assert_eq!(store.record(&batch, now).await.unwrap().len(), 0);
         assert_eq!(store.transitions(Some(id), 10).await.unwrap().len(), 2);
 
         // Removal keeps health and history; re-adding brings the same row back.
@@ -714,6 +735,7 @@ mod tests {
                 webhook_url: None,
                 public_key: None,
                 fingerprint: None,
+                from_config: false,
             })
             .await
             .unwrap();

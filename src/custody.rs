@@ -1,0 +1,304 @@
+//! Key custody: private deploy keys and webhook secrets are sealed with
+//! XChaCha20-Poly1305 before they reach SQLite, bound to their project and
+//! kind as associated data (a sealed value copied to another project's row
+//! does not open). The master key comes from a credential file (systemd
+//! `LoadCredential=`). Without one, glwarden refuses to store secrets unless
+//! the configuration explicitly allows plaintext.
+//!
+//! Sealed format: `1 || nonce(24) || ciphertext+tag`; plaintext format:
+//! `0 || bytes`. The leading byte lets a later master key (or plaintext
+//! opt-out) read what an earlier setting wrote, or refuse it clearly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+const SEALED: u8 = 1;
+const PLAIN: u8 = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CustodyError {
+    #[error(
+        "no master key is configured (custody.master_key_file or custody.master_key_credential), \
+         and custody.allow_plaintext is false: glwarden will not store secrets"
+    )]
+    NoMasterKey,
+    #[error("master key {0}")]
+    BadMasterKey(String),
+    #[error("a stored secret for project row {project} cannot be opened: {reason}")]
+    Open { project: i64, reason: String },
+}
+
+/// Which kind of secret, part of the associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    DeployKey,
+    HookToken,
+}
+
+impl SecretKind {
+    fn label(self) -> &'static str {
+        match self {
+            SecretKind::DeployKey => "deploy_key",
+            SecretKind::HookToken => "hook_token",
+        }
+    }
+}
+
+/// Seals and opens secrets for the store.
+pub struct Custody {
+    cipher: Option<XChaCha20Poly1305>,
+    allow_plaintext: bool,
+}
+
+impl std::fmt::Debug for Custody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Custody")
+            .field("encrypted", &self.cipher.is_some())
+            .field("allow_plaintext", &self.allow_plaintext)
+            .finish()
+    }
+}
+
+impl Custody {
+    /// `master_key` is 32 bytes written as 64 hex digits or as base64.
+    pub fn new(
+        master_key: Option<&SecretString>,
+        allow_plaintext: bool,
+    ) -> Result<Self, CustodyError> {
+        let cipher = match master_key {
+            Some(text) => {
+                let bytes = decode_key(text.expose_secret().trim())?;
+                Some(
+                    XChaCha20Poly1305::new_from_slice(&bytes)
+                        .map_err(|_| CustodyError::BadMasterKey("has the wrong length".into()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            cipher,
+            allow_plaintext,
+        })
+    }
+
+    /// Whether secrets can be stored at all.
+    pub fn can_store(&self) -> bool {
+        self.cipher.is_some() || self.allow_plaintext
+    }
+
+    fn aad(project: i64, kind: SecretKind) -> Vec<u8> {
+        format!("glwarden:v1:{}:{project}", kind.label()).into_bytes()
+    }
+
+    pub fn seal(
+        &self,
+        project: i64,
+        kind: SecretKind,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CustodyError> {
+        match &self.cipher {
+            Some(cipher) => {
+                let mut nonce = [0u8; 24];
+                rand::rngs::OsRng.fill_bytes(&mut nonce);
+                let aad = Self::aad(project, kind);
+                let sealed = cipher
+                    .encrypt(
+                        XNonce::from_slice(&nonce),
+                        Payload {
+                            msg: plaintext,
+                            aad: &aad,
+                        },
+                    )
+                    .map_err(|_| CustodyError::BadMasterKey("cannot encrypt".into()))?;
+                let mut out = Vec::with_capacity(1 + 24 + sealed.len());
+                out.push(SEALED);
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(&sealed);
+                Ok(out)
+            }
+            None if self.allow_plaintext => {
+                let mut out = Vec::with_capacity(1 + plaintext.len());
+                out.push(PLAIN);
+                out.extend_from_slice(plaintext);
+                Ok(out)
+            }
+            None => Err(CustodyError::NoMasterKey),
+        }
+    }
+
+    pub fn open(
+        &self,
+        project: i64,
+        kind: SecretKind,
+        stored: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CustodyError> {
+        let fail = |reason: &str| CustodyError::Open {
+            project,
+            reason: reason.to_owned(),
+        };
+        match stored.split_first() {
+            Some((&PLAIN, rest)) => Ok(Zeroizing::new(rest.to_vec())),
+            Some((&SEALED, rest)) if rest.len() > 24 => {
+                let cipher = self
+                    .cipher
+                    .as_ref()
+                    .ok_or_else(|| fail("it is encrypted and no master key is configured"))?;
+                let (nonce, sealed) = rest.split_at(24);
+                let aad = Self::aad(project, kind);
+                cipher
+                    .decrypt(
+                        XNonce::from_slice(nonce),
+                        Payload {
+                            msg: sealed,
+                            aad: &aad,
+                        },
+                    )
+                    .map(Zeroizing::new)
+                    .map_err(|_| fail("wrong master key, or the value belongs to another project"))
+            }
+            _ => Err(fail("unknown format")),
+        }
+    }
+}
+
+fn decode_key(text: &str) -> Result<Vec<u8>, CustodyError> {
+    use base64::Engine;
+    let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| CustodyError::BadMasterKey("is not hex".into()))?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| CustodyError::BadMasterKey("is neither 64 hex digits nor base64".into()))?
+    };
+    if bytes.len() != 32 {
+        return Err(CustodyError::BadMasterKey(format!(
+            "must be 32 bytes, got {} (make one with `openssl rand -hex 32`)",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Writes `contents` to `dir/name` with mode 0600, atomically: a temporary
+/// file in the same directory, flushed, then renamed over the old one, so a
+/// reader never sees half a key.
+pub fn write_private_file(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".glwarden-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    let target = dir.join(name);
+    tmp.persist(&target).map_err(|e| e.error)?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SecretString {
+        SecretString::from(
+            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".to_owned(),
+        )
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_for_their_project_and_kind() {
+        let c = Custody::new(Some(&key()), false).unwrap();
+        let sealed = c
+            .seal(
+                7,
+                SecretKind::DeployKey,
+                b"-----BEGIN OPENSSH PRIVATE KEY-----",
+            )
+            .unwrap();
+        assert!(
+            !sealed.windows(5).any(|w| w == b"BEGIN"),
+            "ciphertext, not plaintext"
+        );
+        assert_eq!(
+            &*c.open(7, SecretKind::DeployKey, &sealed).unwrap(),
+            b"-----BEGIN OPENSSH PRIVATE KEY-----"
+        );
+        assert!(
+            c.open(8, SecretKind::DeployKey, &sealed).is_err(),
+            "another project's row"
+        );
+        assert!(
+            c.open(7, SecretKind::HookToken, &sealed).is_err(),
+            "another kind"
+        );
+        let other = Custody::new(Some(&SecretString::from("ff".repeat(32))), false).unwrap();
+        assert!(
+            other.open(7, SecretKind::DeployKey, &sealed).is_err(),
+            "another master key"
+        );
+    }
+
+    #[test]
+    fn without_a_master_key_secrets_are_refused_unless_plaintext_is_allowed() {
+        let refuse = Custody::new(None, false).unwrap();
+        assert!(!refuse.can_store());
+        assert!(matches!(
+            refuse.seal(1, SecretKind::HookToken, b"x"),
+            Err(CustodyError::NoMasterKey)
+        ));
+        let plain = Custody::new(None, true).unwrap();
+        let stored = plain.seal(1, SecretKind::HookToken, b"token").unwrap();
+        assert_eq!(
+            &*plain.open(1, SecretKind::HookToken, &stored).unwrap(),
+            b"token"
+        );
+        // An encrypted value cannot be read without the key, and says why.
+        let sealed = Custody::new(Some(&key()), false)
+            .unwrap()
+            .seal(1, SecretKind::HookToken, b"t")
+            .unwrap();
+        let err = plain
+            .open(1, SecretKind::HookToken, &sealed)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no master key"), "{err}");
+    }
+
+    #[test]
+    fn master_keys_must_be_32_bytes() {
+        assert!(Custody::new(Some(&SecretString::from("abcd".to_owned())), false).is_err());
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        assert!(Custody::new(Some(&SecretString::from(b64)), false).is_ok());
+        assert!(!format!("{:?}", Custody::new(Some(&key()), false).unwrap()).contains("0011"));
+    }
+
+    #[test]
+    fn key_files_are_private_and_replaced_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_private_file(dir.path(), "42", b"first").unwrap();
+        write_private_file(dir.path(), "42", b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary files left"
+        );
+    }
+}

@@ -1,0 +1,1205 @@
+//! Repairs: what glwarden does about a broken component, and doing it
+//! crash-safely.
+//!
+//! [`decide`] is pure: from a component's stored health, its policy and the
+//! rules (confirmation, cooldown, budget, storm guard) to a [`Decision`].
+//! [`Repairer`] carries a repair out against GitLab. Every multi-step repair
+//! writes its intent to the journal before the first step and each step
+//! after it completes; [`Repairer::resume`] finishes whatever a crash left,
+//! always forwards (the new key or secret is in the journal), so that
+//! afterwards GitLab holds exactly one key and one hook of ours per project,
+//! matching what the store holds.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::config::{Config, MovedPolicy, Policy, RepairOverride, expand_url_template};
+use crate::custody::{Custody, CustodyError, SecretKind};
+use crate::gitlab::{ApiError, GitLab};
+use crate::health::{Component, State};
+use crate::keys::{KeyError, fingerprint_of, generate_ed25519};
+use crate::store::{HealthRow, JournalRow, NewEvent, ProjectRow, Store, StoreError};
+
+/// One thing glwarden can do to fix a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// New key in, confirmed, stored, then the old one out.
+    RegenerateDeployKey,
+    /// `PUT can_push=false` on our key.
+    MakeKeyReadOnly,
+    /// A new hook with a fresh secret token.
+    CreateWebhook,
+    /// `PUT` the hook's URL, events and SSL setting, resending our token.
+    FixWebhook,
+    /// A test delivery: GitLab re-enables the hook when the receiver answers 2xx.
+    ReenableWebhook,
+    /// Delete other hooks to our URL.
+    DeleteDuplicateHooks,
+    /// Take GitLab's new path as ours.
+    FollowRename,
+}
+
+impl Action {
+    /// The event name (also what the budget and cooldown count).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::RegenerateDeployKey => "regenerate_deploy_key",
+            Action::MakeKeyReadOnly => "make_key_read_only",
+            Action::CreateWebhook => "create_webhook",
+            Action::FixWebhook => "fix_webhook",
+            Action::ReenableWebhook => "reenable_webhook",
+            Action::DeleteDuplicateHooks => "delete_duplicate_hooks",
+            Action::FollowRename => "follow_rename",
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Action::RegenerateDeployKey => "regenerate deploy key",
+            Action::MakeKeyReadOnly => "make deploy key read-only",
+            Action::CreateWebhook => "create webhook",
+            Action::FixWebhook => "fix webhook in place",
+            Action::ReenableWebhook => "re-enable webhook with a test delivery",
+            Action::DeleteDuplicateHooks => "delete duplicate webhooks",
+            Action::FollowRename => "follow rename",
+        }
+    }
+}
+
+/// The repair a broken state calls for, if any.
+pub fn action_for(component: Component, state: State, detail: &str) -> Option<Action> {
+    match (component, state) {
+        (
+            Component::DeployKey,
+            State::Missing | State::Mismatch | State::Expired | State::Expiring,
+        ) => Some(Action::RegenerateDeployKey),
+        (Component::DeployKey, State::Writable) => Some(Action::MakeKeyReadOnly),
+        (Component::Webhook, State::Missing) => Some(Action::CreateWebhook),
+        (Component::Webhook, State::Misconfigured) => Some(Action::FixWebhook),
+        (Component::Webhook, State::Disabled) => Some(Action::ReenableWebhook),
+        (Component::Webhook, State::Healthy) if detail.contains("duplicate hooks") => {
+            Some(Action::DeleteDuplicateHooks)
+        }
+        (Component::Repository, State::Moved) => Some(Action::FollowRename),
+        // failing (the receiver's problem), archived, pending_deletion (never
+        // followed), access_lost, not_found (a person's decision): reported only.
+        _ => None,
+    }
+}
+
+/// The rules in force for one decision.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub confirm_checks: u32,
+    /// The storm guard's reason, when automatic repairs are paused.
+    pub paused: Option<String>,
+    pub budget_left: i64,
+    /// Whether the project's cooldown for this component has passed.
+    pub cooled_down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Repair(Action),
+    /// `report` policy: the plan, never carried out.
+    Report(Action, String),
+    /// Nothing to do, or not now (why).
+    Skip(String),
+}
+
+/// What the policies say for one project.
+#[derive(Debug, Clone, Copy)]
+pub struct Policies {
+    pub deploy_key: Policy,
+    pub webhook: Policy,
+    pub moved: MovedPolicy,
+}
+
+impl Policies {
+    pub fn for_project(cfg: &Config, project: &ProjectRow) -> Policies {
+        let global = &cfg.raw.repair;
+        let over: RepairOverride = cfg
+            .raw
+            .projects
+            .iter()
+            .find(|p| {
+                p.connection == project.connection && Some(p.reference()) == project.config_ref
+            })
+            .and_then(|p| p.repair.clone())
+            .unwrap_or_default();
+        Policies {
+            deploy_key: over.deploy_key.unwrap_or(global.deploy_key),
+            webhook: over.webhook.unwrap_or(global.webhook),
+            moved: over.moved.unwrap_or(global.moved),
+        }
+    }
+
+    fn auto(&self, component: Component) -> Option<bool> {
+        match component {
+            Component::DeployKey => policy_auto(self.deploy_key),
+            Component::Webhook => policy_auto(self.webhook),
+            Component::Repository => Some(self.moved == MovedPolicy::Follow),
+            Component::Connection => None,
+        }
+    }
+}
+
+fn policy_auto(p: Policy) -> Option<bool> {
+    match p {
+        Policy::Off => None,
+        Policy::Report => Some(false),
+        Policy::Auto => Some(true),
+    }
+}
+
+/// Decides what to do about one component. Pure.
+pub fn decide(
+    project_path: &str,
+    component: Component,
+    health: &HealthRow,
+    policies: &Policies,
+    rules: &Rules,
+) -> Decision {
+    // Unknown (transient) and blocked components are never repaired: the
+    // last definite state may be stale, or the cause is elsewhere.
+    if let Some(pending) = &health.pending {
+        return Decision::Skip(format!("{component} is {pending}"));
+    }
+    let Some(state) = health
+        .state
+        .as_deref()
+        .and_then(|s| s.parse::<State>().ok())
+    else {
+        return Decision::Skip("not checked yet".into());
+    };
+    let Some(action) = action_for(component, state, &health.detail) else {
+        return Decision::Skip(format!("{component} {state}: nothing to repair"));
+    };
+    let Some(auto) = policies.auto(component) else {
+        return Decision::Skip(format!("{component} policy is off"));
+    };
+    if health.consecutive < i64::from(rules.confirm_checks) {
+        return Decision::Skip(format!(
+            "{component} {state} seen {} of {} checks needed",
+            health.consecutive, rules.confirm_checks
+        ));
+    }
+    if !auto {
+        let plan = format!(
+            "would {} of {project_path}: {state} ({})",
+            action.describe(),
+            health.detail
+        );
+        return Decision::Report(action, plan);
+    }
+    if let Some(reason) = &rules.paused {
+        return Decision::Skip(format!("automatic repairs paused: {reason}"));
+    }
+    if !rules.cooled_down {
+        return Decision::Skip(format!("{component} was repaired recently (cooldown)"));
+    }
+    if rules.budget_left <= 0 {
+        return Decision::Skip("hourly repair budget spent".into());
+    }
+    Decision::Repair(action)
+}
+
+/// Whether a sweep saw a storm: more than `share` of `total` projects newly
+/// broken, and at least `min` of them. Pure.
+pub fn is_storm(newly_broken: usize, total: usize, share: f64, min: usize) -> bool {
+    total > 0 && newly_broken >= min && newly_broken as f64 / total as f64 > share
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    #[error(transparent)]
+    GitLab(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Custody(#[from] CustodyError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Carries repairs out and records them.
+pub struct Repairer {
+    cfg: Arc<Config>,
+    store: Store,
+    custody: Arc<Custody>,
+}
+
+impl Repairer {
+    pub fn new(cfg: Arc<Config>, store: Store) -> Self {
+        let custody = cfg.custody.clone();
+        Self {
+            cfg,
+            store,
+            custody,
+        }
+    }
+
+    /// Carries out `action` on `project`, records the event, returns the outcome text.
+    pub async fn execute(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        action: &Action,
+        cause: &str,
+        new_path: Option<&str>,
+    ) -> Result<String, RepairError> {
+        let component = match action {
+            Action::RegenerateDeployKey | Action::MakeKeyReadOnly => Component::DeployKey,
+            Action::FollowRename => Component::Repository,
+            _ => Component::Webhook,
+        };
+        let result = match action {
+            Action::RegenerateDeployKey => self.regenerate_key(client, project, cause).await,
+            Action::MakeKeyReadOnly => self.make_read_only(client, project).await,
+            Action::CreateWebhook => self.create_webhook(client, project, cause).await,
+            Action::FixWebhook => self.fix_webhook(client, project, cause, false).await,
+            Action::ReenableWebhook => self.reenable_webhook(client, project).await,
+            Action::DeleteDuplicateHooks => {
+                self.delete_duplicates(client, project, project.hook_id.map(|h| h as u64))
+                    .await
+            }
+            Action::FollowRename => self.follow_rename(project, new_path).await,
+        };
+        let (before, after, outcome) = match &result {
+            Ok((before, after)) => (before.clone(), after.clone(), "ok".to_owned()),
+            Err(e) => (String::new(), String::new(), format!("failed: {e}")),
+        };
+        self.store
+            .record_event(&NewEvent {
+                project_id: Some(project.id),
+                component: component.as_str(),
+                action: action.name(),
+                cause,
+                before: &before,
+                after: &after,
+                outcome: &outcome,
+            })
+            .await?;
+        match &result {
+            Ok(_) => {
+                tracing::info!(project = %project.path, action = action.name(), before, after, "repaired")
+            }
+            Err(e) => {
+                tracing::warn!(project = %project.path, action = action.name(), error = %e, "repair failed")
+            }
+        }
+        result.map(|_| outcome)
+    }
+
+    /// Regenerate: the "Regenerate" button, forced (for `glwarden regenerate --webhook`).
+    pub async fn rotate_webhook(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        cause: &str,
+    ) -> Result<String, RepairError> {
+        let result = match project.hook_id {
+            Some(_) => self.fix_webhook(client, project, cause, true).await,
+            None => self.create_webhook(client, project, cause).await,
+        };
+        let (before, after, outcome) = match &result {
+            Ok((b, a)) => (b.clone(), a.clone(), "ok".to_owned()),
+            Err(e) => (String::new(), String::new(), format!("failed: {e}")),
+        };
+        self.store
+            .record_event(&NewEvent {
+                project_id: Some(project.id),
+                component: "webhook",
+                action: "fix_webhook",
+                cause,
+                before: &before,
+                after: &after,
+                outcome: &outcome,
+            })
+            .await?;
+        result.map(|_| outcome)
+    }
+
+    // ---- deploy key -------------------------------------------------------
+
+    fn key_title(&self, project: &ProjectRow) -> String {
+        self.cfg
+            .raw
+            .repair
+            .key_title
+            .replace("{path}", &project.path)
+            .replace("{id}", &project.gitlab_id.to_string())
+    }
+
+    /// New key in, confirmed, stored, old key out; journalled at each step.
+    async fn regenerate_key(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        cause: &str,
+    ) -> Result<(String, String), RepairError> {
+        if !self.custody.can_store() {
+            return Err(CustodyError::NoMasterKey.into());
+        }
+        let key = generate_ed25519(&self.key_title(project))?;
+        let sealed = self.custody.seal(
+            project.id,
+            SecretKind::DeployKey,
+            key.private_openssh.as_bytes(),
+        )?;
+        let data = json!({
+            "old_key_id": project.deploy_key_id,
+            "old_fingerprint": project.fingerprint,
+            "new_fingerprint": key.fingerprint,
+            "public_key": key.public_openssh,
+        });
+        let id = self
+            .store
+            .journal_begin(
+                project.id,
+                "deploy_key",
+                Action::RegenerateDeployKey.name(),
+                &data,
+                Some(&sealed),
+                cause,
+            )
+            .await?;
+        let entry = self
+            .store
+            .journal()
+            .await?
+            .into_iter()
+            .find(|j| j.id == id)
+            .ok_or_else(|| RepairError::Refused("journal entry vanished".into()))?;
+        self.resume_key(client, project, &entry).await
+    }
+
+    /// Finishes a key rotation from whatever step the journal says.
+    async fn resume_key(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        entry: &JournalRow,
+    ) -> Result<(String, String), RepairError> {
+        let mut data: serde_json::Value = serde_json::from_str(&entry.data).unwrap_or_default();
+        let gitlab_id = project.gitlab_id as u64;
+        let new_fp = data["new_fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let public_key = data["public_key"].as_str().unwrap_or_default().to_owned();
+        let sealed = entry
+            .secret
+            .clone()
+            .ok_or_else(|| RepairError::Refused("journal entry has no key".into()))?;
+        let old_key_id = data["old_key_id"].as_u64();
+        let old_fp = data["old_fingerprint"].as_str().map(str::to_owned);
+
+        // Add (idempotent at GitLab for the same key) unless it is already there.
+        let mut new_key_id = data["new_key_id"].as_u64();
+        if new_key_id.is_none() {
+            let existing = client.deploy_keys(gitlab_id).await?;
+            new_key_id = match existing
+                .iter()
+                .find(|k| k.fingerprint_sha256.as_deref() == Some(new_fp.as_str()))
+            {
+                Some(k) => Some(k.id),
+                None => {
+                    let can_push = !self.cfg.raw.expect.read_only_key;
+                    let expires = self
+                        .cfg
+                        .raw
+                        .repair
+                        .key_expires_days
+                        .map(|d| Utc::now() + chrono::Duration::days(i64::from(d)));
+                    Some(
+                        client
+                            .add_deploy_key(
+                                gitlab_id,
+                                &self.key_title(project),
+                                &public_key,
+                                can_push,
+                                expires,
+                            )
+                            .await?
+                            .id,
+                    )
+                }
+            };
+            data["new_key_id"] = json!(new_key_id);
+            self.store.journal_step(entry.id, "created", &data).await?;
+        }
+        let new_key_id = new_key_id.unwrap_or_default();
+
+        // Confirm GitLab has it with our fingerprint before relying on it.
+        let confirmed = client.deploy_key(gitlab_id, new_key_id).await?;
+        let theirs = confirmed
+            .fingerprint_sha256
+            .clone()
+            .or_else(|| fingerprint_of(&confirmed.key).ok());
+        if theirs.as_deref() != Some(new_fp.as_str()) {
+            return Err(RepairError::Refused(format!(
+                "GitLab lists key {new_key_id} with fingerprint {}, expected {new_fp}",
+                theirs.unwrap_or_default()
+            )));
+        }
+        if entry.step != "stored" {
+            self.store
+                .journal_step(entry.id, "confirmed", &data)
+                .await?;
+            self.store
+                .set_deploy_key(
+                    project.id,
+                    Some(new_key_id),
+                    &public_key,
+                    &new_fp,
+                    Some(&sealed),
+                )
+                .await?;
+            self.export_key_file(project, &sealed)?;
+            self.store.journal_step(entry.id, "stored", &data).await?;
+        }
+
+        // Only now the old key goes (a 404 is success): never a moment without a working key.
+        if let Some(old) = old_key_id.filter(|old| *old != new_key_id) {
+            client.delete_deploy_key(gitlab_id, old).await?;
+        }
+        if let Some(old_fp) = old_fp.filter(|fp| *fp != new_fp) {
+            for k in client.deploy_keys(gitlab_id).await? {
+                if k.id != new_key_id && k.fingerprint_sha256.as_deref() == Some(old_fp.as_str()) {
+                    client.delete_deploy_key(gitlab_id, k.id).await?;
+                }
+            }
+        }
+        self.store.journal_finish(entry.id).await?;
+        Ok((
+            format!(
+                "key {} {}",
+                old_key_id
+                    .map(|k| k.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                old_fp_text(&data)
+            ),
+            format!("key {new_key_id} {new_fp}"),
+        ))
+    }
+
+    async fn make_read_only(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+    ) -> Result<(String, String), RepairError> {
+        let key = project
+            .deploy_key_id
+            .ok_or_else(|| RepairError::Refused("no deploy key id of ours is known".into()))?;
+        client
+            .set_deploy_key_can_push(project.gitlab_id as u64, key as u64, false)
+            .await?;
+        Ok((
+            format!("key {key} can_push=true"),
+            format!("key {key} can_push=false"),
+        ))
+    }
+
+    /// Writes the project's private key to the configured key directory, if any.
+    fn export_key_file(&self, project: &ProjectRow, sealed: &[u8]) -> Result<(), RepairError> {
+        if let Some(dir) = &self.cfg.raw.custody.key_dir {
+            let private = self
+                .custody
+                .open(project.id, SecretKind::DeployKey, sealed)?;
+            crate::custody::write_private_file(dir, &project.gitlab_id.to_string(), &private)
+                .map_err(|e| {
+                    RepairError::Refused(format!(
+                        "cannot write the key file in {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    // ---- webhook ----------------------------------------------------------
+
+    fn expected_url(&self, project: &ProjectRow) -> Result<String, RepairError> {
+        project
+            .webhook_url
+            .clone()
+            .or_else(|| {
+                self.cfg
+                    .raw
+                    .expect
+                    .webhook_url
+                    .as_deref()
+                    .map(|t| expand_url_template(t, project.gitlab_id as u64, &project.path))
+            })
+            .ok_or_else(|| {
+                RepairError::Refused("no webhook URL expected: set expect.webhook_url".into())
+            })
+    }
+
+    /// The hook's settings as the CI needs them, with our secret token.
+    fn hook_settings(&self, url: &str, token: &str) -> serde_json::Value {
+        let expect = &self.cfg.raw.expect;
+        let mut settings = json!({
+            "url": url,
+            "token": token,
+            "enable_ssl_verification": expect.enable_ssl_verification,
+        });
+        for event in &expect.webhook_events {
+            settings[event.as_str()] = json!(true);
+        }
+        settings
+    }
+
+    /// A fresh secret token: 32 bytes from the OS RNG, hex.
+    fn new_token() -> String {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn create_webhook(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        cause: &str,
+    ) -> Result<(String, String), RepairError> {
+        if !self.custody.can_store() {
+            return Err(CustodyError::NoMasterKey.into());
+        }
+        let url = self.expected_url(project)?;
+        let token = Self::new_token();
+        let sealed = self
+            .custody
+            .seal(project.id, SecretKind::HookToken, token.as_bytes())?;
+        let data = json!({ "url": url, "old_hook_id": project.hook_id });
+        let id = self
+            .store
+            .journal_begin(
+                project.id,
+                "webhook",
+                Action::CreateWebhook.name(),
+                &data,
+                Some(&sealed),
+                cause,
+            )
+            .await?;
+        let entry = self
+            .store
+            .journal()
+            .await?
+            .into_iter()
+            .find(|j| j.id == id)
+            .ok_or_else(|| RepairError::Refused("journal entry vanished".into()))?;
+        self.resume_hook(client, project, &entry).await
+    }
+
+    /// Finishes a hook creation or fix from whatever step the journal says.
+    async fn resume_hook(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        entry: &JournalRow,
+    ) -> Result<(String, String), RepairError> {
+        let mut data: serde_json::Value = serde_json::from_str(&entry.data).unwrap_or_default();
+        let gitlab_id = project.gitlab_id as u64;
+        let url = data["url"].as_str().unwrap_or_default().to_owned();
+        let sealed = entry
+            .secret
+            .clone()
+            .ok_or_else(|| RepairError::Refused("journal entry has no token".into()))?;
+        let token = self
+            .custody
+            .open(project.id, SecretKind::HookToken, &sealed)?;
+        let token = String::from_utf8_lossy(&token).into_owned();
+        let settings = self.hook_settings(&url, &token);
+
+        let mut hook_id = data["hook_id"].as_u64();
+        if hook_id.is_none() {
+            // A crash after GitLab created the hook but before we learnt its
+            // id leaves it there: adopt it (and set our token) rather than add another.
+            let existing = client.hooks(gitlab_id).await?;
+            let mut candidates: Vec<u64> = Vec::new();
+            if entry.action == "fix_webhook" {
+                candidates.extend(data["old_hook_id"].as_u64());
+            }
+            candidates.extend(existing.iter().filter(|h| h.url == url).map(|h| h.id).max());
+            let mut fixed = None;
+            for id in candidates {
+                match client.update_hook(gitlab_id, id, &settings).await {
+                    Ok(hook) => {
+                        fixed = Some(hook);
+                        break;
+                    }
+                    // Gone since we last looked: try the next, or create one.
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let hook = match fixed {
+                Some(hook) => hook,
+                None => client.create_hook(gitlab_id, &settings).await?,
+            };
+            hook_id = Some(hook.id);
+            data["hook_id"] = json!(hook.id);
+            self.store.journal_step(entry.id, "created", &data).await?;
+        } else if entry.step == "created" {
+            // Make sure the token GitLab holds is the one we are about to store.
+            client
+                .update_hook(gitlab_id, hook_id.unwrap_or_default(), &settings)
+                .await?;
+        }
+        let hook_id = hook_id.unwrap_or_default();
+        if entry.step != "stored" {
+            self.store
+                .set_hook(project.id, hook_id, Some(&sealed))
+                .await?;
+            self.store.journal_step(entry.id, "stored", &data).await?;
+        }
+        self.delete_duplicates(client, project, Some(hook_id))
+            .await?;
+        self.store.journal_finish(entry.id).await?;
+        let before = data["old_hook_id"]
+            .as_u64()
+            .map(|h| format!("hook {h}"))
+            .unwrap_or_else(|| "no hook".into());
+        Ok((before, format!("hook {hook_id} {url}")))
+    }
+
+    /// `PUT` the hook back to what the CI needs, resending our secret (a URL
+    /// change resets it at GitLab); `new_secret` rotates the secret too.
+    async fn fix_webhook(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        cause: &str,
+        new_secret: bool,
+    ) -> Result<(String, String), RepairError> {
+        let hook_id = project
+            .hook_id
+            .ok_or_else(|| RepairError::Refused("no webhook id of ours is known".into()))?;
+        let stored = self
+            .store
+            .project_secret(project.id, SecretKind::HookToken)
+            .await?;
+        let sealed = match (stored, new_secret) {
+            (Some(sealed), false) => sealed,
+            _ => {
+                if !self.custody.can_store() {
+                    return Err(CustodyError::NoMasterKey.into());
+                }
+                self.custody.seal(
+                    project.id,
+                    SecretKind::HookToken,
+                    Self::new_token().as_bytes(),
+                )?
+            }
+        };
+        let url = self.expected_url(project)?;
+        let data = json!({ "url": url, "old_hook_id": hook_id });
+        let id = self
+            .store
+            .journal_begin(
+                project.id,
+                "webhook",
+                Action::FixWebhook.name(),
+                &data,
+                Some(&sealed),
+                cause,
+            )
+            .await?;
+        let entry = self
+            .store
+            .journal()
+            .await?
+            .into_iter()
+            .find(|j| j.id == id)
+            .ok_or_else(|| RepairError::Refused("journal entry vanished".into()))?;
+        self.resume_hook(client, project, &entry).await
+    }
+
+    async fn reenable_webhook(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+    ) -> Result<(String, String), RepairError> {
+        let hook_id = project
+            .hook_id
+            .ok_or_else(|| RepairError::Refused("no webhook id of ours is known".into()))?;
+        // On failure (the receiver is down) the hook stays disabled and no
+        // new hook is made: a new hook would fail the same way.
+        client
+            .test_hook(project.gitlab_id as u64, hook_id as u64)
+            .await
+            .map_err(|e| {
+                RepairError::Refused(format!(
+                    "test delivery failed, hook {hook_id} stays disabled: {e}"
+                ))
+            })?;
+        Ok((
+            format!("hook {hook_id} disabled"),
+            format!("hook {hook_id} re-enabled by a test delivery"),
+        ))
+    }
+
+    /// Deletes hooks to our URL other than `keep`.
+    async fn delete_duplicates(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        keep: Option<u64>,
+    ) -> Result<(String, String), RepairError> {
+        let url = self.expected_url(project)?;
+        let gitlab_id = project.gitlab_id as u64;
+        let hooks = client.hooks(gitlab_id).await?;
+        let keep = keep.or_else(|| hooks.iter().find(|h| h.url == url).map(|h| h.id));
+        let mut deleted = Vec::new();
+        for h in hooks.iter().filter(|h| h.url == url && Some(h.id) != keep) {
+            client.delete_hook(gitlab_id, h.id).await?;
+            deleted.push(h.id.to_string());
+        }
+        Ok((
+            format!(
+                "duplicates {}",
+                if deleted.is_empty() {
+                    "-".into()
+                } else {
+                    deleted.join(",")
+                }
+            ),
+            format!(
+                "hook {}",
+                keep.map(|k| k.to_string()).unwrap_or_else(|| "-".into())
+            ),
+        ))
+    }
+
+    // ---- moved repository -------------------------------------------------
+
+    async fn follow_rename(
+        &self,
+        project: &ProjectRow,
+        new_path: Option<&str>,
+    ) -> Result<(String, String), RepairError> {
+        let new_path = new_path
+            .ok_or_else(|| RepairError::Refused("GitLab's new path is not known".into()))?;
+        // The expected webhook URL follows when it is derived from {path}.
+        self.store.set_path(project.id, new_path).await?;
+        Ok((project.path.clone(), new_path.to_owned()))
+    }
+
+    // ---- recovery ---------------------------------------------------------
+
+    /// Finishes every unfinished repair in the journal (on start). Returns
+    /// how many were finished and how many failed (left for the next start).
+    pub async fn resume(
+        &self,
+        clients: &std::collections::BTreeMap<String, Arc<GitLab>>,
+    ) -> Result<(usize, usize), StoreError> {
+        let mut done = (0, 0);
+        for entry in self.store.journal().await? {
+            let Some(project) = self.store.project(entry.project_id).await? else {
+                self.store.journal_finish(entry.id).await?;
+                continue;
+            };
+            let Some(client) = clients.get(&project.connection) else {
+                continue;
+            };
+            let result = match entry.action.as_str() {
+                "regenerate_deploy_key" => self.resume_key(client, &project, &entry).await,
+                "create_webhook" | "fix_webhook" => {
+                    self.resume_hook(client, &project, &entry).await
+                }
+                other => Err(RepairError::Refused(format!(
+                    "unknown journal action {other}"
+                ))),
+            };
+            let outcome = match &result {
+                Ok(_) => {
+                    done.0 += 1;
+                    "ok (resumed after a crash)".to_owned()
+                }
+                Err(e) => {
+                    done.1 += 1;
+                    format!("failed on resume: {e}")
+                }
+            };
+            let (before, after) = result.unwrap_or_default();
+            self.store
+                .record_event(&NewEvent {
+                    project_id: Some(project.id),
+                    component: &entry.component,
+                    action: &entry.action,
+                    cause: &entry.cause,
+                    before: &before,
+                    after: &after,
+                    outcome: &outcome,
+                })
+                .await?;
+            tracing::info!(project = %project.path, action = entry.action.as_str(), step = entry.step.as_str(), outcome, "journal entry resumed");
+        }
+        Ok(done)
+    }
+
+    /// The private key the CI clones with, opened from custody (audited).
+    pub async fn private_key(
+        &self,
+        project: &ProjectRow,
+    ) -> Result<zeroize::Zeroizing<String>, RepairError> {
+        let sealed = self
+            .store
+            .project_secret(project.id, SecretKind::DeployKey)
+            .await?
+            .ok_or_else(|| {
+                RepairError::Refused(format!(
+                    "glwarden holds no private key for {}",
+                    project.path
+                ))
+            })?;
+        let bytes = self
+            .custody
+            .open(project.id, SecretKind::DeployKey, &sealed)?;
+        let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
+        self.store
+            .record_event(&NewEvent {
+                project_id: Some(project.id),
+                component: "deploy_key",
+                action: "key_read",
+                cause: "glwarden key private",
+                before: "",
+                after: project.fingerprint.as_deref().unwrap_or_default(),
+                outcome: "ok",
+            })
+            .await?;
+        Ok(text)
+    }
+
+    /// Takes custody of an existing key and hook after checking GitLab has
+    /// them; no write at GitLab.
+    pub async fn adopt(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        private_key: Option<&str>,
+        hook_url: Option<&str>,
+        hook_token: Option<&str>,
+    ) -> Result<String, RepairError> {
+        let gitlab_id = project.gitlab_id as u64;
+        let mut notes = Vec::new();
+        if let Some(private) = private_key {
+            let key = ssh_key::PrivateKey::from_openssh(private.trim())
+                .map_err(|e| RepairError::Refused(format!("not an OpenSSH private key: {e}")))?;
+            let public = key
+                .public_key()
+                .to_openssh()
+                .map_err(|e| RepairError::Refused(e.to_string()))?;
+            let fp = fingerprint_of(&public)?;
+            let found = client
+                .deploy_keys(gitlab_id)
+                .await?
+                .into_iter()
+                .find(|k| k.fingerprint_sha256.as_deref() == Some(fp.as_str()))
+                .ok_or_else(|| {
+                    RepairError::Refused(format!(
+                        "GitLab has no deploy key with fingerprint {fp} on {}",
+                        project.path
+                    ))
+                })?;
+            let sealed =
+                self.custody
+                    .seal(project.id, SecretKind::DeployKey, private.trim().as_bytes())?;
+            self.store
+                .set_deploy_key(project.id, Some(found.id), &public, &fp, Some(&sealed))
+                .await?;
+            self.export_key_file(project, &sealed)?;
+            notes.push(format!("deploy key {} ({fp})", found.id));
+        }
+        if let Some(url) = hook_url {
+            let hook = client
+                .hooks(gitlab_id)
+                .await?
+                .into_iter()
+                .find(|h| h.url == url)
+                .ok_or_else(|| {
+                    RepairError::Refused(format!("GitLab has no hook to {url} on {}", project.path))
+                })?;
+            let sealed = match hook_token {
+                Some(t) => Some(self.custody.seal(
+                    project.id,
+                    SecretKind::HookToken,
+                    t.trim().as_bytes(),
+                )?),
+                None => None,
+            };
+            self.store
+                .set_hook(project.id, hook.id, sealed.as_deref())
+                .await?;
+            notes.push(format!("hook {}", hook.id));
+        }
+        let after = notes.join(", ");
+        self.store
+            .record_event(&NewEvent {
+                project_id: Some(project.id),
+                component: "project",
+                action: "adopt",
+                cause: "glwarden project add --adopt",
+                before: "",
+                after: &after,
+                outcome: "ok",
+            })
+            .await?;
+        Ok(after)
+    }
+}
+
+fn old_fp_text(data: &serde_json::Value) -> String {
+    data["old_fingerprint"].as_str().unwrap_or("-").to_owned()
+}
+
+/// Rules for `decide`, read from the store. `now` bounds the budget window.
+pub async fn rules_for(
+    store: &Store,
+    cfg: &Config,
+    project: &ProjectRow,
+    component: Component,
+    now: DateTime<Utc>,
+    repairs_this_run: i64,
+) -> Result<Rules, StoreError> {
+    let r = &cfg.raw.repair;
+    let used = store
+        .repairs_since(now - chrono::Duration::hours(1))
+        .await?;
+    let cooled_down = match store.last_repair(project.id, component.as_str()).await? {
+        Some(t) => now - t >= chrono::Duration::minutes(r.cooldown_minutes as i64),
+        None => true,
+    };
+    Ok(Rules {
+        confirm_checks: r.confirm_checks,
+        paused: store.repairs_paused().await?.map(|(reason, _)| reason),
+        budget_left: i64::from(r.budget_per_hour) - used.max(repairs_this_run),
+        cooled_down,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(state: &str, consecutive: i64, pending: Option<&str>) -> HealthRow {
+        HealthRow {
+            component: "deploy_key".into(),
+            subject_id: 1,
+            state: Some(state.into()),
+            detail: "detail".into(),
+            since: None,
+            consecutive,
+            last_checked: None,
+            pending: pending.map(str::to_owned),
+            pending_detail: None,
+            pending_since: None,
+        }
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            confirm_checks: 2,
+            paused: None,
+            budget_left: 10,
+            cooled_down: true,
+        }
+    }
+
+    const AUTO: Policies = Policies {
+        deploy_key: Policy::Auto,
+        webhook: Policy::Auto,
+        moved: MovedPolicy::Follow,
+    };
+
+    #[test]
+    fn confirmed_broken_states_are_repaired_under_auto() {
+        let d = decide(
+            "a/b",
+            Component::DeployKey,
+            &health("missing", 2, None),
+            &AUTO,
+            &rules(),
+        );
+        assert_eq!(d, Decision::Repair(Action::RegenerateDeployKey));
+        let d = decide(
+            "a/b",
+            Component::DeployKey,
+            &health("writable", 3, None),
+            &AUTO,
+            &rules(),
+        );
+        assert_eq!(d, Decision::Repair(Action::MakeKeyReadOnly));
+        let mut h = health("misconfigured", 2, None);
+        h.component = "webhook".into();
+        assert_eq!(
+            decide("a/b", Component::Webhook, &h, &AUTO, &rules()),
+            Decision::Repair(Action::FixWebhook)
+        );
+        assert_eq!(
+            decide(
+                "a/b",
+                Component::Repository,
+                &health("moved", 2, None),
+                &AUTO,
+                &rules()
+            ),
+            Decision::Repair(Action::FollowRename)
+        );
+    }
+
+    #[test]
+    fn never_on_unconfirmed_unknown_blocked_or_unrepairable() {
+        assert!(matches!(
+            decide(
+                "a/b",
+                Component::DeployKey,
+                &health("missing", 1, None),
+                &AUTO,
+                &rules()
+            ),
+            Decision::Skip(_)
+        ));
+        assert!(matches!(
+            decide(
+                "a/b",
+                Component::DeployKey,
+                &health("missing", 5, Some("unknown")),
+                &AUTO,
+                &rules()
+            ),
+            Decision::Skip(_)
+        ));
+        assert!(matches!(
+            decide(
+                "a/b",
+                Component::DeployKey,
+                &health("missing", 5, Some("blocked")),
+                &AUTO,
+                &rules()
+            ),
+            Decision::Skip(_)
+        ));
+        for state in ["pending_deletion", "archived", "access_lost", "not_found"] {
+            assert!(matches!(
+                decide(
+                    "a/b",
+                    Component::Repository,
+                    &health(state, 5, None),
+                    &AUTO,
+                    &rules()
+                ),
+                Decision::Skip(_)
+            ));
+        }
+        assert!(matches!(
+            decide(
+                "a/b",
+                Component::Webhook,
+                &health("failing", 5, None),
+                &AUTO,
+                &rules()
+            ),
+            Decision::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn report_gives_the_plan_and_off_gives_nothing() {
+        let report = Policies {
+            deploy_key: Policy::Report,
+            ..AUTO
+        };
+        match decide(
+            "group/app",
+            Component::DeployKey,
+            &health("mismatch", 2, None),
+            &report,
+            &rules(),
+        ) {
+            Decision::Report(Action::RegenerateDeployKey, plan) => {
+                assert_eq!(
+                    plan,
+                    "would regenerate deploy key of group/app: mismatch (detail)"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let off = Policies {
+            deploy_key: Policy::Off,
+            ..AUTO
+        };
+        assert!(matches!(
+            decide(
+                "a/b",
+                Component::DeployKey,
+                &health("missing", 2, None),
+                &off,
+                &rules()
+            ),
+            Decision::Skip(_)
+        ));
+        let report_moves = Policies {
+            moved: MovedPolicy::Report,
+            ..AUTO
+        };
+        assert!(matches!(
+            decide(
+                "a/b",
+                Component::Repository,
+                &health("moved", 2, None),
+                &report_moves,
+                &rules()
+            ),
+            Decision::Report(Action::FollowRename, _)
+        ));
+    }
+
+    #[test]
+    fn pause_cooldown_and_budget_hold_automatic_repairs() {
+        let h = health("missing", 2, None);
+        let paused = Rules {
+            paused: Some("storm".into()),
+            ..rules()
+        };
+        assert!(
+            matches!(decide("a/b", Component::DeployKey, &h, &AUTO, &paused), Decision::Skip(r) if r.contains("paused"))
+        );
+        let hot = Rules {
+            cooled_down: false,
+            ..rules()
+        };
+        assert!(
+            matches!(decide("a/b", Component::DeployKey, &h, &AUTO, &hot), Decision::Skip(r) if r.contains("cooldown"))
+        );
+        let spent = Rules {
+            budget_left: 0,
+            ..rules()
+        };
+        assert!(
+            matches!(decide("a/b", Component::DeployKey, &h, &AUTO, &spent), Decision::Skip(r) if r.contains("budget"))
+        );
+    }
+
+    #[test]
+    fn storms_need_both_share_and_count() {
+        assert!(is_storm(50, 100, 0.2, 5));
+        assert!(
+            !is_storm(20, 100, 0.2, 5),
+            "exactly the share is not more than it"
+        );
+        assert!(
+            !is_storm(3, 4, 0.2, 5),
+            "a small fleet needs at least the minimum"
+        );
+        assert!(!is_storm(0, 0, 0.2, 5));
+    }
+}

@@ -1,0 +1,724 @@
+//! Repairs against the simulator: each broken state fixed the way a person
+//! would, `report` touching nothing, adoption without writes, the storm
+//! guard, custody, and crash safety (a real child process killed mid-repair).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use glwarden::check::{RunOptions, Selection};
+use glwarden::custody::SecretKind;
+use glwarden::health::{Component, State};
+use glwarden::sim::{Fault, FaultKind, HookSpec};
+use glwarden::store::Store;
+
+const MASTER_KEY: &str = "5f9c3a1e7b2d4c6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
+
+/// `[repair]` and `[custody]` sections: everything on `auto`, confirmed after one check.
+fn repair_sections(fx: &Fixture, policy: &str, confirm: u32, extra: &str) -> String {
+    let key_file = fx.dir.path().join("master.key");
+    std::fs::write(&key_file, MASTER_KEY).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[repair]\ndeploy_key = \"{policy}\"\nwebhook = \"{policy}\"\nmoved = \"{}\"\nconfirm_checks = {confirm}\n{extra}\n\
+         [custody]\nmaster_key_file = {:?}\n\n",
+        if policy == "auto" { "follow" } else { "report" },
+        key_file.display().to_string()
+    )
+}
+
+async fn repair_run(checker: &glwarden::check::Checker) -> glwarden::check::RunSummary {
+    checker
+        .run_with(
+            &Selection::All,
+            &RunOptions {
+                repair: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("run")
+}
+
+fn writes(fx: &Fixture) -> Vec<String> {
+    fx.sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// The project's stored key material and what GitLab holds agree: exactly
+/// one key of ours, its fingerprint ours, and the private key opens to it.
+async fn assert_one_matching_key(fx: &Fixture, store: &Store, gitlab_id: u64) {
+    let row = store
+        .active_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.gitlab_id == gitlab_id as i64)
+        .unwrap();
+    let keys = fx.sim.deploy_keys(gitlab_id);
+    assert_eq!(keys.len(), 1, "exactly one key at GitLab: {keys:?}");
+    assert_eq!(
+        Some(keys[0].fingerprint_sha256.clone()),
+        row.fingerprint,
+        "stored fingerprint is GitLab's"
+    );
+    assert_eq!(row.deploy_key_id, Some(keys[0].id as i64));
+    let custody = glwarden::custody::Custody::new(
+        Some(&secrecy::SecretString::from(MASTER_KEY.to_owned())),
+        false,
+    )
+    .unwrap();
+    let sealed = store
+        .project_secret(row.id, SecretKind::DeployKey)
+        .await
+        .unwrap()
+        .expect("private key stored");
+    let private = custody
+        .open(row.id, SecretKind::DeployKey, &sealed)
+        .unwrap();
+    let key = ssh_key::PrivateKey::from_openssh(&private[..]).unwrap();
+    let fp = glwarden::keys::fingerprint_of(&key.public_key().to_openssh().unwrap()).unwrap();
+    assert_eq!(
+        Some(fp),
+        row.fingerprint,
+        "the stored private key is the one at GitLab"
+    );
+    assert!(store.journal().await.unwrap().is_empty(), "journal empty");
+}
+
+/// The stored hook token opens and equals the one GitLab holds; one hook of ours.
+async fn assert_one_matching_hook(fx: &Fixture, store: &Store, gitlab_id: u64) {
+    let row = store
+        .active_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.gitlab_id == gitlab_id as i64)
+        .unwrap();
+    let ours: Vec<_> = fx
+        .sim
+        .hooks(gitlab_id)
+        .into_iter()
+        .filter(|h| h.url == Fixture::hook_url(gitlab_id))
+        .collect();
+    assert_eq!(ours.len(), 1, "exactly one hook of ours: {ours:?}");
+    assert_eq!(row.hook_id, Some(ours[0].id as i64));
+    let custody = glwarden::custody::Custody::new(
+        Some(&secrecy::SecretString::from(MASTER_KEY.to_owned())),
+        false,
+    )
+    .unwrap();
+    let sealed = store
+        .project_secret(row.id, SecretKind::HookToken)
+        .await
+        .unwrap()
+        .expect("hook token stored");
+    let token = custody
+        .open(row.id, SecretKind::HookToken, &sealed)
+        .unwrap();
+    assert_eq!(
+        ours[0].token.as_deref().map(str::as_bytes),
+        Some(&token[..]),
+        "GitLab has our secret"
+    );
+    assert_eq!(token.len(), 64, "32 random bytes, hex");
+    assert!(store.journal().await.unwrap().is_empty(), "journal empty");
+}
+
+fn key_id(fx: &Fixture, p: &Connected) -> u64 {
+    fx.sim
+        .deploy_keys(p.id)
+        .into_iter()
+        .find(|k| k.fingerprint_sha256 == p.key.fingerprint)
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn broken_deploy_keys_are_regenerated_without_a_moment_without_a_key() {
+    let fx = Fixture::new().await;
+    let deleted = fx.connect("acme/deleted");
+    let mut mismatch = fx.connect("acme/mismatch");
+    let expired = fx.connect("acme/expired");
+    let writable = fx.connect("acme/writable");
+    let all = [&deleted, &mismatch, &expired, &writable];
+    let sections = repair_sections(&fx, "auto", 2, "");
+    let config = fx.write_config(&all, &sections);
+    let (checker, _) = fx.checker(&config).await;
+    repair_run(&checker).await;
+
+    fx.sim.remove_deploy_key(deleted.id, key_id(&fx, &deleted));
+    let old_expired = key_id(&fx, &expired);
+    fx.sim.remove_deploy_key(expired.id, old_expired);
+    fx.sim.add_deploy_key(
+        expired.id,
+        "glwarden",
+        &expired.key.public_openssh,
+        false,
+        Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+    );
+    fx.sim
+        .set_deploy_key_can_push(writable.id, key_id(&fx, &writable), true);
+    let writable_key = key_id(&fx, &writable);
+    let mismatched_at_gitlab = key_id(&fx, &mismatch);
+    mismatch.key = glwarden::keys::generate_ed25519("rotated elsewhere").unwrap();
+    let config = fx.write_config(&[&deleted, &mismatch, &expired, &writable], &sections);
+    let (checker, store) = fx.checker(&config).await;
+
+    // First sighting: not yet confirmed, nothing changes at GitLab.
+    fx.sim.clear_requests();
+    let first = repair_run(&checker).await;
+    assert!(first.repairs.is_empty(), "{:?}", first.repairs);
+    assert!(writes(&fx).is_empty(), "{:?}", writes(&fx));
+
+    // Confirmed: repaired.
+    let second = repair_run(&checker).await;
+    assert_eq!(second.repairs.len(), 4, "{:?}", second.repairs);
+    assert!(second.repairs.iter().all(|(_, o)| *o == "ok"));
+    for p in [&deleted, &mismatch, &expired] {
+        assert_one_matching_key(&fx, &store, p.id).await;
+        assert_eq!(
+            component(&store, p.id, Component::DeployKey).await.0,
+            State::Healthy
+        );
+    }
+    assert!(
+        fx.sim
+            .deploy_keys(mismatch.id)
+            .iter()
+            .all(|k| k.id != mismatched_at_gitlab),
+        "old key deleted"
+    );
+    // Writable: made read-only in place, the same key.
+    let keys = fx.sim.deploy_keys(writable.id);
+    assert_eq!(
+        (keys.len(), keys[0].id, keys[0].can_push),
+        (1, writable_key, false)
+    );
+    assert_eq!(
+        component(&store, writable.id, Component::DeployKey).await.0,
+        State::Healthy
+    );
+
+    // The new key was added before the old one was deleted.
+    let requests = fx.sim.requests();
+    let post = requests
+        .iter()
+        .position(|r| {
+            r.method == "POST" && r.path == format!("/api/v4/projects/{}/deploy_keys", mismatch.id)
+        })
+        .unwrap();
+    let delete = requests
+        .iter()
+        .position(|r| {
+            r.method == "DELETE"
+                && r.path
+                    .contains(&format!("/projects/{}/deploy_keys/", mismatch.id))
+        })
+        .unwrap();
+    assert!(post < delete);
+
+    let events = store.events(None, None, 100).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "regenerate_deploy_key"
+        && e.outcome == "ok"
+        && e.after.contains("SHA256:")));
+}
+
+#[tokio::test]
+async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
+    let fx = Fixture::new().await;
+    let wrong = fx.connect("acme/wrong");
+    let deleted = fx.connect("acme/deleted");
+    let disabled_ok = fx.connect("acme/disabled-ok");
+    let disabled_down = fx.connect("acme/disabled-down");
+    let sections = repair_sections(&fx, "auto", 1, "");
+    let config = fx.write_config(&[&wrong, &deleted, &disabled_ok, &disabled_down], &sections);
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+
+    fx.sim.update_hook(wrong.id, wrong.hook_id, |h| {
+        h.url = "https://old-ci.example.com/hook".into();
+        h.tag_push_events = false;
+        h.enable_ssl_verification = false;
+        h.token = None;
+    });
+    fx.sim.remove_hook(deleted.id, deleted.hook_id);
+    for p in [&disabled_ok, &disabled_down] {
+        for _ in 0..4 {
+            fx.sim.record_delivery(p.id, p.hook_id, 502);
+        }
+    }
+    fx.sim
+        .set_receiver_status(&Fixture::hook_url(disabled_down.id), 503);
+    let summary = repair_run(&checker).await;
+    assert_eq!(summary.repairs.len(), 4, "{:?}", summary.repairs);
+
+    // Fixed in place: same hook, settings right, our secret resent.
+    assert_one_matching_hook(&fx, &store, wrong.id).await;
+    let hook = &fx.sim.hooks(wrong.id)[0];
+    assert_eq!(hook.id, wrong.hook_id);
+    assert!(hook.tag_push_events && hook.enable_ssl_verification);
+    // Recreated with a fresh secret.
+    assert_one_matching_hook(&fx, &store, deleted.id).await;
+    assert_ne!(fx.sim.hooks(deleted.id)[0].id, deleted.hook_id);
+    for p in [&wrong, &deleted, &disabled_ok] {
+        assert_eq!(
+            component(&store, p.id, Component::Webhook).await.0,
+            State::Healthy,
+            "{}",
+            p.id
+        );
+    }
+    // Re-enabled by a successful test delivery.
+    assert_eq!(fx.sim.hooks(disabled_ok.id)[0].alert_status(), "executable");
+    // The receiver is down: the hook stays disabled and no new hook is made.
+    let hooks = fx.sim.hooks(disabled_down.id);
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(
+        component(&store, disabled_down.id, Component::Webhook)
+            .await
+            .0,
+        State::Disabled
+    );
+    let failed = store.events(None, None, 100).await.unwrap();
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.action == "reenable_webhook" && e.outcome.contains("stays disabled")),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_renamed_project_is_followed_and_a_new_project_is_provisioned() {
+    let fx = Fixture::new().await;
+    let moved = fx.connect("acme/old-name");
+    // A project with nothing of ours at GitLab: connecting it is provisioning.
+    let fresh_id = fx.sim.add_project("acme/fresh");
+    fx.sim.set_member(fresh_id, fx.user, 40);
+    let sections = repair_sections(&fx, "auto", 1, "");
+    let config = fx.write_config(
+        &[&moved],
+        &format!("[[projects]]\nconnection = \"main\"\nid = {fresh_id}\n\n{sections}"),
+    );
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+    assert_one_matching_key(&fx, &store, fresh_id).await;
+    assert_one_matching_hook(&fx, &store, fresh_id).await;
+    assert_eq!(states(&store, fresh_id).await, HEALTHY);
+
+    fx.sim.rename_project(moved.id, "acme/new-name");
+    repair_run(&checker).await;
+    let row = store
+        .active_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.gitlab_id == moved.id as i64)
+        .unwrap();
+    assert_eq!(row.path, "acme/new-name");
+    assert_eq!(states(&store, moved.id).await, HEALTHY);
+    let events = store.events(None, None, 100).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "follow_rename"
+        && e.before == "acme/old-name"
+        && e.after == "acme/new-name"));
+
+    // Pending deletion is never followed.
+    fx.sim.schedule_deletion(moved.id);
+    repair_run(&checker).await;
+    let row = store
+        .active_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.gitlab_id == moved.id as i64)
+        .unwrap();
+    assert_eq!(row.path, "acme/new-name");
+    assert_eq!(states(&store, moved.id).await[0], State::PendingDeletion);
+}
+
+#[tokio::test]
+async fn report_policy_changes_nothing_at_gitlab_and_records_the_plan() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let sections = repair_sections(&fx, "report", 2, "");
+    let config = fx.write_config(&[&p], &sections);
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+    fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
+    fx.sim.remove_hook(p.id, p.hook_id);
+    fx.sim.clear_requests();
+    for _ in 0..3 {
+        repair_run(&checker).await;
+    }
+    assert!(
+        writes(&fx).is_empty(),
+        "report wrote to GitLab: {:?}",
+        writes(&fx)
+    );
+    let plans: Vec<_> = store
+        .events(None, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "plan")
+        .collect();
+    assert_eq!(
+        plans.len(),
+        2,
+        "one plan per component, recorded once: {plans:?}"
+    );
+    assert!(plans.iter().any(|e| e.after == format!(
+        "would regenerate deploy key of acme/app: missing (no deploy key with fingerprint {} among 0 on the project)",
+        p.key.fingerprint
+    )));
+}
+
+#[tokio::test]
+async fn the_storm_guard_pauses_when_every_hook_vanishes() {
+    let fx = Fixture::new().await;
+    let projects: Vec<Connected> = (0..10).map(|i| fx.connect(&format!("acme/s{i}"))).collect();
+    let refs: Vec<&Connected> = projects.iter().collect();
+    let sections = repair_sections(
+        &fx,
+        "auto",
+        1,
+        "storm_share = 0.3\nstorm_min_projects = 3\n",
+    );
+    let config = fx.write_config(&refs, &sections);
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+
+    for p in &projects {
+        fx.sim.remove_hook(p.id, p.hook_id);
+    }
+    let summary = repair_run(&checker).await;
+    assert!(
+        summary.repairs.len() <= 3,
+        "at most the configured share: {:?}",
+        summary.repairs
+    );
+    assert!(summary.repairs_paused);
+    assert!(
+        store
+            .repairs_paused()
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .contains("10 of 10 projects")
+    );
+    // Still paused: every project is still broken, which is no clean sweep.
+    let summary = repair_run(&checker).await;
+    assert!(summary.repairs.is_empty() && summary.repairs_paused);
+
+    // A person resumes: everything is repaired.
+    store.set_repairs_paused(None).await.unwrap();
+    let summary = repair_run(&checker).await;
+    assert_eq!(summary.repairs.len(), 10);
+    for p in &projects {
+        assert_one_matching_hook(&fx, &store, p.id).await;
+    }
+}
+
+#[tokio::test]
+async fn without_a_master_key_secrets_are_refused_and_gitlab_is_untouched() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let config = fx.write_config(
+        &[&p],
+        "[repair]\ndeploy_key = \"auto\"\nconfirm_checks = 1\n",
+    );
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+    fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
+    fx.sim.clear_requests();
+    let summary = repair_run(&checker).await;
+    assert_eq!(summary.repairs, vec![(Component::DeployKey, "failed")]);
+    assert!(writes(&fx).is_empty(), "{:?}", writes(&fx));
+    let events = store.events(None, None, 10).await.unwrap();
+    assert!(
+        events[0].outcome.contains("no master key"),
+        "{:?}",
+        events[0]
+    );
+
+    // Plaintext, when explicitly allowed, works (and the database stays 0600).
+    let config = fx.write_config(&[&p], "[repair]\ndeploy_key = \"auto\"\nconfirm_checks = 1\ncooldown_minutes = 0\n[custody]\nallow_plaintext = true\n");
+    let (checker, store) = fx.checker(&config).await;
+    let summary = repair_run(&checker).await;
+    assert_eq!(summary.repairs, vec![(Component::DeployKey, "ok")]);
+    assert_eq!(store.journal().await.unwrap().len(), 0);
+    assert_eq!(
+        std::fs::metadata(fx.db_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}
+
+fn glwarden(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glwarden"));
+    cmd.args(args).env_remove("RUST_LOG");
+    cmd
+}
+
+async fn run(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adoption_takes_custody_with_zero_gitlab_writes_and_keys_are_served_audited() {
+    let fx = Fixture::new().await;
+    // Connected earlier by hand: a key and a hook glwarden did not make.
+    let id = fx.sim.add_project("acme/legacy");
+    fx.sim.set_member(id, fx.user, 40);
+    let key = glwarden::keys::generate_ed25519("by hand").unwrap();
+    fx.sim
+        .add_deploy_key(id, "manual", &key.public_openssh, false, None);
+    let url = Fixture::hook_url(id);
+    fx.sim.add_hook(
+        id,
+        HookSpec {
+            url: url.clone(),
+            push_events: true,
+            tag_push_events: true,
+            merge_requests_events: true,
+            enable_ssl_verification: true,
+            token: Some("hand-made-token".into()),
+        },
+    );
+    let sections = repair_sections(&fx, "auto", 1, "");
+    let config = fx.write_config(&[], &sections);
+    let cfg = config.to_str().unwrap();
+    let private_file: PathBuf = fx.dir.path().join("id_ed25519");
+    std::fs::write(&private_file, key.private_openssh.as_bytes()).unwrap();
+    std::fs::set_permissions(&private_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token_file = fx.dir.path().join("hook.token");
+    std::fs::write(&token_file, "hand-made-token").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    fx.sim.clear_requests();
+    let out = run(glwarden(&[
+        "--config",
+        cfg,
+        "project",
+        "add",
+        "acme/legacy",
+        "--adopt-deploy-key",
+        private_file.to_str().unwrap(),
+        "--adopt-hook-url",
+        &url,
+        "--hook-token-file",
+        token_file.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(glwarden(&["--config", cfg, "repair"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        writes(&fx).is_empty(),
+        "adoption wrote to GitLab: {:?}",
+        writes(&fx)
+    );
+
+    // The CI gets the key back, and the read is audited.
+    let out = run(glwarden(&[
+        "--config",
+        cfg,
+        "key",
+        "private",
+        "acme/legacy",
+    ]))
+    .await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BEGIN OPENSSH PRIVATE KEY"));
+    let out = run(glwarden(&["--config", cfg, "key", "public", "acme/legacy"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ssh-ed25519 "));
+    let out = run(glwarden(&[
+        "--config",
+        cfg,
+        "events",
+        "--project",
+        "acme/legacy",
+        "--since",
+        "1h",
+    ]))
+    .await;
+    let events = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        events.contains("key_read") && events.contains("adopt"),
+        "{events}"
+    );
+    assert!(
+        !events.contains("PRIVATE KEY") && !events.contains("hand-made-token"),
+        "{events}"
+    );
+}
+
+/// Starts `glwarden regenerate`, SIGKILLs it once the simulator sees `method path`, clears faults.
+async fn kill_mid_repair(
+    fx: &Fixture,
+    config: &std::path::Path,
+    project: &str,
+    what: &str,
+    method: &str,
+    path_part: &str,
+) {
+    let mut child = glwarden(&[
+        "--config",
+        config.to_str().unwrap(),
+        "regenerate",
+        project,
+        what,
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if fx
+            .sim
+            .requests()
+            .iter()
+            .any(|r| r.method == method && r.path.contains(path_part))
+        {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "regenerate ended before the crash point {method} {path_part}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {method} {path_part}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    fx.sim.clear_faults();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rotation_killed_after_any_step_is_finished_on_restart() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let sections = repair_sections(&fx, "report", 2, "");
+    let config = fx.write_config(&[&p], &sections);
+    let (checker, _) = fx.checker(&config).await;
+    checker.run(&Selection::All).await.unwrap();
+    drop(checker);
+    let base = format!("/api/v4/projects/{}/deploy_keys", p.id);
+    let crash_points = [
+        // POST answered slowly: GitLab has the new key, we never learn its id.
+        (
+            "POST",
+            base.clone(),
+            FaultKind::SlowBody {
+                chunk_delay: Duration::from_secs(5),
+            },
+        ),
+        // Confirming the new key.
+        ("GET", format!("{base}/"), FaultKind::Hang),
+        // Deleting the old key, after the new one is stored.
+        ("DELETE", format!("{base}/"), FaultKind::Hang),
+    ];
+    for (method, path, kind) in crash_points {
+        fx.sim.inject(Fault {
+            method: Some(method.into()),
+            path_contains: Some(path.clone()),
+            kind,
+            times: None,
+        });
+        fx.sim.clear_requests();
+        kill_mid_repair(&fx, &config, "acme/app", "--deploy-key", method, &path).await;
+        let store = Store::open(&fx.db_path()).await.unwrap();
+        assert_eq!(
+            store.journal().await.unwrap().len(),
+            1,
+            "crash at {method} {path} left an intent"
+        );
+        store.close().await;
+        // Any start resumes the journal first.
+        let out = run(glwarden(&["--config", config.to_str().unwrap(), "check"])).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "after crash at {method} {path}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let store = Store::open(&fx.db_path()).await.unwrap();
+        assert_one_matching_key(&fx, &store, p.id).await;
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_recreation_killed_after_any_step_is_finished_on_restart() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let sections = repair_sections(&fx, "report", 2, "");
+    let config = fx.write_config(&[&p], &sections);
+    let (checker, _) = fx.checker(&config).await;
+    checker.run(&Selection::All).await.unwrap();
+    drop(checker);
+    let hooks = format!("/api/v4/projects/{}/hooks", p.id);
+    let crash_points = [
+        // Looking for a hook left by an earlier attempt, before creating one.
+        ("GET", hooks.clone(), FaultKind::Hang),
+        // POST answered slowly: GitLab made the hook, we never learn its id.
+        (
+            "POST",
+            hooks.clone(),
+            FaultKind::SlowBody {
+                chunk_delay: Duration::from_secs(5),
+            },
+        ),
+    ];
+    for (method, path, kind) in crash_points {
+        // Deleted by hand: the stored hook id answers 404 from now on.
+        fx.sim.remove_hook(p.id, fx.sim.hooks(p.id)[0].id);
+        fx.sim.inject(Fault {
+            method: Some(method.into()),
+            path_contains: Some(path.clone()),
+            kind,
+            times: None,
+        });
+        fx.sim.clear_requests();
+        // The stored hook id is gone at GitLab: regenerate recreates the hook.
+        kill_mid_repair(&fx, &config, "acme/app", "--webhook", method, &path).await;
+        let out = run(glwarden(&["--config", config.to_str().unwrap(), "check"])).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "after crash at {method}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let store = Store::open(&fx.db_path()).await.unwrap();
+        assert_one_matching_hook(&fx, &store, p.id).await;
+        store.close().await;
+    }
+}
