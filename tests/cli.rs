@@ -312,6 +312,9 @@ async fn the_shipped_example_config_is_valid() {
     let token = creds.path().join("gitlab-token");
     std::fs::write(&token, "glpat-example").unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let master = creds.path().join("master-key");
+    std::fs::write(&master, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o600)).unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/glwarden.example.toml");
     let mut cmd = glwarden(&["--config", example, "config", "check"]);
     cmd.env("CREDENTIALS_DIRECTORY", creds.path());

@@ -722,3 +722,42 @@ async fn a_webhook_recreation_killed_after_any_step_is_finished_on_restart() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn key_files_are_written_for_the_ci_and_replaced_on_rotation() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let key_dir = fx.dir.path().join("keys");
+    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n")
+        + &format!("key_dir = {:?}\n", key_dir.display().to_string());
+    let config = fx.write_config(&[&p], &sections);
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+    fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
+    repair_run(&checker).await;
+    let file = key_dir.join(p.id.to_string());
+    let first = std::fs::read_to_string(&file).expect("key file written");
+    assert!(first.contains("BEGIN OPENSSH PRIVATE KEY"));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_one_matching_key(&fx, &store, p.id).await;
+
+    let out = checker
+        .regenerate(
+            &store.active_projects().await.unwrap()[0],
+            Component::DeployKey,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, "ok");
+    let second = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(first, second, "replaced on rotation");
+    assert_one_matching_key(&fx, &store, p.id).await;
+    assert_eq!(
+        std::fs::read_dir(&key_dir).unwrap().count(),
+        1,
+        "no temporary files left behind"
+    );
+}
