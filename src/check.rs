@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TokenKind, expand_url_template};
 use crate::gitlab::oauth::{OAuthClient, OAuthPair, OAuthSession, Persist};
-use crate::gitlab::types::{DeployKey, Hook};
+use crate::gitlab::types::{DeployKey, Hook, Project};
 use crate::gitlab::{ApiError, ClientOptions, ErrorKind, GitLab};
 use crate::health::{Component, Observation, State};
 use crate::inventory::{self, ConnectionHandle};
@@ -26,6 +26,10 @@ use crate::probe::{
 use crate::repair::{self, Action, Decision, Policies, Repairer};
 use crate::store::NewEvent;
 use crate::store::{ProjectRow, Store, StoreError};
+
+/// Marks the first 404 of a project, confirmed (or not) by the next check.
+const NOT_FOUND_ONCE: &str =
+    "GitLab answers 404 for the project; not_found if the next check agrees";
 
 /// Observations are written in transactions of this many projects.
 const WRITE_BATCH: usize = 500;
@@ -215,6 +219,7 @@ impl Checker {
             .into_iter()
             .filter(|p| selection.matches(p))
             .collect();
+        let mut listed = self.list_projects_in_bulk(&handles, &projects).await;
         let total = projects.len().max(1) as u32;
         let started_at = tokio::time::Instant::now();
         let cancel = options.cancel.clone().unwrap_or_default();
@@ -222,6 +227,9 @@ impl Checker {
             .map(|(i, project)| {
                 let client = self.clients[&project.connection].clone();
                 let verdict = &verdicts[&project.connection];
+                let from_list = listed
+                    .get_mut(&project.connection)
+                    .and_then(|m| m.remove(&(project.gitlab_id as u64)));
                 // Project i starts no earlier than i/n of the way through the spread.
                 let start = started_at
                     + options
@@ -238,11 +246,26 @@ impl Checker {
                     if cancel.is_cancelled() {
                         return None;
                     }
-                    Some(self.check_project(&client, verdict, project).await)
+                    Some(
+                        self.check_project(&client, verdict, project, from_list)
+                            .await,
+                    )
                 }
             })
             .buffer_unordered(self.cfg.raw.check.concurrency);
 
+        // Writes go to their own task, so that the store never holds up the
+        // requests in flight; a bounded channel keeps memory flat.
+        let (to_writer, mut batches) =
+            tokio::sync::mpsc::channel::<Vec<(Component, i64, Observation)>>(4);
+        let store = self.store.clone();
+        let writer = tokio::spawn(async move {
+            let mut written = Vec::new();
+            while let Some(batch) = batches.recv().await {
+                written.extend(store.record(&batch, Utc::now()).await?);
+            }
+            Ok::<_, StoreError>(written)
+        });
         let mut pending = Vec::with_capacity(WRITE_BATCH * 3);
         while let Some(outcome) = outcomes.next().await {
             let Some(outcome) = outcome else {
@@ -256,14 +279,19 @@ impl Checker {
             }
             if pending.len() >= WRITE_BATCH * 3 {
                 count(&mut summary.observed, &pending);
-                let written = self.store.record(&pending, Utc::now()).await?;
-                summary.transitions += written.len();
-                note_breakages(&mut newly_broken, &written);
-                pending.clear();
+                if to_writer.send(std::mem::take(&mut pending)).await.is_err() {
+                    break; // the writer failed: its error is returned below
+                }
             }
         }
+        drop(outcomes);
         count(&mut summary.observed, &pending);
-        let written = self.store.record(&pending, Utc::now()).await?;
+        let _ = to_writer.send(pending).await;
+        drop(to_writer);
+        let written = writer.await.map_err(|e| StoreError::Open {
+            path: self.cfg.raw.store.path.display().to_string(),
+            reason: format!("writer task failed: {e}"),
+        })??;
         summary.transitions += written.len();
         note_breakages(&mut newly_broken, &written);
         if options.repair && !cancel.is_cancelled() {
@@ -275,6 +303,89 @@ impl Checker {
         let requests_after: u64 = self.clients.values().map(|c| c.requests_sent()).sum();
         summary.requests = requests_after - requests_before;
         Ok(summary)
+    }
+
+    /// A single 404 is ambiguous (GitLab deleted the project, or GitLab is
+    /// having an outage that answers 404): `not_found` is recorded only when
+    /// the next check says so too; the first one is `unknown`.
+    async fn confirm_not_found(&self, project_id: i64, observed: Observation) -> Observation {
+        if observed.state() != State::NotFound {
+            return observed;
+        }
+        let prev = self
+            .store
+            .health(Component::Repository, project_id)
+            .await
+            .ok()
+            .flatten();
+        let seen_before = prev.is_some_and(|h| {
+            h.state.as_deref() == Some("not_found")
+                || (h.pending.as_deref() == Some("unknown")
+                    && h.pending_detail
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with(NOT_FOUND_ONCE)))
+        });
+        if seen_before {
+            observed
+        } else {
+            Observation::Unknown {
+                reason: format!("{NOT_FOUND_ONCE}: {}", observed.detail()),
+            }
+        }
+    }
+
+    /// Project metadata for every usable connection with enough projects to
+    /// be worth it, from `GET /projects?membership=true&min_access_level=40`
+    /// (keyset, 100 a page): one request per 100 projects instead of one each.
+    /// Only the inventory's projects are kept. A failed listing falls back to
+    /// one lookup per project.
+    async fn list_projects_in_bulk(
+        &self,
+        handles: &BTreeMap<String, ConnectionHandle>,
+        projects: &[ProjectRow],
+    ) -> std::collections::HashMap<String, std::collections::HashMap<u64, Project>> {
+        let mut listed = std::collections::HashMap::new();
+        for (name, handle) in handles.iter().filter(|(_, h)| h.usable) {
+            let wanted: std::collections::HashSet<u64> = projects
+                .iter()
+                .filter(|p| &p.connection == name)
+                .map(|p| p.gitlab_id as u64)
+                .collect();
+            if wanted.len() < self.cfg.raw.check.bulk_list_min_projects {
+                continue;
+            }
+            let mut found = std::collections::HashMap::with_capacity(wanted.len());
+            let walked = handle
+                .client
+                .for_each_page(
+                    "projects",
+                    &[
+                        ("membership", "true"),
+                        ("min_access_level", "40"),
+                        ("pagination", "keyset"),
+                        ("order_by", "id"),
+                        ("sort", "asc"),
+                    ],
+                    |page: Vec<Project>| {
+                        found.extend(
+                            page.into_iter()
+                                .filter(|p| wanted.contains(&p.id))
+                                .map(|p| (p.id, p)),
+                        );
+                        true
+                    },
+                )
+                .await;
+            match walked {
+                Ok(()) => {
+                    listed.insert(name.clone(), found);
+                }
+                Err(e) => {
+                    tracing::warn!(connection = %name, error = %e, "bulk project listing failed; looking projects up one by one")
+                }
+            }
+        }
+        listed
     }
 
     /// The "Regenerate" button: rotates the project's deploy key or webhook
@@ -317,7 +428,7 @@ impl Checker {
             .project(project.id)
             .await?
             .unwrap_or_else(|| project.clone());
-        let checked = self.check_project(&client, &verdict, fresh).await;
+        let checked = self.check_project(&client, &verdict, fresh, None).await;
         self.remember_findings(&checked).await?;
         let batch: Vec<_> = checked
             .observations
@@ -487,7 +598,7 @@ impl Checker {
             }
             if repaired {
                 let fresh = self.store.project(project.id).await?.unwrap_or(project);
-                let outcome = self.check_project(&client, verdict, fresh).await;
+                let outcome = self.check_project(&client, verdict, fresh, None).await;
                 self.remember_findings(&outcome).await?;
                 let batch: Vec<_> = outcome
                     .observations
@@ -524,6 +635,7 @@ impl Checker {
         client: &GitLab,
         connection: &ConnectionVerdict,
         p: ProjectRow,
+        from_list: Option<Project>,
     ) -> ProjectOutcome {
         let mut outcome = ProjectOutcome {
             project_id: p.id,
@@ -553,7 +665,13 @@ impl Checker {
         }
 
         let gitlab_id = p.gitlab_id as u64;
-        let answer = client.project(&gitlab_id.to_string()).await;
+        // From the bulk list when it had the project (it lists only projects
+        // where we are Maintainer or more); otherwise one lookup, which tells
+        // not_found from access_lost.
+        let answer = match from_list {
+            Some(listed) => Ok(listed),
+            None => client.project(&gitlab_id.to_string()).await,
+        };
         // A project configured by id has no stored path until its first answer.
         let path = match (&answer, p.path.is_empty()) {
             (Ok(found), true) => {
@@ -562,7 +680,9 @@ impl Checker {
             }
             _ => p.path.clone(),
         };
-        let repository = probe::repository(&answer, &path);
+        let repository = self
+            .confirm_not_found(p.id, probe::repository(&answer, &path))
+            .await;
         let blocks = match repository.state() {
             State::NotFound | State::AccessLost => {
                 Some(format!("repository is {}", repository.state()))

@@ -205,7 +205,24 @@ pub struct DemoArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let usage_shown = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) || e.to_string().contains("Usage:");
+            let _ = e.print();
+            // Every misuse ends with the usage of the command at fault.
+            if !usage_shown {
+                eprintln!("\n{}", usage_for(&std::env::args().collect::<Vec<_>>()));
+            }
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
     // The daemon logs per its configuration; one-shot commands stay quiet unless asked.
     if !matches!(cli.command, Command::Run) {
         let level = match cli.verbose {
@@ -232,6 +249,20 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_FATAL)
         }
     }
+}
+
+/// The usage line of the deepest subcommand named on the command line.
+fn usage_for(args: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build(); // gives subcommands their full name ("glwarden check")
+    for arg in args.iter().skip(1) {
+        match cmd.find_subcommand(arg) {
+            Some(sub) => cmd = sub.clone(),
+            None => continue,
+        }
+    }
+    cmd.render_usage().to_string()
 }
 
 fn config_path(given: Option<PathBuf>) -> PathBuf {

@@ -176,6 +176,15 @@ pub struct CheckConfig {
     /// A token that expires within this many days makes its connection `expiring`.
     #[serde(default = "default_warning_days")]
     pub token_expiry_warning_days: u32,
+    /// A connection with at least this many projects reads their metadata in
+    /// bulk (`GET /projects?membership=true`, 100 a page) once per sweep
+    /// instead of one `GET /projects/:id` each.
+    #[serde(default = "default_bulk_list_min_projects")]
+    pub bulk_list_min_projects: usize,
+}
+
+fn default_bulk_list_min_projects() -> usize {
+    20
 }
 
 impl Default for CheckConfig {
@@ -188,6 +197,7 @@ impl Default for CheckConfig {
             max_rate_limit_wait_seconds: default_max_rate_limit_wait(),
             webhook_deliveries: false,
             token_expiry_warning_days: default_warning_days(),
+            bulk_list_min_projects: default_bulk_list_min_projects(),
         }
     }
 }

@@ -116,12 +116,25 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     };
     // The first sweep starts now rather than at the first cron tick.
     let mut sweep: Option<JoinHandle<SweepResult>> = Some(daemon.start_sweep());
+    // The scheduler follows the wall clock; a clock stepped back (NTP, a VM
+    // restored) would silence it for as long as the step. The loop keeps a
+    // monotonic eye on it and sweeps anyway when ticks stop coming.
+    let mut last_start = tokio::time::Instant::now();
 
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
                 liveness.beat();
                 notify(&[NotifyState::Watchdog]);
+                let overdue = (cron_interval(&daemon.cfg) * 2).max(Duration::from_secs(2));
+                if sweep.is_none() && last_start.elapsed() > overdue {
+                    tracing::warn!(
+                        silent_seconds = last_start.elapsed().as_secs(),
+                        "no scheduled sweep for twice the interval (wall clock stepped?); sweeping now"
+                    );
+                    last_start = tokio::time::Instant::now();
+                    sweep = Some(daemon.start_sweep());
+                }
             }
             Some(()) = ticks.recv() => {
                 if sweep.is_some() {
@@ -132,6 +145,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 if std::mem::take(&mut reload_requested) {
                     daemon.reload().await;
                 }
+                last_start = tokio::time::Instant::now();
                 sweep = Some(daemon.start_sweep());
             }
             result = async { sweep.as_mut().expect("guarded by the condition").await }, if sweep.is_some() => {
@@ -290,18 +304,19 @@ impl Daemon {
     }
 }
 
-/// How long a sweep's checks are spread over: a share of the time between
-/// the next two scheduled sweeps.
+/// How long a sweep's checks are spread over: a share of the interval.
 fn sweep_spread(cfg: &Config) -> Duration {
+    cron_interval(cfg).mul_f64(cfg.raw.schedule.spread)
+}
+
+/// The time between the next two scheduled sweeps.
+fn cron_interval(cfg: &Config) -> Duration {
     let Ok(cron) = parse_cron(&cfg.raw.schedule.cron) else {
         return Duration::ZERO;
     };
     let mut next = cron.iter_after(chrono::Utc::now());
     match (next.next(), next.next()) {
-        (Some(a), Some(b)) => (b - a)
-            .to_std()
-            .unwrap_or_default()
-            .mul_f64(cfg.raw.schedule.spread),
+        (Some(a), Some(b)) => (b - a).to_std().unwrap_or_default(),
         _ => Duration::ZERO,
     }
 }

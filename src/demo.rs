@@ -212,6 +212,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
             _ => "NOT all healthy (unexpected)",
         }
     );
+    // A project GitLab no longer has answers 404; one 404 could be an
+    // outage, so `not_found` needs two checks in a row: it is deleted now.
+    let gone = PROJECTS
+        .iter()
+        .position(|p| matches!(p.breakage, Breakage::DeleteProject))
+        .expect("demo deletes one");
+    sim.delete_project(seeded[gone].0);
+    checker
+        .run(&Selection::One(seeded[gone].0.to_string()))
+        .await?;
     println!(
         "Now the simulator breaks things the way they break in life, and glwarden checks again.\n"
     );
@@ -300,7 +310,8 @@ fn break_things(
                 let user = connections[0].user;
                 sim.set_member(id, user, 30);
             }
-            Breakage::DeleteProject => sim.delete_project(id),
+            // Deleted before the second-to-last check (see `run`).
+            Breakage::DeleteProject => {}
             Breakage::RotateLocalKeyAndEditHook => {
                 if let Some(h) = our_hook() {
                     sim.update_hook(id, h.id, |hook| {

@@ -48,22 +48,21 @@ pub async fn sync(
             .await
         {
             Ok(projects) => {
-                for p in projects {
-                    let id = store
-                        .upsert_project(&NewProject {
-                            connection_id: conn.id,
-                            gitlab_id: p.id,
-                            path: &p.path_with_namespace,
-                            source: Source::Discovery,
-                            config_ref: None,
-                            webhook_url: None,
-                            public_key: None,
-                            fingerprint: None,
-                            from_config: false,
-                        })
-                        .await?;
-                    keep.insert(id);
-                }
+                let rows: Vec<NewProject> = projects
+                    .iter()
+                    .map(|p| NewProject {
+                        connection_id: conn.id,
+                        gitlab_id: p.id,
+                        path: &p.path_with_namespace,
+                        source: Source::Discovery,
+                        config_ref: None,
+                        webhook_url: None,
+                        public_key: None,
+                        fingerprint: None,
+                        from_config: false,
+                    })
+                    .collect();
+                keep.extend(store.upsert_projects(&rows).await?);
             }
             Err(e) => {
                 discovery_complete = false;

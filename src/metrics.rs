@@ -169,7 +169,7 @@ impl Metrics {
             component_unhealthy: gauge_vec(
                 &r,
                 "glwarden_component_unhealthy",
-                "1 for each project component that is not healthy, labelled with its state; absent once healthy.",
+                "1 for each project component in a broken or expiring state (not unknown or blocked), labelled with the state; absent once healthy.",
                 &["connection", "project", "component", "state"],
             ),
             component_healthy: gauge_vec(
@@ -339,7 +339,13 @@ impl Metrics {
                 (Component::Webhook, &p.webhook),
             ] {
                 *counts.entry((component, line.state)).or_default() += 1;
-                if !line.state.is_healthy() {
+                // `unknown` and `blocked` are counted, not listed per project:
+                // an outage or a revoked token would otherwise put every
+                // project of a large fleet into the exposition at once, and
+                // no alert needs them (the cause has its own series).
+                if !line.state.is_healthy()
+                    && !matches!(line.state, State::Unknown | State::Blocked)
+                {
                     unhealthy.insert([
                         p.connection.clone(),
                         p.path.clone(),

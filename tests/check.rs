@@ -37,6 +37,14 @@ async fn repository_states_come_from_gitlab_answers() {
     fx.sim.set_member(lost.id, fx.user, 30);
     fx.sim.delete_project(gone.id);
     fx.check(&checker).await;
+    // One 404 could be an outage: unknown, until the next check agrees.
+    let (state, detail) = component(&store, gone.id, Component::Repository).await;
+    assert_eq!(state, State::Unknown, "{detail}");
+    assert!(
+        detail.contains("not_found if the next check agrees"),
+        "{detail}"
+    );
+    fx.check(&checker).await;
 
     let (state, detail) = component(&store, moved.id, Component::Repository).await;
     assert_eq!(state, State::Moved);
@@ -474,4 +482,64 @@ async fn removing_a_project_from_the_config_keeps_its_history() {
         !store.transitions(Some(id), 10).await.unwrap().is_empty(),
         "history survives removal"
     );
+}
+
+#[tokio::test]
+async fn large_inventories_read_project_metadata_in_bulk_at_about_two_requests_a_project() {
+    let fx = Fixture::new().await;
+    let projects: Vec<Connected> = (0..250)
+        .map(|i| fx.connect(&format!("fleet/p{i:03}")))
+        .collect();
+    // Someone else's project the token can also see: listed, not ours, ignored.
+    fx.sim.add_project("fleet/not-ours");
+    let refs: Vec<&Connected> = projects.iter().collect();
+    let config = fx.write_config(&refs, "");
+    let (checker, store) = fx.checker(&config).await;
+    fx.check(&checker).await; // learns paths and owned ids
+
+    fx.sim.clear_requests();
+    fx.check(&checker).await;
+    let requests = fx.sim.requests();
+    let per_project = requests.len() as f64 / projects.len() as f64;
+    assert!(
+        per_project <= 2.05,
+        "{} requests for {} healthy projects = {per_project:.3}",
+        requests.len(),
+        projects.len()
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path.starts_with("/api/v4/projects/") && r.path.matches('/').count() == 4)
+            .count(),
+        0,
+        "no per-project lookups when the bulk list has them"
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path == "/api/v4/projects")
+            .count(),
+        3,
+        "keyset pages of 100"
+    );
+
+    // A rename shows in the list; a project that left the list is looked up alone.
+    fx.sim.rename_project(projects[0].id, "fleet/renamed");
+    fx.sim.set_member(projects[1].id, fx.user, 30);
+    fx.sim.clear_requests();
+    fx.check(&checker).await;
+    assert_eq!(states(&store, projects[0].id).await[0], State::Moved);
+    assert_eq!(
+        states(&store, projects[1].id).await,
+        [State::AccessLost, State::Blocked, State::Blocked]
+    );
+    let single: Vec<String> = fx
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/api/v4/projects/") && r.path.matches('/').count() == 4)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(single, vec![format!("/api/v4/projects/{}", projects[1].id)]);
 }

@@ -67,6 +67,16 @@ pub trait RequestObserver: Send + Sync {
     fn rate_limit(&self, info: RateLimitInfo);
 }
 
+/// Splits a per-minute budget into a burst and an even rate whose sum is the budget.
+fn pacer_shape(requests_per_minute: u32) -> (std::num::NonZeroU32, u32) {
+    let r = requests_per_minute.max(2);
+    let burst = (r / 600).max(1);
+    (
+        std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN),
+        r - burst,
+    )
+}
+
 /// First pause after a 5xx or timeout; doubled per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -107,13 +117,15 @@ pub struct RateGate {
 
 impl RateGate {
     fn new(requests_per_minute: Option<u32>) -> Self {
-        // Evenly spaced, burst of one: no 60-second window ever holds more
-        // than the budget, and a sweep is a steady trickle, not a burst.
-        let pacer = requests_per_minute
-            .and_then(|r| {
-                governor::Quota::with_period(Duration::from_secs_f64(60.0 / f64::from(r.max(1))))
-            })
-            .map(|q| governor::RateLimiter::direct(q.allow_burst(std::num::NonZeroU32::MIN)));
+        // A small burst (a tenth of a second's budget) and the rest evenly
+        // spaced: burst + rate never exceed the budget in any 60-second
+        // window, a sweep is a steady trickle, and requests that arrive
+        // together do not each wait on a timer.
+        let pacer = requests_per_minute.and_then(|r| {
+            let (burst, rate) = pacer_shape(r);
+            governor::Quota::with_period(Duration::from_secs_f64(60.0 / f64::from(rate)))
+                .map(|q| governor::RateLimiter::direct(q.allow_burst(burst)))
+        });
         Self {
             pacer,
             ..Self::default()
@@ -621,6 +633,7 @@ impl GitLab {
             }
         }
         let mut seen = std::collections::HashSet::new();
+        let (mut pages, mut items) = (0u64, 0u64);
         for _ in 0..MAX_PAGES {
             if !seen.insert(url.as_str().to_owned()) {
                 return Err(ApiError {
@@ -636,13 +649,42 @@ impl GitLab {
             let answer = self.send(Method::GET, url.clone(), &endpoint, None).await?;
             let page: Vec<T> = decode(&answer.body, "GET", &endpoint)?;
             let empty = page.is_empty();
-            if !visit(page) || empty {
+            pages += 1;
+            items += page.len() as u64;
+            let stop = !visit(page);
+            let next = self.next_page(&url, &answer.headers);
+            if stop {
                 return Ok(());
             }
-            match self.next_page(&url, &answer.headers) {
-                Some(next) => url = next,
-                None => return Ok(()),
+            if next.is_none() || empty {
+                // A list that ends before GitLab's own totals say it should
+                // is not the whole list: deciding "missing" from it would
+                // create a duplicate key or hook.
+                let total_pages = header_str(&answer.headers, "x-total-pages")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let total = header_str(&answer.headers, "x-total")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let short =
+                    total_pages.is_some_and(|t| pages < t) || total.is_some_and(|t| items < t);
+                if short {
+                    return Err(ApiError {
+                        method: "GET",
+                        endpoint,
+                        kind: ErrorKind::BadResponse {
+                            status: 200,
+                            message: format!(
+                                "list ended early: {items} entries on {pages} pages, GitLab announced {} entries on {} pages",
+                                total.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+                                total_pages
+                                    .map(|t| t.to_string())
+                                    .unwrap_or_else(|| "?".into())
+                            ),
+                        },
+                    });
+                }
+                return Ok(());
             }
+            url = next.expect("checked above");
         }
         Err(ApiError {
             method: "GET",
@@ -916,6 +958,16 @@ mod tests {
         );
         assert_eq!(endpoint_class("/oauth/token/info"), "oauth");
         assert_eq!(endpoint_class("/something/else/entirely"), "other");
+    }
+
+    #[test]
+    fn pacing_never_exceeds_the_budget_in_a_minute() {
+        for budget in [2, 120, 1800, 2000, 100_000_000] {
+            let (burst, rate) = pacer_shape(budget);
+            assert!(burst.get() + rate <= budget, "{budget}: {burst} + {rate}");
+            assert!(rate > 0);
+        }
+        assert_eq!(pacer_shape(1800).0.get(), 3);
     }
 
     #[test]

@@ -429,6 +429,22 @@ impl Sim {
         self.w().requests.clear();
     }
 
+    /// Requests ever received, whether their records are kept or not.
+    pub fn request_total(&self) -> u64 {
+        self.w().requests.total()
+    }
+
+    /// 429 answers ever sent.
+    pub fn too_many_requests_sent(&self) -> u64 {
+        self.w().requests.too_many
+    }
+
+    /// Keep a record of every request (the default) or only count them
+    /// (a benchmark's millions of requests).
+    pub fn keep_request_log(&self, keep: bool) {
+        self.w().requests.discard = !keep;
+    }
+
     /// The whole world as JSON (what `GET /_sim/state` returns).
     pub fn state(&self) -> serde_json::Value {
         serde_json::to_value(&*self.w()).unwrap_or_default()

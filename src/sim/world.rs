@@ -191,15 +191,31 @@ pub(crate) struct RequestLog {
     records: Vec<RequestRecord>,
     /// Sequence number of `records[0]`.
     base: u64,
+    /// Count only, keep no records (long benchmark runs).
+    pub discard: bool,
+    /// 429 answers ever sent, kept or not.
+    pub too_many: u64,
 }
 
 impl RequestLog {
     pub fn start(&mut self, rec: RequestRecord) -> u64 {
+        if self.discard {
+            self.base += 1;
+            return u64::MAX;
+        }
         self.records.push(rec);
         self.base + self.records.len() as u64 - 1
     }
 
+    /// Requests ever received (kept, cleared or discarded).
+    pub fn total(&self) -> u64 {
+        self.base + self.records.len() as u64
+    }
+
     pub fn finish(&mut self, seq: u64, status: u16, user: Option<u64>) {
+        if status == 429 {
+            self.too_many += 1;
+        }
         if let Some(r) = seq
             .checked_sub(self.base)
             .and_then(|i| self.records.get_mut(i as usize))

@@ -202,7 +202,10 @@ pub fn fold(
     }
 }
 
-/// The database.
+/// The database. Write transactions start with `BEGIN IMMEDIATE`: a
+/// deferred one that reads first and then writes fails at once
+/// (SQLITE_BUSY_SNAPSHOT) when another connection wrote meanwhile, whatever
+/// the busy timeout.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -316,43 +319,24 @@ impl Store {
     /// Adds a project or brings a removed one back; returns its id.
     /// Key material and an owned id already stored are kept unless new ones are given.
     pub async fn upsert_project(&self, p: &NewProject<'_>) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO projects (connection_id, gitlab_id, path, source, config_ref, webhook_url,
-                                   public_key, fingerprint, added_at, config_fingerprint)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (connection_id, gitlab_id) DO UPDATE SET
-                 source = excluded.source,
-                 config_ref = COALESCE(excluded.config_ref, projects.config_ref),
-                 webhook_url = COALESCE(excluded.webhook_url, projects.webhook_url),
-                 public_key = CASE
-                     WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.public_key, projects.public_key)
-                     WHEN excluded.config_fingerprint IS NOT projects.config_fingerprint THEN excluded.public_key
-                     ELSE projects.public_key END,
-                 fingerprint = CASE
-                     WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.fingerprint, projects.fingerprint)
-                     WHEN excluded.config_fingerprint IS NOT projects.config_fingerprint THEN excluded.fingerprint
-                     ELSE projects.fingerprint END,
-                 private_key = CASE
-                     WHEN excluded.config_fingerprint IS NOT NULL
-                      AND excluded.config_fingerprint IS NOT projects.config_fingerprint THEN NULL
-                     ELSE projects.private_key END,
-                 config_fingerprint = COALESCE(excluded.config_fingerprint, projects.config_fingerprint),
-                 removed_at = NULL
-             RETURNING id",
-        )
-        .bind(p.connection_id)
-        .bind(p.gitlab_id as i64)
-        .bind(p.path)
-        .bind(p.source.as_str())
-        .bind(p.config_ref)
-        .bind(p.webhook_url)
-        .bind(p.public_key)
-        .bind(p.fingerprint)
-        .bind(Utc::now())
-        .bind(if p.from_config { p.fingerprint } else { None })
-        .fetch_one(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let id = upsert_project_in(&mut tx, p).await?;
+        tx.commit().await?;
         Ok(id)
+    }
+
+    /// Many projects in one transaction (discovery, large inventories).
+    pub async fn upsert_projects(
+        &self,
+        projects: &[NewProject<'_>],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut ids = Vec::with_capacity(projects.len());
+        for p in projects {
+            ids.push(upsert_project_in(&mut tx, p).await?);
+        }
+        tx.commit().await?;
+        Ok(ids)
     }
 
     /// The project a configuration entry was resolved to before, if any.
@@ -439,6 +423,21 @@ impl Store {
         Ok(())
     }
 
+    /// Current health of one component.
+    pub async fn health(
+        &self,
+        component: Component,
+        subject_id: i64,
+    ) -> Result<Option<HealthRow>, StoreError> {
+        Ok(sqlx::query_as::<_, HealthRow>(
+            "SELECT * FROM health WHERE component = ?1 AND subject_id = ?2",
+        )
+        .bind(component.as_str())
+        .bind(subject_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Current health of every component.
     pub async fn all_health(&self) -> Result<Vec<HealthRow>, StoreError> {
         Ok(sqlx::query_as::<_, HealthRow>("SELECT * FROM health")
@@ -447,60 +446,79 @@ impl Store {
     }
 
     /// Records a batch of observations in one transaction; returns the
-    /// transitions it wrote.
+    /// transitions it wrote. The current rows are read with one query per
+    /// chunk and written back with multi-row upserts, so a batch of thousands
+    /// costs a handful of statements rather than two per observation.
     pub async fn record(
         &self,
         batch: &[(Component, i64, Observation)],
         now: DateTime<Utc>,
     ) -> Result<Vec<(Component, i64, Transition)>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        use sqlx::QueryBuilder;
+        const CHUNK: usize = 300;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut transitions = Vec::new();
-        for (component, subject_id, observation) in batch {
-            let prev = sqlx::query_as::<_, HealthRow>(
-                "SELECT * FROM health WHERE component = ?1 AND subject_id = ?2",
-            )
-            .bind(component.as_str())
-            .bind(subject_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (next, transition) = fold(prev.as_ref(), *component, *subject_id, observation, now);
-            sqlx::query(
+        for chunk in batch.chunks(CHUNK) {
+            let mut query = QueryBuilder::new("SELECT * FROM health WHERE subject_id IN (");
+            let mut ids = query.separated(", ");
+            for (_, subject, _) in chunk {
+                ids.push_bind(*subject);
+            }
+            query.push(")");
+            let prev: std::collections::HashMap<(String, i64), HealthRow> = query
+                .build_query_as::<HealthRow>()
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|h| ((h.component.clone(), h.subject_id), h))
+                .collect();
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (component, subject_id, observation) in chunk {
+                let before = prev.get(&(component.as_str().to_owned(), *subject_id));
+                let (next, transition) = fold(before, *component, *subject_id, observation, now);
+                if let Some(t) = transition {
+                    transitions.push((*component, *subject_id, t));
+                }
+                rows.push(next);
+            }
+            let mut upsert = QueryBuilder::new(
                 "INSERT INTO health (component, subject_id, state, detail, since, consecutive, last_checked,
-                                     pending, pending_detail, pending_since)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (component, subject_id) DO UPDATE SET
+                                     pending, pending_detail, pending_since) ",
+            );
+            upsert.push_values(&rows, |mut b, next| {
+                b.push_bind(&next.component)
+                    .push_bind(next.subject_id)
+                    .push_bind(&next.state)
+                    .push_bind(&next.detail)
+                    .push_bind(next.since)
+                    .push_bind(next.consecutive)
+                    .push_bind(next.last_checked)
+                    .push_bind(&next.pending)
+                    .push_bind(&next.pending_detail)
+                    .push_bind(next.pending_since);
+            });
+            upsert.push(
+                " ON CONFLICT (component, subject_id) DO UPDATE SET
                      state = excluded.state, detail = excluded.detail, since = excluded.since,
                      consecutive = excluded.consecutive, last_checked = excluded.last_checked,
                      pending = excluded.pending, pending_detail = excluded.pending_detail,
                      pending_since = excluded.pending_since",
-            )
-            .bind(&next.component)
-            .bind(next.subject_id)
-            .bind(&next.state)
-            .bind(&next.detail)
-            .bind(next.since)
-            .bind(next.consecutive)
-            .bind(next.last_checked)
-            .bind(&next.pending)
-            .bind(&next.pending_detail)
-            .bind(next.pending_since)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(t) = transition {
-                sqlx::query(
-                    "INSERT INTO transitions (at, component, subject_id, from_state, to_state, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .bind(now)
-                .bind(component.as_str())
-                .bind(subject_id)
-                .bind(&t.from)
-                .bind(&t.to)
-                .bind(&t.detail)
-                .execute(&mut *tx)
-                .await?;
-                transitions.push((*component, *subject_id, t));
-            }
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
+        for chunk in transitions.chunks(CHUNK) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO transitions (at, component, subject_id, from_state, to_state, detail) ",
+            );
+            insert.push_values(chunk, |mut b, (component, subject, t)| {
+                b.push_bind(now)
+                    .push_bind(component.as_str())
+                    .push_bind(*subject)
+                    .push_bind(&t.from)
+                    .push_bind(&t.to)
+                    .push_bind(&t.detail);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(transitions)
@@ -549,6 +567,50 @@ impl Store {
                 .await?,
         )
     }
+}
+
+/// Adds or updates one project inside a transaction.
+async fn upsert_project_in(
+    conn: &mut sqlx::SqliteConnection,
+    p: &NewProject<'_>,
+) -> Result<i64, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO projects (connection_id, gitlab_id, path, source, config_ref, webhook_url,
+                               public_key, fingerprint, added_at, config_fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (connection_id, gitlab_id) DO UPDATE SET
+             source = excluded.source,
+             config_ref = COALESCE(excluded.config_ref, projects.config_ref),
+             webhook_url = COALESCE(excluded.webhook_url, projects.webhook_url),
+             public_key = CASE
+                 WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.public_key, projects.public_key)
+                 WHEN excluded.config_fingerprint IS NOT projects.config_fingerprint THEN excluded.public_key
+                 ELSE projects.public_key END,
+             fingerprint = CASE
+                 WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.fingerprint, projects.fingerprint)
+                 WHEN excluded.config_fingerprint IS NOT projects.config_fingerprint THEN excluded.fingerprint
+                 ELSE projects.fingerprint END,
+             private_key = CASE
+                 WHEN excluded.config_fingerprint IS NOT NULL
+                  AND excluded.config_fingerprint IS NOT projects.config_fingerprint THEN NULL
+                 ELSE projects.private_key END,
+             config_fingerprint = COALESCE(excluded.config_fingerprint, projects.config_fingerprint),
+             removed_at = NULL
+         RETURNING id",
+    )
+    .bind(p.connection_id)
+    .bind(p.gitlab_id as i64)
+    .bind(p.path)
+    .bind(p.source.as_str())
+    .bind(p.config_ref)
+    .bind(p.webhook_url)
+    .bind(p.public_key)
+    .bind(p.fingerprint)
+    .bind(Utc::now())
+    .bind(if p.from_config { p.fingerprint } else { None })
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
 }
 
 const PROJECT_SELECT: &str =

@@ -1,0 +1,701 @@
+//! The scale benchmark (`cargo bench --bench scale`): the real daemon, as a
+//! child process, against the built-in simulator on loopback.
+//!
+//! Scenarios, for each fleet size in `GLWARDEN_BENCH_SIZES` (default
+//! 1000,10000,100000):
+//! - steady state: 10 sweeps of healthy projects; sweep wall time, checks per
+//!   second, GitLab requests per project per sweep, peak RSS, CPU seconds per
+//!   1,000 project checks, database growth over the sweeps, start to READY=1
+//!   (systemd notify, through our own NOTIFY_SOCKET) and to /readyz, and the
+//!   size and fetch time of /metrics with 1% of the projects broken;
+//! - a raw baseline in the same run: a minimal client loop issuing the same
+//!   requests with the same concurrency to the same simulator, doing nothing
+//!   with the answers; glwarden's request rate as a share of it.
+//!
+//! Then, unless `GLWARDEN_BENCH_QUICK` is set: 20 ms of latency per request
+//! against the latency-bound ideal (requests x latency / concurrency), and a
+//! simulator enforcing a rate limit (budget utilisation, 429 count).
+//!
+//! Prints a table, writes `target/bench/scale.csv`, draws
+//! `target/bench/scale.svg`, and exits non-zero when a steady sweep costs
+//! more than 2.05 requests per project (the CI regression guard: a count,
+//! not a time).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use glwarden::keys::generate_ed25519;
+use glwarden::sim::{HookSpec, Sim};
+use glwarden::store::{NewProject, Source, Store};
+
+const TOKEN: &str = "glpat-bench-token";
+const CONCURRENCY: usize = 8;
+const STEADY_SWEEPS: u64 = 10;
+const BOUND: f64 = 2.05;
+
+#[derive(Debug, Default, Clone)]
+struct Row {
+    scenario: String,
+    projects: usize,
+    sweep_seconds: f64,
+    checks_per_second: f64,
+    requests_per_project: f64,
+    raw_requests_per_second: f64,
+    glwarden_requests_per_second: f64,
+    peak_rss_mb: f64,
+    cpu_seconds_per_1000_checks: f64,
+    db_growth_kb: f64,
+    db_size_kb: f64,
+    start_to_notify_ready_ms: f64,
+    start_to_readyz_ms: f64,
+    metrics_kb: f64,
+    metrics_ms: f64,
+    ideal_seconds: f64,
+    budget_utilisation: f64,
+    too_many_requests: u64,
+}
+
+struct World {
+    sim: Sim,
+    dir: tempfile::TempDir,
+    ids: Vec<u64>,
+    hook_ids: Vec<u64>,
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("GLWARDEN_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let quick = std::env::var_os("GLWARDEN_BENCH_QUICK").is_some();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for n in &sizes {
+        eprintln!("== steady state, {n} projects");
+        rows.push(rt.block_on(steady_state(*n)));
+    }
+    if !quick {
+        eprintln!("== 20 ms latency, 1000 projects");
+        rows.push(rt.block_on(latency(1000, Duration::from_millis(20))));
+        eprintln!("== rate-limited GitLab, 1200/minute");
+        rows.push(rt.block_on(rate_limited(300, 1200)));
+    }
+    print_table(&rows);
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    write_csv(&out.join("scale.csv"), &rows);
+    let steady: Vec<&Row> = rows.iter().filter(|r| r.scenario == "steady").collect();
+    if steady.len() > 1 {
+        std::fs::write(out.join("scale.svg"), svg_chart(&steady)).unwrap();
+    }
+    eprintln!("wrote {}", out.join("scale.csv").display());
+    let over: Vec<&&Row> = steady
+        .iter()
+        .filter(|r| r.requests_per_project > BOUND)
+        .collect();
+    if !over.is_empty() {
+        eprintln!("FAIL: steady sweeps cost more than {BOUND} requests per project: {over:?}");
+        std::process::exit(1);
+    }
+    eprintln!("OK: every steady sweep cost at most {BOUND} requests per project");
+}
+
+/// A simulator with `n` connected projects (one shared deploy key, a hook
+/// each) and a store holding them, as `project add` would.
+async fn build_world(n: usize) -> (World, PathBuf) {
+    let sim = Sim::start().await.unwrap();
+    sim.keep_request_log(false);
+    let user = sim.add_user("bench-bot");
+    sim.add_access_token(user, TOKEN, &["api"], None);
+    let key = generate_ed25519("bench").unwrap();
+    let mut ids = Vec::with_capacity(n);
+    let mut hook_ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = sim.add_project(&format!("fleet/team-{}/service-{i}", i % 50));
+        sim.set_member(id, user, 40);
+        sim.add_deploy_key(id, "glwarden", &key.public_openssh, false, None);
+        hook_ids.push(sim.add_hook(
+            id,
+            HookSpec {
+                url: format!("https://ci.example.com/hooks/{id}"),
+                push_events: true,
+                tag_push_events: true,
+                merge_requests_events: true,
+                enable_ssl_verification: true,
+                token: None,
+            },
+        ));
+        ids.push(id);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let db = dir.path().join("glwarden.db");
+    let store = Store::open(&db).await.unwrap();
+    let conn = store.connection_id("main", &sim.base_url()).await.unwrap();
+    let paths: Vec<String> = (0..n)
+        .map(|i| format!("fleet/team-{}/service-{i}", i % 50))
+        .collect();
+    let rows: Vec<NewProject> = ids
+        .iter()
+        .zip(&paths)
+        .map(|(id, path)| NewProject {
+            connection_id: conn,
+            gitlab_id: *id,
+            path,
+            source: Source::Cli,
+            config_ref: None,
+            webhook_url: None,
+            public_key: Some(&key.public_openssh),
+            fingerprint: Some(&key.fingerprint),
+            from_config: false,
+        })
+        .collect();
+    for chunk in rows.chunks(5000) {
+        store.upsert_projects(chunk).await.unwrap();
+    }
+    store.close().await;
+    (
+        World {
+            sim,
+            dir,
+            ids,
+            hook_ids,
+        },
+        db,
+    )
+}
+
+fn write_config(
+    w: &World,
+    db: &Path,
+    listen: &str,
+    cron: &str,
+    requests_per_minute: u64,
+) -> PathBuf {
+    let text = format!(
+        "[store]\npath = {db:?}\n\n[log]\nlevel = \"error\"\n\n[check]\nconcurrency = {CONCURRENCY}\nrequest_timeout_seconds = 30\n\n\
+         [schedule]\ncron = {cron:?}\nspread = 0.0\n\n[http]\nlisten = {listen:?}\n\n\
+         [expect]\nwebhook_url = \"https://ci.example.com/hooks/{{id}}\"\n\n\
+         [connections.main]\nurl = {:?}\ntoken_file = {:?}\nrequests_per_minute = {requests_per_minute}\n",
+        w.sim.base_url(),
+        w.dir.path().join("token"),
+    );
+    let file = w.dir.path().join("glwarden.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+struct Daemon {
+    child: Child,
+    listen: String,
+    started: Instant,
+    notify_ready: Option<Duration>,
+    readyz: Option<Duration>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `glwarden run` with our own NOTIFY_SOCKET; returns once READY=1 came and /readyz answers.
+async fn start_daemon(config: &Path, dir: &Path) -> Daemon {
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(600)))
+        .unwrap();
+    let listen = std::fs::read_to_string(config)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("listen = ")
+                .map(|v| v.trim_matches('"').to_owned())
+        })
+        .unwrap();
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_glwarden"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        listen,
+        started,
+        notify_ready: None,
+        readyz: None,
+    };
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.recv(&mut buf).unwrap();
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return Instant::now();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    d.notify_ready = Some(ready - d.started);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://{}/readyz", d.listen)).await {
+            if r.status() == 200 {
+                d.readyz = Some(d.started.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d
+}
+
+async fn metric(d: &Daemon, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", d.listen))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Waits until the daemon has finished `count` sweeps in all.
+async fn wait_sweeps(d: &Daemon, count: u64) {
+    while (metric(d, "glwarden_sweep_duration_seconds_count ").await as u64) < count {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn proc_stat(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    (hwm_kb / 1024.0, ticks / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+async fn db_logical_size(db: &Path) -> f64 {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    (pages * size) as f64
+}
+
+fn free_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+async fn steady_state(n: usize) -> Row {
+    let (w, db) = build_world(n).await;
+    // Sweeps back to back: a tick every second, skipped while a sweep runs.
+    let config = write_config(&w, &db, &free_listen(), "* * * * * *", 100_000_000);
+    let d = start_daemon(&config, w.dir.path()).await;
+    // The first sweep learns the owned key and hook ids by listing; steady state starts after it.
+    wait_sweeps(&d, 1).await;
+    let size_before = db_logical_size(&db).await;
+    let requests_before = w.sim.request_total();
+    let (_, cpu_before) = proc_stat(d.child.id());
+    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum ").await;
+    wait_sweeps(&d, 1 + STEADY_SWEEPS).await;
+    let sweeps = metric(&d, "glwarden_sweep_duration_seconds_count ").await - 1.0;
+    let sum = metric(&d, "glwarden_sweep_duration_seconds_sum ").await - sum_before;
+    let requests = (w.sim.request_total() - requests_before) as f64;
+    let (_, cpu_after) = proc_stat(d.child.id());
+    let size_after = db_logical_size(&db).await;
+    let sweep_seconds = sum / sweeps;
+    let checks = n as f64 * sweeps;
+
+    // 1% of the projects broken: the series that /metrics carries for them.
+    for (id, hook) in w.ids.iter().zip(&w.hook_ids).step_by(100) {
+        w.sim.remove_hook(*id, *hook);
+    }
+    let done = metric(&d, "glwarden_sweep_duration_seconds_count ").await as u64;
+    wait_sweeps(&d, done + 2).await;
+    let t = Instant::now();
+    let body = reqwest::get(format!("http://{}/metrics", d.listen))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert!(body.contains("state=\"missing\""), "the broken hooks show");
+    let (rss_mb, _) = proc_stat(d.child.id());
+    let notify = d.notify_ready.unwrap_or_default();
+    let readyz = d.readyz.unwrap_or_default();
+    drop(d);
+
+    let raw_rate = raw_baseline(&w).await;
+    Row {
+        scenario: "steady".into(),
+        projects: n,
+        sweep_seconds,
+        checks_per_second: n as f64 / sweep_seconds,
+        requests_per_project: requests / checks,
+        raw_requests_per_second: raw_rate,
+        glwarden_requests_per_second: requests / sum,
+        peak_rss_mb: rss_mb,
+        cpu_seconds_per_1000_checks: (cpu_after - cpu_before) / (checks / 1000.0),
+        db_growth_kb: (size_after - size_before) / 1024.0,
+        db_size_kb: size_after / 1024.0,
+        start_to_notify_ready_ms: notify.as_secs_f64() * 1000.0,
+        start_to_readyz_ms: readyz.as_secs_f64() * 1000.0,
+        metrics_kb: body.len() as f64 / 1024.0,
+        metrics_ms,
+        ..Row::default()
+    }
+}
+
+/// The same requests as a steady sweep (the project list by keyset pages,
+/// then each project's key and hook by id), with the same concurrency and
+/// client library, doing nothing with the answers. Requests per second.
+async fn raw_baseline(w: &World) -> f64 {
+    use futures::StreamExt;
+    let client = reqwest::Client::builder().build().unwrap();
+    let base = w.sim.base_url();
+    let before = w.sim.request_total();
+    let started = Instant::now();
+    let mut next = Some(format!(
+        "{base}/api/v4/projects?membership=true&min_access_level=40&pagination=keyset&order_by=id&sort=asc&per_page=100"
+    ));
+    while let Some(url) = next.take() {
+        let r = client
+            .get(&url)
+            .header("PRIVATE-TOKEN", TOKEN)
+            .send()
+            .await
+            .unwrap();
+        next = r
+            .headers()
+            .get("link")
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.split(',').find(|p| p.contains("rel=\"next\"")))
+            .and_then(|p| p.split(';').next())
+            .map(|p| {
+                p.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            });
+        let _ = r.bytes().await.unwrap();
+    }
+    let keys: Vec<(u64, u64)> = w
+        .ids
+        .iter()
+        .copied()
+        .zip(w.hook_ids.iter().copied())
+        .collect();
+    let key_ids: std::collections::HashMap<u64, u64> = w
+        .ids
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                w.sim.deploy_keys(*id).first().map(|k| k.id).unwrap_or(0),
+            )
+        })
+        .collect();
+    futures::stream::iter(keys)
+        .map(|(id, hook)| {
+            let client = client.clone();
+            let base = base.clone();
+            let key = key_ids[&id];
+            async move {
+                for path in [
+                    format!("projects/{id}/deploy_keys/{key}"),
+                    format!("projects/{id}/hooks/{hook}"),
+                ] {
+                    let r = client
+                        .get(format!("{base}/api/v4/{path}"))
+                        .header("PRIVATE-TOKEN", TOKEN)
+                        .send()
+                        .await
+                        .unwrap();
+                    let _ = r.bytes().await.unwrap();
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    (w.sim.request_total() - before) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn latency(n: usize, latency: Duration) -> Row {
+    let (w, db) = build_world(n).await;
+    let config = write_config(&w, &db, &free_listen(), "* * * * * *", 100_000_000);
+    let d = start_daemon(&config, w.dir.path()).await;
+    wait_sweeps(&d, 1).await;
+    w.sim.set_latency(latency);
+    let done = metric(&d, "glwarden_sweep_duration_seconds_count ").await as u64;
+    // The sweep under way may have started before the latency; measure the next full one.
+    wait_sweeps(&d, done + 1).await;
+    let count = metric(&d, "glwarden_sweep_duration_seconds_count ").await;
+    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum ").await;
+    let requests_before = w.sim.request_total();
+    wait_sweeps(&d, count as u64 + 1).await;
+    let sweep = metric(&d, "glwarden_sweep_duration_seconds_sum ").await - sum_before;
+    let requests = (w.sim.request_total() - requests_before) as f64;
+    drop(d);
+    let ideal = requests * latency.as_secs_f64() / CONCURRENCY as f64;
+    Row {
+        scenario: format!("latency {}ms", latency.as_millis()),
+        projects: n,
+        sweep_seconds: sweep,
+        checks_per_second: n as f64 / sweep,
+        requests_per_project: requests / n as f64,
+        ideal_seconds: ideal,
+        ..Row::default()
+    }
+}
+
+async fn rate_limited(n: usize, per_minute: u32) -> Row {
+    let (w, db) = build_world(n).await;
+    w.sim.set_rate_limit(Some(per_minute));
+    let config = write_config(
+        &w,
+        &db,
+        &free_listen(),
+        "* * * * * *",
+        u64::from(per_minute),
+    );
+    let d = start_daemon(&config, w.dir.path()).await;
+    // The first sweep (with key and hook listings) is all work under the budget.
+    let started = Instant::now();
+    let requests_before = w.sim.request_total();
+    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum ").await;
+    let count = metric(&d, "glwarden_sweep_duration_seconds_count ").await as u64;
+    wait_sweeps(&d, count + 2).await;
+    let busy = metric(&d, "glwarden_sweep_duration_seconds_sum ").await - sum_before;
+    let requests = (w.sim.request_total() - requests_before) as f64;
+    let wall = started.elapsed().as_secs_f64();
+    let too_many = w.sim.too_many_requests_sent();
+    drop(d);
+    Row {
+        scenario: format!("rate limit {per_minute}/min"),
+        projects: n,
+        sweep_seconds: busy / 2.0,
+        requests_per_project: requests / (2.0 * n as f64),
+        glwarden_requests_per_second: requests / wall,
+        budget_utilisation: (requests / wall) / (f64::from(per_minute) / 60.0),
+        too_many_requests: too_many,
+        ..Row::default()
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<22} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}",
+        "scenario",
+        "projects",
+        "sweep s",
+        "checks/s",
+        "req/proj",
+        "vs raw",
+        "RSS MB",
+        "cpu s/1k",
+        "db +KB",
+        "ready ms",
+        "readyz ms",
+        "metricsKB",
+        "metr ms",
+        "ideal s",
+        "budget %",
+        "429s"
+    );
+    for r in rows {
+        let ratio = if r.raw_requests_per_second > 0.0 {
+            format!(
+                "{:.0}%",
+                100.0 * r.glwarden_requests_per_second / r.raw_requests_per_second
+            )
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<22} {:>8} {:>9.2} {:>10.0} {:>9.3} {:>9} {:>8.1} {:>9.3} {:>9.1} {:>9.0} {:>9.0} {:>9.1} {:>8.1} {:>8.2} {:>9} {:>7}",
+            r.scenario,
+            r.projects,
+            r.sweep_seconds,
+            r.checks_per_second,
+            r.requests_per_project,
+            ratio,
+            r.peak_rss_mb,
+            r.cpu_seconds_per_1000_checks,
+            r.db_growth_kb,
+            r.start_to_notify_ready_ms,
+            r.start_to_readyz_ms,
+            r.metrics_kb,
+            r.metrics_ms,
+            r.ideal_seconds,
+            if r.budget_utilisation > 0.0 {
+                format!("{:.1}%", 100.0 * r.budget_utilisation)
+            } else {
+                "-".into()
+            },
+            r.too_many_requests,
+        );
+    }
+}
+
+fn write_csv(path: &Path, rows: &[Row]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    writeln!(
+        f,
+        "scenario,projects,sweep_seconds,checks_per_second,requests_per_project,glwarden_requests_per_second,raw_requests_per_second,peak_rss_mb,cpu_seconds_per_1000_checks,db_growth_kb,db_size_kb,start_to_notify_ready_ms,start_to_readyz_ms,metrics_kb,metrics_ms,ideal_seconds,budget_utilisation,too_many_requests"
+    )
+    .unwrap();
+    for r in rows {
+        writeln!(
+            f,
+            "{},{},{:.3},{:.1},{:.4},{:.1},{:.1},{:.1},{:.4},{:.1},{:.1},{:.1},{:.1},{:.1},{:.2},{:.3},{:.4},{}",
+            r.scenario,
+            r.projects,
+            r.sweep_seconds,
+            r.checks_per_second,
+            r.requests_per_project,
+            r.glwarden_requests_per_second,
+            r.raw_requests_per_second,
+            r.peak_rss_mb,
+            r.cpu_seconds_per_1000_checks,
+            r.db_growth_kb,
+            r.db_size_kb,
+            r.start_to_notify_ready_ms,
+            r.start_to_readyz_ms,
+            r.metrics_kb,
+            r.metrics_ms,
+            r.ideal_seconds,
+            r.budget_utilisation,
+            r.too_many_requests
+        )
+        .unwrap();
+    }
+}
+
+/// Two small line charts side by side (sweep time and peak RSS against the
+/// number of projects, log scale), as plain SVG.
+fn svg_chart(rows: &[&Row]) -> String {
+    let panel = |x0: f64, title: &str, unit: &str, values: Vec<(f64, f64)>| -> String {
+        let (w, h, pad) = (360.0, 240.0, 50.0);
+        let xs: Vec<f64> = values.iter().map(|(x, _)| x.log10()).collect();
+        let (xmin, xmax) = (
+            xs.iter().cloned().fold(f64::MAX, f64::min),
+            xs.iter().cloned().fold(f64::MIN, f64::max),
+        );
+        let ymax = values.iter().map(|(_, y)| *y).fold(0.0, f64::max).max(1e-9) * 1.15;
+        let px = |x: f64| x0 + pad + (x.log10() - xmin) / (xmax - xmin).max(1e-9) * (w - 2.0 * pad);
+        let py = |y: f64| h - pad + 10.0 - y / ymax * (h - 2.0 * pad);
+        let points: Vec<String> = values
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        let mut s = format!(
+            "<text x=\"{:.0}\" y=\"22\" font-size=\"14\" font-family=\"sans-serif\">{title}</text>\
+             <line x1=\"{:.0}\" y1=\"{:.0}\" x2=\"{:.0}\" y2=\"{:.0}\" stroke=\"#444\"/>\
+             <line x1=\"{:.0}\" y1=\"{:.0}\" x2=\"{:.0}\" y2=\"{:.0}\" stroke=\"#444\"/>\
+             <polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"{}\"/>",
+            x0 + pad,
+            x0 + pad,
+            h - pad + 10.0,
+            x0 + w - pad,
+            h - pad + 10.0,
+            x0 + pad,
+            h - pad + 10.0,
+            x0 + pad,
+            pad - 10.0,
+            points.join(" ")
+        );
+        for (x, y) in &values {
+            s.push_str(&format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f77b4\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" font-family=\"sans-serif\" text-anchor=\"middle\">{y:.1} {unit}</text>\
+                 <text x=\"{:.1}\" y=\"{:.0}\" font-size=\"10\" font-family=\"sans-serif\" text-anchor=\"middle\">{x}</text>",
+                px(*x),
+                py(*y),
+                px(*x),
+                py(*y) - 7.0,
+                px(*x),
+                h - pad + 24.0
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" font-family=\"sans-serif\" text-anchor=\"middle\">projects (log scale)</text>",
+            x0 + w / 2.0,
+            h - 8.0
+        ));
+        s
+    };
+    let sweep: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| (r.projects as f64, r.sweep_seconds))
+        .collect();
+    let rss: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| (r.projects as f64, r.peak_rss_mb))
+        .collect();
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"250\" viewBox=\"0 0 720 250\">\
+         <rect width=\"720\" height=\"250\" fill=\"white\"/>{}{}</svg>\n",
+        panel(0.0, "steady sweep wall time", "s", sweep),
+        panel(360.0, "glwarden peak RSS", "MB", rss)
+    )
+}

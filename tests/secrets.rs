@@ -1,0 +1,423 @@
+//! Secrets never leak: every kind of secret glwarden handles is planted (an
+//! access token, an OAuth access/refresh token and client secret, deploy
+//! private keys made by repairs, webhook secret tokens, the custody master
+//! key), every command and the daemon run at `RUST_LOG=trace`, and all that
+//! was captured (stdout, stderr, logs, JSON, /metrics, Debug output) is
+//! scanned for every one of them. `key private` is the one command that
+//! prints a private key, and it is audited. The listener serves only
+//! /metrics, /healthz and /readyz.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use secrecy::ExposeSecret;
+
+const MASTER_KEY: &str = "9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
+const OAUTH_ACCESS: &str = "oauth-access-SECRET-0001";
+const OAUTH_REFRESH: &str = "oauth-refresh-SECRET-0001";
+const CLIENT_ID: &str = "glwarden-client-id";
+const CLIENT_SECRET: &str = "oauth-client-SECRET-0001";
+
+/// Everything captured, by where it came from.
+#[derive(Default)]
+struct Captured(std::sync::Mutex<Vec<(String, String)>>);
+
+impl Captured {
+    fn add(&self, source: impl Into<String>, text: impl Into<String>) {
+        self.0.lock().unwrap().push((source.into(), text.into()));
+    }
+}
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn glwarden(config: &Path, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_glwarden"))
+        .arg("-vv")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .await
+        .unwrap();
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, value).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A config with an access-token connection and an OAuth connection, repairs
+/// on `auto` and custody, and a daemon section.
+fn write_config(fx: &Fixture, main: &Connected, other: &Connected, listen: &str) -> PathBuf {
+    let dir = fx.dir.path();
+    let text = format!(
+        "[store]\npath = {db:?}\n\n\
+         [schedule]\ncron = \"*/1 * * * * *\"\nspread = 0.2\nshutdown_grace_seconds = 10\n\n\
+         [http]\nlisten = {listen:?}\n\n\
+         [check]\nrequest_timeout_seconds = 2\n\n\
+         [expect]\nwebhook_url = {HOOK_TEMPLATE:?}\n\n\
+         [repair]\ndeploy_key = \"auto\"\nwebhook = \"auto\"\nconfirm_checks = 1\n\n\
+         [custody]\nmaster_key_file = {master:?}\n\n\
+         [connections.main]\nurl = {url:?}\ntoken_file = {token:?}\nrequests_per_minute = 60000\n\n\
+         [connections.oauth]\nurl = {url:?}\ntoken_kind = \"oauth\"\ntoken_file = {access:?}\n\
+         refresh_token_file = {refresh:?}\nclient_id = {CLIENT_ID:?}\nclient_secret_file = {secret:?}\n\
+         requests_per_minute = 60000\n\n\
+         [[projects]]\nconnection = \"main\"\nid = {main_id}\n\n\
+         [[projects]]\nconnection = \"oauth\"\nid = {other_id}\ndeploy_key = {other_key:?}\n\n",
+        db = fx.db_path().display().to_string(),
+        master = secret_file(dir, "master.key", MASTER_KEY)
+            .display()
+            .to_string(),
+        url = fx.sim.base_url(),
+        token = dir.join("token").display().to_string(),
+        access = secret_file(dir, "oauth-access", OAUTH_ACCESS)
+            .display()
+            .to_string(),
+        refresh = secret_file(dir, "oauth-refresh", OAUTH_REFRESH)
+            .display()
+            .to_string(),
+        secret = secret_file(dir, "client-secret", CLIENT_SECRET)
+            .display()
+            .to_string(),
+        main_id = main.id,
+        other_id = other.id,
+        other_key = other.key.public_openssh,
+    );
+    let path = dir.join("glwarden.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The strings that identify a private key: the Ed25519 seed in hex and
+/// base64, and the PEM body lines that are not part of the public key.
+fn private_key_markers(pem: &str, public: &str) -> Vec<String> {
+    use base64::Engine;
+    let key = ssh_key::PrivateKey::from_openssh(pem).expect("an OpenSSH private key");
+    let seed = key
+        .key_data()
+        .ed25519()
+        .expect("ed25519")
+        .private
+        .to_bytes();
+    let mut markers = vec![
+        seed.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        base64::engine::general_purpose::STANDARD.encode(seed),
+    ];
+    for line in pem.lines() {
+        let line = line.trim();
+        if line.len() >= 24 && !line.starts_with("-----") && !public.contains(line) {
+            markers.push(line.to_owned());
+        }
+    }
+    markers
+}
+
+async fn http_get(listen: &str, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{listen}{path}"))
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_leaks_anywhere() {
+    let fx = Fixture::new().await;
+    fx.sim.add_oauth_app(CLIENT_ID, CLIENT_SECRET);
+    // Two minutes left: the first use refreshes, so rotated tokens exist too.
+    fx.sim.add_oauth_token(
+        fx.user,
+        CLIENT_ID,
+        OAUTH_ACCESS,
+        OAUTH_REFRESH,
+        &["api"],
+        120,
+    );
+    let main = fx.connect("acme/main-project");
+    let other = fx.connect("acme/oauth-project");
+    // The main project has no key and hook of ours: repairs create both.
+    let ours = fx.sim.deploy_keys(main.id)[0].id;
+    fx.sim.remove_deploy_key(main.id, ours);
+    fx.sim.remove_hook(main.id, main.hook_id);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write_config(&fx, &main, &other, &listen);
+    let captured = Captured::default();
+    let main_id = main.id.to_string();
+    let other_id = other.id.to_string();
+
+    let run = async |args: &[&str]| {
+        let out = glwarden(&config, args).await;
+        let label = args.join(" ");
+        assert!(
+            !out.stderr.contains("panicked"),
+            "`{label}` panicked: {}",
+            out.stderr
+        );
+        captured.add(format!("`{label}` stdout"), out.stdout.clone());
+        captured.add(format!("`{label}` stderr"), out.stderr.clone());
+        out
+    };
+
+    let out = run(&["config", "check"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("redacted"), "{}", out.stdout);
+    run(&["check"]).await;
+    run(&["check", "--format", "json"]).await;
+    let out = run(&["repair"]).await;
+    assert!(out.code.is_some(), "{}", out.stderr);
+    run(&["repair", "--dry-run"]).await;
+    let out = run(&["regenerate", &other_id, "--deploy-key"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(&["regenerate", &other_id, "--webhook"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for args in [
+        vec!["status"],
+        vec!["status", "--format", "json"],
+        vec!["history"],
+        vec!["history", "--format", "json"],
+        vec!["events"],
+        vec!["events", "--format", "json"],
+        vec!["project", "list"],
+        vec!["project", "list", "--format", "json"],
+        vec!["key", "public", &main_id],
+        vec!["key", "public", &other_id],
+    ] {
+        let out = run(&args).await;
+        assert!(out.code.is_some(), "{args:?}: {}", out.stderr);
+    }
+
+    // `key private`: the one place a private key is printed, and audited.
+    let mut private_keys = Vec::new();
+    for (id, public_of) in [(&main_id, main.id), (&other_id, other.id)] {
+        let out = glwarden(&config, &["key", "private", id]).await;
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(
+            out.stdout.contains("BEGIN OPENSSH PRIVATE KEY"),
+            "{}",
+            out.stdout
+        );
+        captured.add(format!("`key private {id}` stderr"), out.stderr.clone());
+        let public = fx
+            .sim
+            .deploy_keys(public_of)
+            .into_iter()
+            .map(|k| k.key)
+            .collect::<Vec<_>>()
+            .join("\n");
+        private_keys.push((id.clone(), out.stdout.clone(), public));
+    }
+    let store = glwarden::store::Store::open(&fx.db_path()).await.unwrap();
+    let reads = store
+        .events(None, None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "key_read")
+        .count();
+    assert_eq!(reads, 2, "each `key private` is recorded in events");
+    let oauth_pair = store.oauth_pair("oauth").await.unwrap();
+    store.close().await;
+
+    // The daemon, at trace level, for a few sweeps.
+    let stderr_path = fx.dir.path().join("daemon-trace.log");
+    let mut daemon = DaemonProcess {
+        child: std::process::Command::new(env!("CARGO_BIN_EXE_glwarden"))
+            .args(["--config", config.to_str().unwrap(), "run"])
+            .env("RUST_LOG", "trace")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap(),
+        listen: listen.clone(),
+        stderr_path,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://{listen}/readyz")).await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sweeps = || async {
+        daemon
+            .metric("glwarden_sweep_duration_seconds_count")
+            .await
+            .unwrap_or(0.0)
+    };
+    let start = sweeps().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sweeps().await < start + 2.0 {
+        assert!(Instant::now() < deadline, "no sweeps: {}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (code, body) = http_get(&listen, path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        captured.add(format!("GET {path}"), body);
+    }
+
+    // Nothing else is served.
+    for path in [
+        "/",
+        "/metrics/",
+        "/metricsx",
+        "/healthz/x",
+        "/readyz.json",
+        "/admin",
+        "/debug/pprof/",
+        "/api/v4/user",
+        "/_sim/state",
+        "/.env",
+        "/config",
+        "/%2e%2e/etc/passwd",
+        "/metrics%00",
+    ] {
+        let (code, body) = http_get(&listen, path).await;
+        assert_eq!(code, 404, "{path} is served: {body}");
+        captured.add(format!("GET {path}"), body);
+    }
+    let client = reqwest::Client::new();
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            let r = client
+                .request(method.parse().unwrap(), format!("http://{listen}{path}"))
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status() == 404 || r.status() == 405,
+                "{method} {path} answered {}",
+                r.status()
+            );
+        }
+    }
+    assert!(daemon.stop().await.success(), "{}", daemon.log());
+    captured.add("daemon log (RUST_LOG=trace)", daemon.log());
+
+    // Error paths: a revoked token, a token file readable by others.
+    fx.sim.revoke_token(TOKEN);
+    run(&["check"]).await;
+    run(&["check", "--format", "json"]).await;
+    std::fs::set_permissions(
+        fx.dir.path().join("token"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = run(&["config", "check"]).await;
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    let out = run(&["status"]).await;
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    std::fs::set_permissions(
+        fx.dir.path().join("token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    // Debug and Display of the public types that hold secrets.
+    let cfg = glwarden::config::Config::load(&config).unwrap();
+    captured.add("Debug RawConfig", format!("{:?}", cfg.raw));
+    captured.add("Debug Custody", format!("{:?}", cfg.custody));
+    for conn in cfg.connections.values() {
+        captured.add(
+            format!("Debug Connection {}", conn.name),
+            format!("{conn:?}"),
+        );
+        captured.add(
+            format!("{} token source", conn.name),
+            conn.token_source.clone(),
+        );
+    }
+    captured.add("config render_redacted", cfg.render_redacted());
+    if let Some((pair, seed)) = &oauth_pair {
+        captured.add("Debug OAuthPair", format!("{pair:?} {seed}"));
+    }
+    std::fs::set_permissions(
+        fx.dir.path().join("token"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let err = glwarden::config::Config::load(&config)
+        .err()
+        .expect("refused");
+    captured.add("ConfigError Display", err.to_string());
+    captured.add("ConfigError Debug", format!("{err:?}"));
+
+    // Every secret that was planted or minted.
+    let mut secrets: Vec<(String, String)> = vec![
+        ("access token".into(), TOKEN.into()),
+        ("OAuth access token".into(), OAUTH_ACCESS.into()),
+        ("OAuth refresh token".into(), OAUTH_REFRESH.into()),
+        ("OAuth client secret".into(), CLIENT_SECRET.into()),
+        ("custody master key".into(), MASTER_KEY.into()),
+        ("fixture hook token".into(), "hook-secret".into()),
+    ];
+    let (pair, _) = oauth_pair.expect("the rotated OAuth pair is stored");
+    assert_ne!(pair.refresh.expose_secret(), OAUTH_REFRESH, "rotated");
+    secrets.push((
+        "rotated OAuth access token".into(),
+        pair.access.expose_secret().to_owned(),
+    ));
+    secrets.push((
+        "rotated OAuth refresh token".into(),
+        pair.refresh.expose_secret().to_owned(),
+    ));
+    for p in [&main, &other] {
+        for h in fx.sim.hooks(p.id) {
+            if let Some(token) = h.token {
+                secrets.push((format!("hook token of project {}", p.id), token));
+            }
+        }
+    }
+    assert!(
+        secrets
+            .iter()
+            .filter(|(what, t)| what.starts_with("hook token") && t.len() == 64)
+            .count()
+            >= 2,
+        "repairs minted hook tokens: {secrets:?}"
+    );
+    for (id, pem, public) in &private_keys {
+        let markers = private_key_markers(pem, public);
+        // The scan can see a private key: its markers are in `key private`'s output.
+        assert!(markers.len() >= 3, "seed and PEM lines: {markers:?}");
+        for m in markers {
+            secrets.push((format!("private key of project {id}"), m));
+        }
+    }
+
+    let captured = captured.0.into_inner().unwrap();
+    let mut leaks = Vec::new();
+    for (source, text) in &captured {
+        for (what, secret) in &secrets {
+            if text.contains(secret.as_str()) {
+                leaks.push(format!("{what} in {source}"));
+            }
+        }
+    }
+    let total: usize = captured.iter().map(|(_, t)| t.len()).sum();
+    assert!(
+        total > 100_000,
+        "the trace-level captures are substantial ({total} bytes)"
+    );
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+}
