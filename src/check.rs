@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TokenKind, expand_url_template};
@@ -26,6 +27,9 @@ use crate::probe::{
 use crate::repair::{self, Action, Decision, Policies, Repairer};
 use crate::store::NewEvent;
 use crate::store::{ProjectRow, Store, StoreError};
+
+/// The inventory as a sweep reads it.
+type ProjectStream<'a> = BoxStream<'a, Result<ProjectRow, StoreError>>;
 
 /// Marks the first 404 of a project, confirmed (or not) by the next check.
 const NOT_FOUND_ONCE: &str =
@@ -212,24 +216,45 @@ impl Checker {
         }
         summary.problems = synced.problems;
 
-        let projects: Vec<ProjectRow> = self
-            .store
-            .active_projects()
-            .await?
-            .into_iter()
-            .filter(|p| selection.matches(p))
-            .collect();
-        let mut listed = self.list_projects_in_bulk(&handles, &projects).await;
-        let total = projects.len().max(1) as u32;
+        // A whole sweep streams the inventory from the store rather than
+        // holding it: at 100,000 projects the rows would be tens of MB.
+        let (wanted, projects): (Vec<(String, u64)>, ProjectStream<'_>) = match selection {
+            Selection::All => (
+                self.store.active_ids().await?,
+                self.store.stream_active_projects(),
+            ),
+            Selection::One(_) => {
+                let rows: Vec<ProjectRow> = self
+                    .store
+                    .active_projects()
+                    .await?
+                    .into_iter()
+                    .filter(|p| selection.matches(p))
+                    .collect();
+                let wanted = rows
+                    .iter()
+                    .map(|p| (p.connection.clone(), p.gitlab_id as u64))
+                    .collect();
+                (
+                    wanted,
+                    futures::stream::iter(rows.into_iter().map(Ok)).boxed(),
+                )
+            }
+        };
+        let total = wanted.len().max(1) as u32;
+        let mut listed = self.list_projects_in_bulk(&handles, wanted).await;
         let started_at = tokio::time::Instant::now();
         let cancel = options.cancel.clone().unwrap_or_default();
-        let mut outcomes = futures::stream::iter(projects.into_iter().enumerate())
+        let mut outcomes = projects
+            .enumerate()
             .map(|(i, project)| {
-                let client = self.clients[&project.connection].clone();
-                let verdict = &verdicts[&project.connection];
-                let from_list = listed
-                    .get_mut(&project.connection)
-                    .and_then(|m| m.remove(&(project.gitlab_id as u64)));
+                let project = project.map(|project| {
+                    let client = self.clients[&project.connection].clone();
+                    let from_list = listed
+                        .get_mut(&project.connection)
+                        .and_then(|m| m.remove(&(project.gitlab_id as u64)));
+                    (project, client, from_list)
+                });
                 // Project i starts no earlier than i/n of the way through the spread.
                 let start = started_at
                     + options
@@ -237,19 +262,22 @@ impl Checker {
                         .map(|s| s / total * i as u32)
                         .unwrap_or_default();
                 let cancel = cancel.clone();
+                let verdicts = &verdicts;
                 async move {
+                    let (project, client, from_list) = project?;
+                    let verdict = &verdicts[&project.connection];
                     tokio::select! {
                         biased;
-                        _ = cancel.cancelled() => return None,
+                        _ = cancel.cancelled() => return Ok(None),
                         _ = tokio::time::sleep_until(start) => {}
                     }
                     if cancel.is_cancelled() {
-                        return None;
+                        return Ok(None);
                     }
-                    Some(
+                    Ok::<_, StoreError>(Some(
                         self.check_project(&client, verdict, project, from_list)
                             .await,
-                    )
+                    ))
                 }
             })
             .buffer_unordered(self.cfg.raw.check.concurrency);
@@ -268,7 +296,7 @@ impl Checker {
         });
         let mut pending = Vec::with_capacity(WRITE_BATCH * 3);
         while let Some(outcome) = outcomes.next().await {
-            let Some(outcome) = outcome else {
+            let Some(outcome) = outcome? else {
                 summary.not_started += 1;
                 continue;
             };
@@ -342,15 +370,18 @@ impl Checker {
     async fn list_projects_in_bulk(
         &self,
         handles: &BTreeMap<String, ConnectionHandle>,
-        projects: &[ProjectRow],
+        projects: Vec<(String, u64)>,
     ) -> std::collections::HashMap<String, std::collections::HashMap<u64, Project>> {
+        let mut by_connection: std::collections::HashMap<String, std::collections::HashSet<u64>> =
+            std::collections::HashMap::new();
+        for (connection, id) in projects {
+            by_connection.entry(connection).or_default().insert(id);
+        }
         let mut listed = std::collections::HashMap::new();
         for (name, handle) in handles.iter().filter(|(_, h)| h.usable) {
-            let wanted: std::collections::HashSet<u64> = projects
-                .iter()
-                .filter(|p| &p.connection == name)
-                .map(|p| p.gitlab_id as u64)
-                .collect();
+            let Some(wanted) = by_connection.remove(name) else {
+                continue;
+            };
             if wanted.len() < self.cfg.raw.check.bulk_list_min_projects {
                 continue;
             }
@@ -470,29 +501,19 @@ impl Checker {
         summary: &mut RunSummary,
     ) -> Result<(), CheckError> {
         let r = &self.cfg.raw.repair;
-        let projects = self.store.active_projects().await?;
-        let health: std::collections::HashMap<(String, i64), crate::store::HealthRow> = self
-            .store
-            .all_health()
-            .await?
-            .into_iter()
-            .map(|h| ((h.component.clone(), h.subject_id), h))
-            .collect();
-        let broken_now = projects
-            .iter()
-            .filter(|p| {
-                Component::PROJECT_COMPONENTS.iter().any(|c| {
-                    health.get(&(c.as_str().to_owned(), p.id)).is_some_and(|h| {
-                        h.pending.is_none()
-                            && h.state
-                                .as_deref()
-                                .and_then(|s| s.parse::<State>().ok())
-                                .is_some_and(|s| s.severity() == crate::health::Severity::Broken)
-                    })
-                })
-            })
-            .count();
-        let total = projects.len();
+        let (broken_now, total) = self.store.broken_share().await?;
+        let (broken_now, total) = (broken_now as usize, total as usize);
+        // Only components that could need a repair are read, grouped by project.
+        let mut candidates: BTreeMap<
+            i64,
+            std::collections::HashMap<String, crate::store::HealthRow>,
+        > = BTreeMap::new();
+        for h in self.store.repair_candidates().await? {
+            candidates
+                .entry(h.subject_id)
+                .or_default()
+                .insert(h.component.clone(), h);
+        }
         if repair::is_storm(newly_broken, total, r.storm_share, r.storm_min_projects) {
             let reason = format!(
                 "{newly_broken} of {total} projects broke in one sweep at {}",
@@ -516,7 +537,10 @@ impl Checker {
         }
 
         let now = Utc::now();
-        for project in projects {
+        for (project_id, health) in candidates {
+            let Some(project) = self.store.project(project_id).await? else {
+                continue;
+            };
             let Some(verdict) = verdicts.get(&project.connection) else {
                 continue;
             };
@@ -531,7 +555,7 @@ impl Checker {
                 Component::DeployKey,
                 Component::Webhook,
             ] {
-                let Some(h) = health.get(&(component.as_str().to_owned(), project.id)) else {
+                let Some(h) = health.get(component.as_str()) else {
                     continue;
                 };
                 if h.state

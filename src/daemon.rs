@@ -27,7 +27,6 @@ use crate::check::{Checker, RunOptions, RunSummary, Selection};
 use crate::config::{Config, parse_cron};
 use crate::health::{Severity, State};
 use crate::metrics::Metrics;
-use crate::report;
 use crate::server::{AppState, Liveness};
 use crate::store::Store;
 
@@ -40,7 +39,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let store = Store::open(&cfg.raw.store.path).await?;
     let metrics = Metrics::new(cfg.raw.metrics.per_project);
     // What was last known is served from the first scrape on.
-    metrics.publish(&report::build(&store, &Selection::All).await?);
+    metrics.publish(&store.health_summary(per_project_all(&cfg)).await?);
 
     let listen = cfg.raw.http.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -275,8 +274,8 @@ impl Daemon {
     }
 
     async fn publish(&self) {
-        match report::build(&self.store, &Selection::All).await {
-            Ok(report) => self.metrics.publish(&report),
+        match self.store.health_summary(per_project_all(&self.cfg)).await {
+            Ok(summary) => self.metrics.publish(&summary),
             Err(e) => tracing::error!(error = %e, "cannot read health for metrics"),
         }
     }
@@ -302,6 +301,10 @@ impl Daemon {
             ),
         }
     }
+}
+
+fn per_project_all(cfg: &Config) -> bool {
+    cfg.raw.metrics.per_project == crate::config::PerProjectSeries::All
 }
 
 /// How long a sweep's checks are spread over: a share of the interval.

@@ -19,7 +19,7 @@ use prometheus::{
 use crate::config::PerProjectSeries;
 use crate::gitlab::{RateLimitInfo, RequestObserver};
 use crate::health::{Component, State};
-use crate::report::Report;
+use crate::store::HealthSummary;
 
 /// Every metric glwarden exports.
 pub struct Metrics {
@@ -289,36 +289,32 @@ impl Metrics {
 
     /// Sets every health series from the stored health, deleting the series
     /// of components that recovered and of projects that left the inventory.
-    pub fn publish(&self, report: &Report) {
+    pub fn publish(&self, summary: &HealthSummary) {
         let mut published = self.published.lock().expect("metrics lock");
 
         let mut connections = HashSet::new();
-        for c in &report.connections {
+        for (name, shown, definite) in &summary.connections {
             for state in CONNECTION_STATES {
                 self.connection_state
-                    .with_label_values(&[c.name.as_str(), state.as_str()])
-                    .set(i64::from(c.health.state == state));
+                    .with_label_values(&[name.as_str(), state.as_str()])
+                    .set(i64::from(shown == state.as_str()));
             }
-            let definite = c
-                .health
-                .last_known
-                .as_deref()
-                .unwrap_or(c.health.state.as_str());
-            match definite {
-                "connected" | "expiring" => self
+            match definite.as_deref() {
+                Some("connected" | "expiring") => self
                     .connection_up
-                    .with_label_values(&[c.name.as_str()])
+                    .with_label_values(&[name.as_str()])
                     .set(1),
-                "not_connected" => self
+                Some("not_connected") => self
                     .connection_up
-                    .with_label_values(&[c.name.as_str()])
+                    .with_label_values(&[name.as_str()])
                     .set(0),
                 _ => {}
             }
-            connections.insert(c.name.clone());
+            connections.insert(name.clone());
         }
         for gone in published.connections.difference(&connections) {
             let _ = self.connection_up.remove_label_values(&[gone]);
+            let _ = self.projects.remove_label_values(&[gone]);
             for state in CONNECTION_STATES {
                 let _ = self
                     .connection_state
@@ -327,45 +323,22 @@ impl Metrics {
         }
         published.connections = connections;
 
-        let mut unhealthy = HashSet::new();
-        let mut healthy = HashSet::new();
-        let mut counts: BTreeMap<(Component, State), i64> = BTreeMap::new();
-        let mut per_connection: BTreeMap<&str, i64> = BTreeMap::new();
-        for p in &report.projects {
-            *per_connection.entry(p.connection.as_str()).or_default() += 1;
-            for (component, line) in [
-                (Component::Repository, &p.repository),
-                (Component::DeployKey, &p.deploy_key),
-                (Component::Webhook, &p.webhook),
-            ] {
-                *counts.entry((component, line.state)).or_default() += 1;
-                // `unknown` and `blocked` are counted, not listed per project:
-                // an outage or a revoked token would otherwise put every
-                // project of a large fleet into the exposition at once, and
-                // no alert needs them (the cause has its own series).
-                if !line.state.is_healthy()
-                    && !matches!(line.state, State::Unknown | State::Blocked)
-                {
-                    unhealthy.insert([
-                        p.connection.clone(),
-                        p.path.clone(),
-                        component.as_str().to_owned(),
-                        line.state.as_str().to_owned(),
-                    ]);
-                }
-                if self.per_project == PerProjectSeries::All {
-                    let labels = [
-                        p.connection.clone(),
-                        p.path.clone(),
-                        component.as_str().to_owned(),
-                    ];
-                    self.component_healthy
-                        .with_label_values(&labels.each_ref().map(String::as_str))
-                        .set(i64::from(line.state.is_healthy()));
-                    healthy.insert(labels);
-                }
-            }
-        }
+        // Only definite problems are listed per project: `unknown` and
+        // `blocked` are counted, not listed, or an outage or a revoked token
+        // would put every project of a large fleet into the exposition at
+        // once; no alert needs them (the cause has its own series).
+        let unhealthy: HashSet<[String; 4]> = summary
+            .problems
+            .iter()
+            .map(|p| {
+                [
+                    p.connection.clone(),
+                    p.path.clone(),
+                    p.component.clone(),
+                    p.state.clone(),
+                ]
+            })
+            .collect();
         for stale in published.unhealthy.difference(&unhealthy) {
             let _ = self
                 .component_unhealthy
@@ -377,6 +350,17 @@ impl Metrics {
                 .set(1);
         }
         published.unhealthy = unhealthy;
+
+        let mut healthy = HashSet::new();
+        if self.per_project == PerProjectSeries::All {
+            for (connection, path, component, ok) in summary.all.iter().flatten() {
+                let labels = [connection.clone(), path.clone(), component.clone()];
+                self.component_healthy
+                    .with_label_values(&labels.each_ref().map(String::as_str))
+                    .set(i64::from(*ok));
+                healthy.insert(labels);
+            }
+        }
         for stale in published.healthy.difference(&healthy) {
             let _ = self
                 .component_healthy
@@ -390,18 +374,21 @@ impl Metrics {
                 .iter()
                 .chain(&[State::Unknown, State::Blocked])
             {
-                let n = counts.get(&(component, *state)).copied().unwrap_or(0);
+                let n = summary
+                    .counts
+                    .iter()
+                    .filter(|(c, s, _)| c == component.as_str() && s == state.as_str())
+                    .map(|(_, _, n)| *n)
+                    .sum();
                 self.components
                     .with_label_values(&[component.as_str(), state.as_str()])
                     .set(n);
             }
         }
-        self.projects.reset();
-        for (connection, n) in per_connection {
-            self.projects.with_label_values(&[connection]).set(n);
-        }
-        for name in &published.connections {
-            self.projects.with_label_values(&[name.as_str()]).add(0);
+        for (connection, n) in &summary.projects {
+            self.projects
+                .with_label_values(&[connection.as_str()])
+                .set(*n);
         }
     }
 }
@@ -441,50 +428,52 @@ impl RequestObserver for ConnectionObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{ComponentLine, ConnectionLine, ProjectLine};
+    use crate::store::Problem;
 
-    fn line(state: State) -> ComponentLine {
-        ComponentLine {
-            state,
-            detail: String::new(),
-            since: None,
-            last_checked: None,
-            last_known: None,
-        }
-    }
-
-    fn report(key_state: State, with_project: bool) -> Report {
-        Report {
-            connections: vec![ConnectionLine {
-                name: "main".into(),
-                health: line(State::Connected),
-            }],
-            projects: if with_project {
-                vec![ProjectLine {
+    fn summary(key_state: Option<&str>, with_project: bool) -> HealthSummary {
+        let mut counts = vec![];
+        let mut problems = vec![];
+        let mut all = vec![];
+        if with_project {
+            counts.push(("repository".to_owned(), "ok".to_owned(), 1));
+            counts.push(("webhook".to_owned(), "healthy".to_owned(), 1));
+            let key = key_state.unwrap_or("healthy");
+            counts.push(("deploy_key".to_owned(), key.to_owned(), 1));
+            if key != "healthy" {
+                problems.push(Problem {
                     connection: "main".into(),
-                    gitlab_id: 1,
                     path: "acme/\"odd\"\nname".into(),
-                    repository: line(State::Ok),
-                    deploy_key: line(key_state),
-                    webhook: line(State::Healthy),
-                }]
-            } else {
-                vec![]
-            },
+                    component: "deploy_key".into(),
+                    state: key.into(),
+                });
+            }
+            all.push((
+                "main".to_owned(),
+                "acme/app".to_owned(),
+                "webhook".to_owned(),
+                true,
+            ));
+        }
+        HealthSummary {
+            connections: vec![("main".into(), "connected".into(), Some("connected".into()))],
+            counts,
+            projects: vec![("main".into(), i64::from(with_project))],
+            problems,
+            all: Some(all),
         }
     }
 
     #[test]
     fn unhealthy_series_exist_only_while_unhealthy() {
         let m = Metrics::new(PerProjectSeries::Unhealthy);
-        m.publish(&report(State::Missing, true));
+        m.publish(&summary(Some("missing"), true));
         let text = m.render();
         assert!(text.contains("glwarden_component_unhealthy{component=\"deploy_key\",connection=\"main\",project=\"acme/\\\"odd\\\"\\nname\",state=\"missing\"} 1"), "{text}");
         assert!(text.contains("glwarden_components{component=\"deploy_key\",state=\"missing\"} 1"));
         assert!(text.contains("glwarden_components{component=\"webhook\",state=\"healthy\"} 1"));
         assert!(!text.contains("glwarden_component_healthy{"));
 
-        m.publish(&report(State::Healthy, true));
+        m.publish(&summary(None, true));
         let text = m.render();
         assert!(!text.contains("glwarden_component_unhealthy{"), "{text}");
         assert!(text.contains("glwarden_components{component=\"deploy_key\",state=\"missing\"} 0"));
@@ -493,12 +482,12 @@ mod tests {
     #[test]
     fn per_project_all_adds_health_gauges_and_removal_deletes_them() {
         let m = Metrics::new(PerProjectSeries::All);
-        m.publish(&report(State::Healthy, true));
+        m.publish(&summary(None, true));
         assert!(
             m.render()
                 .contains("glwarden_component_healthy{component=\"webhook\"")
         );
-        m.publish(&report(State::Healthy, false));
+        m.publish(&summary(None, false));
         let text = m.render();
         assert!(!text.contains("glwarden_component_healthy{"), "{text}");
         assert!(text.contains("glwarden_projects{connection=\"main\"} 0"));
@@ -507,7 +496,7 @@ mod tests {
     #[test]
     fn connection_series_are_one_hot() {
         let m = Metrics::new(PerProjectSeries::Unhealthy);
-        m.publish(&report(State::Healthy, true));
+        m.publish(&summary(None, true));
         let text = m.render();
         assert!(
             text.contains("glwarden_connection_state{connection=\"main\",state=\"connected\"} 1")

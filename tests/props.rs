@@ -494,7 +494,7 @@ fn check_rendering(connection: &str, path: &str, detail: &str) -> Result<(), Tes
     // Metrics: every line parses; the project label round-trips.
     for per_project in [PerProjectSeries::Unhealthy, PerProjectSeries::All] {
         let metrics = Metrics::new(per_project);
-        metrics.publish(&r);
+        metrics.publish(&summary_of(&r));
         let text = metrics.render();
         let mut seen = false;
         for l in text.lines() {
@@ -573,7 +573,7 @@ fn nasty_paths_pass_promtool_and_a_very_long_path_survives() {
     }
     for path in &all {
         let metrics = Metrics::new(PerProjectSeries::All);
-        metrics.publish(&report("main", path, "d"));
+        metrics.publish(&summary_of(&report("main", path, "d")));
         let text = metrics.render();
         let mut child = std::process::Command::new(promtool)
             .args(["check", "metrics"])
@@ -739,4 +739,52 @@ fn every_config_error_is_one_message_naming_the_file_and_key() {
     let (code, _, stderr) = glwarden(&["status"], Some(&missing));
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+}
+
+/// The store's health summary for a report (what the daemon publishes).
+fn summary_of(r: &glwarden::report::Report) -> glwarden::store::HealthSummary {
+    let mut summary = glwarden::store::HealthSummary {
+        connections: r
+            .connections
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.health.state.as_str().to_owned(),
+                    c.health.last_known.clone(),
+                )
+            })
+            .collect(),
+        all: Some(Vec::new()),
+        ..Default::default()
+    };
+    for p in &r.projects {
+        for (component, line) in [
+            ("repository", &p.repository),
+            ("deploy_key", &p.deploy_key),
+            ("webhook", &p.webhook),
+        ] {
+            let state = line.state.as_str().to_owned();
+            summary
+                .counts
+                .push((component.to_owned(), state.clone(), 1));
+            if !line.state.is_healthy() && !matches!(state.as_str(), "unknown" | "blocked") {
+                summary.problems.push(glwarden::store::Problem {
+                    connection: p.connection.clone(),
+                    path: p.path.clone(),
+                    component: component.to_owned(),
+                    state,
+                });
+            }
+            if let Some(all) = summary.all.as_mut() {
+                all.push((
+                    p.connection.clone(),
+                    p.path.clone(),
+                    component.to_owned(),
+                    line.state.is_healthy(),
+                ));
+            }
+        }
+    }
+    summary
 }

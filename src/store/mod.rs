@@ -14,8 +14,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, SqlitePool};
 
 mod repairs;
+mod summary;
 
 pub use repairs::{EventRow, JournalRow, NewEvent};
+pub use summary::{HealthSummary, Problem};
 
 use crate::gitlab::oauth::OAuthPair;
 use crate::health::{Component, Observation, State};
@@ -363,6 +365,35 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
+    }
+
+    /// The inventory as a stream, for a sweep: rows come as they are used.
+    /// The public key (the largest column, not needed to check) is left out.
+    pub fn stream_active_projects(
+        &self,
+    ) -> futures::stream::BoxStream<'_, Result<ProjectRow, StoreError>> {
+        use futures::StreamExt;
+        sqlx::query_as::<_, ProjectRow>(
+            "SELECT p.id, p.connection_id, c.name AS connection, p.gitlab_id, p.path, p.source,
+                    p.config_ref, p.webhook_url, p.deploy_key_id, p.hook_id, NULL AS public_key, p.fingerprint,
+                    p.added_at, p.removed_at
+             FROM projects p JOIN connections c ON c.id = p.connection_id
+             WHERE p.removed_at IS NULL ORDER BY p.id",
+        )
+        .fetch(&self.pool)
+        .map(|r| r.map_err(StoreError::from))
+        .boxed()
+    }
+
+    /// (connection, GitLab id) of every project in the inventory.
+    pub async fn active_ids(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT c.name, p.gitlab_id FROM projects p JOIN connections c ON c.id = p.connection_id
+             WHERE p.removed_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(c, id)| (c, id as u64)).collect())
     }
 
     /// Takes a project out of the inventory, keeping its health and history.

@@ -1,0 +1,125 @@
+//! What the metrics and the repair pass need, computed in SQL so that a
+//! fleet of 100,000 projects never has its 300,000 health rows in memory.
+
+use super::{HealthRow, Store, StoreError};
+
+/// A project component in a definite, not-healthy state.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Problem {
+    pub connection: String,
+    pub path: String,
+    pub component: String,
+    pub state: String,
+}
+
+/// Health of the whole inventory, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HealthSummary {
+    /// Connection name, shown state, last definite state.
+    pub connections: Vec<(String, String, Option<String>)>,
+    /// Component, shown state (pending or definite; `unknown` if never checked), count.
+    pub counts: Vec<(String, String, i64)>,
+    /// Projects per connection in the inventory.
+    pub projects: Vec<(String, i64)>,
+    /// Components in a definite state other than healthy (broken or expiring).
+    pub problems: Vec<Problem>,
+    /// Every project component and whether it is healthy (only when asked: small fleets).
+    pub all: Option<Vec<(String, String, String, bool)>>,
+}
+
+const PROJECT_COMPONENTS: [&str; 3] = ["repository", "deploy_key", "webhook"];
+
+impl Store {
+    /// Aggregates for the metrics; `with_all` adds one row per project and component.
+    pub async fn health_summary(&self, with_all: bool) -> Result<HealthSummary, StoreError> {
+        let connections = sqlx::query_as::<_, (String, String, Option<String>)>(
+            "SELECT c.name, COALESCE(h.pending, h.state, 'unknown'), h.state
+             FROM connections c LEFT JOIN health h ON h.component = 'connection' AND h.subject_id = c.id
+             ORDER BY c.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = Vec::new();
+        for component in PROJECT_COMPONENTS {
+            let rows = sqlx::query_as::<_, (String, i64)>(
+                "SELECT COALESCE(h.pending, h.state, 'unknown') AS s, COUNT(*)
+                 FROM projects p LEFT JOIN health h ON h.subject_id = p.id AND h.component = ?1
+                 WHERE p.removed_at IS NULL GROUP BY s",
+            )
+            .bind(component)
+            .fetch_all(&self.pool)
+            .await?;
+            counts.extend(rows.into_iter().map(|(s, n)| (component.to_owned(), s, n)));
+        }
+        let projects = sqlx::query_as::<_, (String, i64)>(
+            "SELECT c.name, COUNT(p.id) FROM connections c
+             LEFT JOIN projects p ON p.connection_id = c.id AND p.removed_at IS NULL
+             GROUP BY c.name ORDER BY c.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let problems = sqlx::query_as::<_, Problem>(
+            "SELECT c.name AS connection,
+                    CASE WHEN p.path = '' THEN '#' || p.gitlab_id ELSE p.path END AS path,
+                    h.component, h.state
+             FROM health h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
+             JOIN connections c ON c.id = p.connection_id
+             WHERE h.component != 'connection' AND h.pending IS NULL
+               AND h.state IS NOT NULL AND h.state NOT IN ('ok', 'healthy')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let all = if with_all {
+            Some(
+                sqlx::query_as::<_, (String, String, String, bool)>(
+                    "SELECT c.name, CASE WHEN p.path = '' THEN '#' || p.gitlab_id ELSE p.path END, h.component,
+                            h.pending IS NULL AND h.state IN ('ok', 'healthy')
+                     FROM health h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
+                     JOIN connections c ON c.id = p.connection_id
+                     WHERE h.component != 'connection'",
+                )
+                .fetch_all(&self.pool)
+                .await?,
+            )
+        } else {
+            None
+        };
+        Ok(HealthSummary {
+            connections,
+            counts,
+            projects,
+            problems,
+            all,
+        })
+    }
+
+    /// Components a repair could be about: a definite state other than
+    /// healthy, or a healthy hook with duplicates noted. Ordered by project.
+    pub async fn repair_candidates(&self) -> Result<Vec<HealthRow>, StoreError> {
+        Ok(sqlx::query_as::<_, HealthRow>(
+            "SELECT h.* FROM health h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
+             WHERE h.component != 'connection' AND h.pending IS NULL AND h.state IS NOT NULL
+               AND (h.state NOT IN ('ok', 'healthy') OR h.detail LIKE '%duplicate hooks%')
+             ORDER BY h.subject_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Active projects with a component in a definite broken state, and all active projects.
+    pub async fn broken_share(&self) -> Result<(i64, i64), StoreError> {
+        let broken: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT h.subject_id) FROM health h
+             JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
+             WHERE h.component != 'connection' AND h.pending IS NULL
+               AND h.state IS NOT NULL AND h.state NOT IN ('ok', 'healthy', 'expiring')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE removed_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((broken, total))
+    }
+}
