@@ -357,7 +357,7 @@ impl Repairer {
             "new_fingerprint": key.fingerprint,
             "public_key": key.public_openssh,
         });
-        let id = self
+        let entry = self
             .store
             .journal_begin(
                 project.id,
@@ -368,13 +368,6 @@ impl Repairer {
                 cause,
             )
             .await?;
-        let entry = self
-            .store
-            .journal()
-            .await?
-            .into_iter()
-            .find(|j| j.id == id)
-            .ok_or_else(|| RepairError::Refused("journal entry vanished".into()))?;
         self.resume_key(client, project, &entry).await
     }
 
@@ -578,7 +571,7 @@ impl Repairer {
             .custody
             .seal(project.id, SecretKind::HookToken, token.as_bytes())?;
         let data = json!({ "url": url, "old_hook_id": project.hook_id });
-        let id = self
+        let entry = self
             .store
             .journal_begin(
                 project.id,
@@ -589,13 +582,6 @@ impl Repairer {
                 cause,
             )
             .await?;
-        let entry = self
-            .store
-            .journal()
-            .await?
-            .into_iter()
-            .find(|j| j.id == id)
-            .ok_or_else(|| RepairError::Refused("journal entry vanished".into()))?;
         self.resume_hook(client, project, &entry).await
     }
 
@@ -702,7 +688,7 @@ impl Repairer {
         };
         let url = self.expected_url(project)?;
         let data = json!({ "url": url, "old_hook_id": hook_id });
-        let id = self
+        let entry = self
             .store
             .journal_begin(
                 project.id,
@@ -713,13 +699,6 @@ impl Repairer {
                 cause,
             )
             .await?;
-        let entry = self
-            .store
-            .journal()
-            .await?
-            .into_iter()
-            .find(|j| j.id == id)
-            .ok_or_else(|| RepairError::Refused("journal entry vanished".into()))?;
         self.resume_hook(client, project, &entry).await
     }
 

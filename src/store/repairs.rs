@@ -124,7 +124,7 @@ impl Store {
 
     // ---- journal ------------------------------------------------------------
 
-    /// Writes the intent of a repair before its first step.
+    /// Writes the intent of a repair before its first step; returns the entry.
     pub async fn journal_begin(
         &self,
         project_id: i64,
@@ -133,11 +133,11 @@ impl Store {
         data: &serde_json::Value,
         secret: Option<&[u8]>,
         cause: &str,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<JournalRow, StoreError> {
         let now = Utc::now();
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_as::<_, JournalRow>(
             "INSERT INTO repair_journal (project_id, component, action, step, data, secret, cause, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'intent', ?4, ?5, ?6, ?7, ?7) RETURNING id",
+             VALUES (?1, ?2, ?3, 'intent', ?4, ?5, ?6, ?7, ?7) RETURNING *",
         )
         .bind(project_id)
         .bind(component)
