@@ -367,6 +367,22 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
     }
 }
 
+/// The store id of a project ever known (removed ones too), by numeric id, path or config name.
+fn known_project_id(
+    projects: &[crate::store::ProjectRow],
+    wanted: Option<&str>,
+) -> anyhow::Result<Option<i64>> {
+    let Some(wanted) = wanted else {
+        return Ok(None);
+    };
+    let selection = Selection::One(wanted.to_owned());
+    let found = projects
+        .iter()
+        .find(|p| selection.matches(p))
+        .with_context(|| format!("no project `{wanted}` is known"))?;
+    Ok(Some(found.id))
+}
+
 /// The active project named by a numeric id, path or config name.
 async fn find_active(store: &Store, wanted: &str) -> anyhow::Result<crate::store::ProjectRow> {
     let selection = Selection::One(wanted.to_owned());
@@ -478,19 +494,7 @@ async fn events(
     format: Format,
 ) -> anyhow::Result<u8> {
     let projects = store.all_projects().await?;
-    let project_id = match &project {
-        Some(wanted) => {
-            let selection = Selection::One(wanted.clone());
-            Some(
-                projects
-                    .iter()
-                    .find(|p| selection.matches(p))
-                    .with_context(|| format!("no project `{wanted}` is known"))?
-                    .id,
-            )
-        }
-        None => None,
-    };
+    let project_id = known_project_id(&projects, project.as_deref())?;
     let since = match since {
         Some(text) => Some(parse_since(&text)?),
         None => None,
@@ -567,17 +571,7 @@ async fn history(
     format: Format,
 ) -> anyhow::Result<u8> {
     let projects = store.all_projects().await?;
-    let project_id = match &project {
-        Some(wanted) => {
-            let selection = Selection::One(wanted.clone());
-            let found = projects
-                .iter()
-                .find(|p| selection.matches(p))
-                .with_context(|| format!("no project `{wanted}` is known"))?;
-            Some(found.id)
-        }
-        None => None,
-    };
+    let project_id = known_project_id(&projects, project.as_deref())?;
     let rows = store.transitions(project_id, limit).await?;
     let mut names: HashMap<(bool, i64), String> = projects
         .into_iter()
