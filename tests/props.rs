@@ -298,6 +298,10 @@ proptest! {
     /// A valid file with one key's value replaced: an error names that key.
     #[test]
     fn config_errors_name_the_key(which in 0usize..14, value in toml_value()) {
+        // Only values that are TOML on their own: a syntax error (`level = {`)
+        // is reported by line and column, which the parser may place on a
+        // later line, and has its own test above.
+        prop_assume!(toml::from_str::<toml::Table>(&format!("x = {value}")).is_ok());
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, "glpat-x").unwrap();
