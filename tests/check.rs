@@ -543,3 +543,47 @@ async fn large_inventories_read_project_metadata_in_bulk_at_about_two_requests_a
         .collect();
     assert_eq!(single, vec![format!("/api/v4/projects/{}", projects[1].id)]);
 }
+
+#[tokio::test]
+async fn a_failed_page_of_the_bulk_listing_is_retried_not_replaced_by_lookups() {
+    let fx = Fixture::new().await;
+    let projects: Vec<Connected> = (0..3).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
+    let refs: Vec<&Connected> = projects.iter().collect();
+    let config = fx.write_config_full(&refs, "bulk_list_min_projects = 1\n", "");
+    let (checker, store) = fx.checker(&config).await;
+    fx.check(&checker).await;
+    fx.sim.clear_requests();
+    // The first request after the connection probe is the listing's first page.
+    fx.sim.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: Some("/api/v4/projects".into()),
+        kind: FaultKind::Status {
+            code: 502,
+            html: true,
+        },
+        times: Some(1),
+    });
+    fx.check(&checker).await;
+    let listing: Vec<u16> = fx
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v4/projects")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(listing, vec![502, 200], "the page is read again");
+    let lookups = fx
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            projects
+                .iter()
+                .any(|p| r.path == format!("/api/v4/projects/{}", p.id))
+        })
+        .count();
+    assert_eq!(lookups, 0, "no project looked up one by one");
+    for p in &projects {
+        assert_eq!(states(&store, p.id).await, HEALTHY);
+    }
+}

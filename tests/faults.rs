@@ -143,19 +143,6 @@ where
     }
 }
 
-/// Sum of every sample of `name` whose labels contain all of `labels`.
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
 impl Rig {
     async fn metrics(&self) -> String {
         match reqwest::get(format!("http://{}/metrics", self.listen)).await {

@@ -80,6 +80,8 @@ fn pacer_shape(requests_per_minute: u32) -> (std::num::NonZeroU32, u32) {
 /// First pause after a 5xx or timeout; doubled per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Retries of one page of a list after a transient failure.
+const PAGE_RETRIES: u32 = 2;
 
 /// Exponential back-off with ±50% jitter, so that many clients do not retry in step.
 fn backoff(consecutive_failures: u32) -> Duration {
@@ -166,7 +168,17 @@ impl RateGate {
     }
 
     /// A 5xx or timeout: pause the connection, longer each time in a row.
+    /// Requests that fail while a pause is already in force were in flight
+    /// together and are one incident: they do not lengthen the pause.
     fn failed(&self) {
+        let paused = self
+            .paused_until
+            .lock()
+            .expect("rate gate lock")
+            .is_some_and(|t| t > Instant::now());
+        if paused {
+            return;
+        }
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         self.pause_for(backoff(n));
     }
@@ -646,8 +658,24 @@ impl GitLab {
                     },
                 });
             }
-            let answer = self.send(Method::GET, url.clone(), &endpoint, None).await?;
-            let page: Vec<T> = decode(&answer.body, "GET", &endpoint)?;
+            // A transient failure costs this page a retry (after the
+            // connection's back-off), not the pages already read: a
+            // thousand-page listing must not fail on one bad answer.
+            let mut retries = 0;
+            let (answer, page) = loop {
+                let read = async {
+                    let answer = self.send(Method::GET, url.clone(), &endpoint, None).await?;
+                    let page: Vec<T> = decode(&answer.body, "GET", &endpoint)?;
+                    Ok::<_, ApiError>((answer, page))
+                };
+                match read.await {
+                    Err(e) if e.is_transient() && retries < PAGE_RETRIES => {
+                        retries += 1;
+                        tracing::debug!(endpoint = %endpoint, page = pages + 1, error = %e, retries, "page read failed; retrying it");
+                    }
+                    other => break other?,
+                }
+            };
             let empty = page.is_empty();
             pages += 1;
             items += page.len() as u64;
@@ -968,6 +996,21 @@ mod tests {
             assert!(rate > 0);
         }
         assert_eq!(pacer_shape(1800).0.get(), 3);
+    }
+
+    #[test]
+    fn failures_in_flight_together_are_one_incident() {
+        let gate = RateGate::new(None);
+        for _ in 0..5 {
+            gate.failed();
+        }
+        assert_eq!(gate.consecutive_failures.load(Ordering::Relaxed), 1);
+        // Once the pause is over, the next failure is a new one and escalates.
+        *gate.paused_until.lock().unwrap() = Some(Instant::now());
+        gate.failed();
+        assert_eq!(gate.consecutive_failures.load(Ordering::Relaxed), 2);
+        gate.succeeded();
+        assert_eq!(gate.consecutive_failures.load(Ordering::Relaxed), 0);
     }
 
     #[test]

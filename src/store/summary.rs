@@ -100,6 +100,10 @@ impl Store {
             "SELECT h.* FROM health h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
              WHERE h.component != 'connection' AND h.pending IS NULL AND h.state IS NOT NULL
                AND (h.state NOT IN ('ok', 'healthy') OR h.detail LIKE '%duplicate hooks%')
+               -- An unfinished repair is resumed (start of every sweep), never
+               -- begun a second time: two rotations would leave a key behind.
+               AND NOT EXISTS (SELECT 1 FROM repair_journal j
+                               WHERE j.project_id = h.subject_id AND j.component = h.component)
              ORDER BY h.subject_id",
         )
         .fetch_all(&self.pool)

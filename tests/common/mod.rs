@@ -167,6 +167,19 @@ pub async fn connection_state(store: &Store) -> State {
     report.connections[0].health.state
 }
 
+/// Sum of every sample of `name` whose labels contain all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
 pub const HEALTHY: [State; 3] = [State::Ok, State::Healthy, State::Healthy];
 
 /// A `glwarden run` child process.
@@ -199,11 +212,22 @@ impl Fixture {
 
     /// Starts `glwarden run` on `config` and waits until `/readyz` answers 200.
     pub async fn start_daemon(&self, config: &std::path::Path, listen: &str) -> DaemonProcess {
+        self.start_daemon_logging(config, listen, "glwarden=debug")
+            .await
+    }
+
+    /// [`Fixture::start_daemon`] with `RUST_LOG` set to `filter`.
+    pub async fn start_daemon_logging(
+        &self,
+        config: &std::path::Path,
+        listen: &str,
+        filter: &str,
+    ) -> DaemonProcess {
         let stderr_path = self.dir.path().join(format!("daemon-{}.log", free_port()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_glwarden"))
             .args(["--config", config.to_str().unwrap(), "run"])
-            .env("RUST_LOG", "glwarden=debug")
+            .env("RUST_LOG", filter)
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
