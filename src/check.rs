@@ -136,6 +136,7 @@ impl Checker {
                 requests_per_minute: Some(conn.requests_per_minute),
                 observer: metrics.map(|m| m.observer(name)),
                 oauth,
+                root_certificates: conn.ca_certificates.clone(),
             };
             let client = GitLab::new(&conn.base_url, conn.kind, conn.token.clone(), options)
                 .map_err(|source| CheckError::Client {

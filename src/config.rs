@@ -531,6 +531,11 @@ pub struct ConnectionConfig {
     /// per user; the default leaves headroom for other tools of the same user.
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
+    /// PEM file of CA certificates trusted for this connection besides the
+    /// built-in roots (a self-managed GitLab behind an internal CA). TLS
+    /// verification itself is always on: there is no setting to turn it off.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_requests_per_minute() -> u32 {
@@ -600,6 +605,8 @@ pub struct Connection {
     pub requests_per_minute: u32,
     /// How to refresh an OAuth access token, when configured.
     pub oauth: Option<OAuthSettings>,
+    /// Extra trusted CA certificates (`ca_file`), parsed.
+    pub ca_certificates: Vec<reqwest::Certificate>,
 }
 
 /// What refreshing an OAuth token takes.
@@ -645,6 +652,11 @@ impl Config {
             let (token, token_source) =
                 load_token(name, conn).map_err(|(key, reason)| invalid(key, reason))?;
             let oauth = load_oauth(name, conn).map_err(|(key, reason)| invalid(key, reason))?;
+            let ca_certificates = match &conn.ca_file {
+                Some(path) => load_ca_bundle(path)
+                    .map_err(|reason| invalid(format!("connections.{name}.ca_file"), reason))?,
+                None => Vec::new(),
+            };
             connections.insert(
                 name.clone(),
                 Connection {
@@ -655,6 +667,7 @@ impl Config {
                     token_source,
                     requests_per_minute: conn.requests_per_minute,
                     oauth,
+                    ca_certificates,
                 },
             );
         }
@@ -744,6 +757,19 @@ fn parse_base_url(raw: &str) -> Result<Url, String> {
     }
     if url.host_str().is_none() {
         return Err(format!("`{raw}` has no host"));
+    }
+    // The token travels in every request: plain HTTP only where it cannot
+    // leave the machine (the simulator, a local TLS-terminating proxy).
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(format!(
+            "`{raw}` would send the token unencrypted: use https:// (http:// is accepted only for a loopback address)"
+        ));
     }
     Ok(url)
 }
@@ -967,6 +993,20 @@ impl SecretSource<'_> {
         let secret = read_secret_file(&path).map_err(|r| (key("credential"), r))?;
         Ok(Some((secret, format!("from credential {cred}"))))
     }
+}
+
+/// The certificates of a PEM bundle; an error says what is wrong with the file.
+fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&bytes)
+        .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certificates)
 }
 
 fn load_token(name: &str, conn: &ConnectionConfig) -> Result<(SecretString, String), KeyProblem> {

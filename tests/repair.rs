@@ -761,3 +761,47 @@ async fn key_files_are_written_for_the_ci_and_replaced_on_rotation() {
         "no temporary files left behind"
     );
 }
+
+#[tokio::test]
+async fn a_rotation_left_unfinished_is_resumed_never_begun_again() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
+    let config = fx.write_config(&[&p], &sections);
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+    let old = key_id(&fx, &p);
+    fx.sim.remove_deploy_key(p.id, old);
+    // The new key will be the simulator's next id; reading it back fails, so
+    // the rotation stops after "created", its new key already at GitLab.
+    let next = old + 1;
+    fx.sim.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: Some(format!("/deploy_keys/{next}")),
+        kind: FaultKind::Status {
+            code: 502,
+            html: true,
+        },
+        times: None,
+    });
+    fx.sim.clear_requests();
+    for _ in 0..3 {
+        repair_run(&checker).await;
+    }
+    let added: Vec<String> = writes(&fx)
+        .into_iter()
+        .filter(|w| w.starts_with("POST") && w.ends_with("/deploy_keys"))
+        .collect();
+    assert_eq!(added.len(), 1, "one key added, never a second: {added:?}");
+    assert_eq!(fx.sim.deploy_keys(p.id).len(), 1);
+    assert_eq!(fx.sim.deploy_keys(p.id)[0].id, next);
+
+    // GitLab answers again: the journal entry is finished, nothing new is made.
+    fx.sim.clear_faults();
+    repair_run(&checker).await;
+    repair_run(&checker).await;
+    assert_one_matching_key(&fx, &store, p.id).await;
+    assert_eq!(fx.sim.deploy_keys(p.id)[0].id, next);
+    assert_eq!(states(&store, p.id).await, HEALTHY);
+    assert!(store.journal().await.unwrap().is_empty());
+}

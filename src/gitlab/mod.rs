@@ -44,6 +44,9 @@ pub struct ClientOptions {
     pub observer: Option<Arc<dyn RequestObserver>>,
     /// For OAuth connections that can refresh their access token.
     pub oauth: Option<Arc<oauth::OAuthSession>>,
+    /// CA certificates trusted besides the built-in roots. Verification is
+    /// never turned off.
+    pub root_certificates: Vec<reqwest::Certificate>,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +59,7 @@ impl Default for ClientOptions {
             requests_per_minute: None,
             observer: None,
             oauth: None,
+            root_certificates: Vec::new(),
         }
     }
 }
@@ -236,17 +240,19 @@ impl GitLab {
                 attempt.follow()
             }
         });
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("glwarden/", env!("CARGO_PKG_VERSION")))
             .timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout)
-            .redirect(policy)
-            .build()
-            .map_err(|e| ApiError {
-                method: "INIT",
-                endpoint: base_url.to_string(),
-                kind: ErrorKind::Connection(e.to_string()),
-            })?;
+            .redirect(policy);
+        for certificate in &options.root_certificates {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        let http = builder.build().map_err(|e| ApiError {
+            method: "INIT",
+            endpoint: base_url.to_string(),
+            kind: ErrorKind::Connection(e.to_string()),
+        })?;
         let mut root = base_url.clone();
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
