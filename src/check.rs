@@ -20,6 +20,7 @@ use crate::gitlab::types::{DeployKey, Hook, Project};
 use crate::gitlab::{ApiError, ClientOptions, ErrorKind, GitLab};
 use crate::health::{Component, Observation, State};
 use crate::inventory::{self, ConnectionHandle};
+use crate::listing::BulkListing;
 use crate::metrics::Metrics;
 use crate::probe::{
     self, ConnectionVerdict, HookAnswer, HookExpectation, KeyAnswer, KeyExpectation, TokenDetails,
@@ -219,41 +220,56 @@ impl Checker {
 
         // A whole sweep streams the inventory from the store rather than
         // holding it: at 100,000 projects the rows would be tens of MB.
-        let (wanted, projects): (Vec<(String, u64)>, ProjectStream<'_>) = match selection {
-            Selection::All => (
-                self.store.active_ids().await?,
-                self.store.stream_active_projects(),
-            ),
-            Selection::One(_) => {
-                let rows: Vec<ProjectRow> = self
-                    .store
-                    .active_projects()
-                    .await?
-                    .into_iter()
-                    .filter(|p| selection.matches(p))
-                    .collect();
-                let wanted = rows
-                    .iter()
-                    .map(|p| (p.connection.clone(), p.gitlab_id as u64))
-                    .collect();
-                (
-                    wanted,
-                    futures::stream::iter(rows.into_iter().map(Ok)).boxed(),
-                )
-            }
-        };
-        let total = wanted.len().max(1) as u32;
-        let mut listed = self.list_projects_in_bulk(&handles, wanted).await;
+        let (counts, projects): (std::collections::HashMap<String, usize>, ProjectStream<'_>) =
+            match selection {
+                Selection::All => (
+                    self.store.active_counts().await?,
+                    self.store.stream_active_projects(),
+                ),
+                Selection::One(_) => {
+                    let mut rows: Vec<ProjectRow> = self
+                        .store
+                        .active_projects()
+                        .await?
+                        .into_iter()
+                        .filter(|p| selection.matches(p))
+                        .collect();
+                    // The order of the stream and of the bulk listing.
+                    rows.sort_by(|a, b| {
+                        (a.connection_id, a.gitlab_id).cmp(&(b.connection_id, b.gitlab_id))
+                    });
+                    let mut counts = std::collections::HashMap::new();
+                    for p in &rows {
+                        *counts.entry(p.connection.clone()).or_default() += 1;
+                    }
+                    (
+                        counts,
+                        futures::stream::iter(rows.into_iter().map(Ok)).boxed(),
+                    )
+                }
+            };
+        let total = counts.values().sum::<usize>().max(1) as u32;
+        // Each project takes its entry of the bulk listing as the listing
+        // passes it (in order, one at a time), then the checks run concurrently.
+        let listings = tokio::sync::Mutex::new(self.start_bulk_listings(&handles, &counts));
+        let listings = &listings;
+        let projects = projects
+            .then(move |row| async move {
+                let project = row?;
+                let from_list = match listings.lock().await.get_mut(&project.connection) {
+                    Some(listing) => listing.take(project.gitlab_id as u64).await,
+                    None => None,
+                };
+                Ok::<_, StoreError>((project, from_list))
+            })
+            .boxed();
         let started_at = tokio::time::Instant::now();
         let cancel = options.cancel.clone().unwrap_or_default();
         let mut outcomes = projects
             .enumerate()
             .map(|(i, project)| {
-                let project = project.map(|project| {
+                let project = project.map(|(project, from_list)| {
                     let client = self.clients[&project.connection].clone();
-                    let from_list = listed
-                        .get_mut(&project.connection)
-                        .and_then(|m| m.remove(&(project.gitlab_id as u64)));
                     (project, client, from_list)
                 });
                 // Project i starts no earlier than i/n of the way through the spread.
@@ -363,61 +379,28 @@ impl Checker {
         }
     }
 
-    /// Project metadata for every usable connection with enough projects to
-    /// be worth it, from `GET /projects?membership=true&min_access_level=40`
-    /// (keyset, 100 a page): one request per 100 projects instead of one each.
-    /// Only the inventory's projects are kept. A failed listing falls back to
-    /// one lookup per project.
-    async fn list_projects_in_bulk(
+    /// A bulk listing (see `listing.rs`) for every usable connection with
+    /// enough projects in the inventory to be worth it: one request per 100
+    /// projects instead of one each.
+    fn start_bulk_listings(
         &self,
         handles: &BTreeMap<String, ConnectionHandle>,
-        projects: Vec<(String, u64)>,
-    ) -> std::collections::HashMap<String, std::collections::HashMap<u64, Project>> {
-        let mut by_connection: std::collections::HashMap<String, std::collections::HashSet<u64>> =
-            std::collections::HashMap::new();
-        for (connection, id) in projects {
-            by_connection.entry(connection).or_default().insert(id);
-        }
-        let mut listed = std::collections::HashMap::new();
-        for (name, handle) in handles.iter().filter(|(_, h)| h.usable) {
-            let Some(wanted) = by_connection.remove(name) else {
-                continue;
-            };
-            if wanted.len() < self.cfg.raw.check.bulk_list_min_projects {
-                continue;
-            }
-            let mut found = std::collections::HashMap::with_capacity(wanted.len());
-            let walked = handle
-                .client
-                .for_each_page(
-                    "projects",
-                    &[
-                        ("membership", "true"),
-                        ("min_access_level", "40"),
-                        ("pagination", "keyset"),
-                        ("order_by", "id"),
-                        ("sort", "asc"),
-                    ],
-                    |page: Vec<Project>| {
-                        found.extend(
-                            page.into_iter()
-                                .filter(|p| wanted.contains(&p.id))
-                                .map(|p| (p.id, p)),
-                        );
-                        true
-                    },
+        counts: &std::collections::HashMap<String, usize>,
+    ) -> std::collections::HashMap<String, BulkListing> {
+        handles
+            .iter()
+            .filter(|(name, handle)| {
+                handle.usable
+                    && counts.get(*name).copied().unwrap_or(0)
+                        >= self.cfg.raw.check.bulk_list_min_projects
+            })
+            .map(|(name, handle)| {
+                (
+                    name.clone(),
+                    BulkListing::start(name, handle.client.clone()),
                 )
-                .await;
-            match walked {
-                Ok(()) => {
-                    listed.insert(name.clone(), found);
-                }
-                Err(e) => {
-                    tracing::warn!(connection = %name, error = %e, "bulk project listing failed; looking projects up one by one")
-                }
-            }
-        }
-        listed
+            })
+            .collect()
     }
 
     /// The "Regenerate" button: rotates the project's deploy key or webhook

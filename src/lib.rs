@@ -17,6 +17,7 @@ pub mod gitlab;
 pub mod health;
 pub mod inventory;
 pub mod keys;
+pub mod listing;
 pub mod metrics;
 pub mod probe;
 pub mod repair;

@@ -626,18 +626,18 @@ impl GitLab {
         let mut all = Vec::new();
         self.for_each_page(path, query, |page: Vec<T>| {
             all.extend(page);
-            true
+            std::future::ready(true)
         })
         .await?;
         Ok(all)
     }
 
     /// Walks the pages of a list, handing each to `visit`; stops early when it returns false.
-    pub async fn for_each_page<T: DeserializeOwned>(
+    pub async fn for_each_page<T: DeserializeOwned, Visit: Future<Output = bool>>(
         &self,
         path: &str,
         query: &[(&str, &str)],
-        mut visit: impl FnMut(Vec<T>) -> bool,
+        mut visit: impl FnMut(Vec<T>) -> Visit,
     ) -> Result<(), ApiError> {
         let endpoint = endpoint_of(path);
         let mut url = self.api_url(path);
@@ -685,7 +685,7 @@ impl GitLab {
             let empty = page.is_empty();
             pages += 1;
             items += page.len() as u64;
-            let stop = !visit(page);
+            let stop = !visit(page).await;
             let next = self.next_page(&url, &answer.headers);
             if stop {
                 return Ok(());

@@ -367,8 +367,10 @@ impl Store {
         Ok(rows)
     }
 
-    /// The inventory as a stream, for a sweep: rows come as they are used.
-    /// The public key (the largest column, not needed to check) is left out.
+    /// The inventory as a stream, for a sweep: rows come as they are used,
+    /// by connection and GitLab id (the order of the bulk listing, see
+    /// `listing.rs`). The public key (the largest column, not needed to
+    /// check) is left out.
     pub fn stream_active_projects(
         &self,
     ) -> futures::stream::BoxStream<'_, Result<ProjectRow, StoreError>> {
@@ -378,22 +380,24 @@ impl Store {
                     p.config_ref, p.webhook_url, p.deploy_key_id, p.hook_id, NULL AS public_key, p.fingerprint,
                     p.added_at, p.removed_at
              FROM projects p JOIN connections c ON c.id = p.connection_id
-             WHERE p.removed_at IS NULL ORDER BY p.id",
+             WHERE p.removed_at IS NULL ORDER BY p.connection_id, p.gitlab_id",
         )
         .fetch(&self.pool)
         .map(|r| r.map_err(StoreError::from))
         .boxed()
     }
 
-    /// (connection, GitLab id) of every project in the inventory.
-    pub async fn active_ids(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    /// How many projects each connection has in the inventory.
+    pub async fn active_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, usize>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT c.name, p.gitlab_id FROM projects p JOIN connections c ON c.id = p.connection_id
-             WHERE p.removed_at IS NULL",
+            "SELECT c.name, COUNT(*) FROM projects p JOIN connections c ON c.id = p.connection_id
+             WHERE p.removed_at IS NULL GROUP BY c.name",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(c, id)| (c, id as u64)).collect())
+        Ok(rows.into_iter().map(|(c, n)| (c, n as usize)).collect())
     }
 
     /// Takes a project out of the inventory, keeping its health and history.
