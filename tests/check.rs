@@ -587,3 +587,34 @@ async fn a_failed_page_of_the_bulk_listing_is_retried_not_replaced_by_lookups() 
         assert_eq!(states(&store, p.id).await, HEALTHY);
     }
 }
+
+#[tokio::test]
+async fn the_bulk_listing_is_merged_in_id_order_and_only_unlisted_projects_are_looked_up() {
+    let fx = Fixture::new().await;
+    let a = fx.connect("acme/a");
+    // Listed by GitLab, not in the inventory: passed over.
+    let _other = fx.connect("acme/not-ours");
+    let b = fx.connect("acme/b");
+    let c = fx.connect("acme/c");
+    let d = fx.connect("acme/d");
+    // Developer on b: the Maintainer list leaves it out.
+    fx.sim.set_member(b.id, fx.user, 30);
+    let config = fx.write_config_full(&[&d, &b, &a, &c], "bulk_list_min_projects = 1\n", "");
+    let (checker, store) = fx.checker(&config).await;
+    fx.check(&checker).await;
+    fx.sim.clear_requests();
+    fx.check(&checker).await;
+
+    let lookups: Vec<String> = fx
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v4/projects/") && r.path.matches('/').count() == 4)
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(lookups, vec![format!("/api/v4/projects/{}", b.id)]);
+    for p in [&a, &c, &d] {
+        assert_eq!(states(&store, p.id).await, HEALTHY);
+    }
+    assert_eq!(states(&store, b.id).await[0], State::AccessLost);
+}
