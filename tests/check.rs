@@ -618,3 +618,31 @@ async fn the_bulk_listing_is_merged_in_id_order_and_only_unlisted_projects_are_l
     }
     assert_eq!(states(&store, b.id).await[0], State::AccessLost);
 }
+
+#[tokio::test]
+async fn one_bad_answer_to_the_connection_probe_is_retried_not_a_blind_sweep() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let config = fx.write_config(&[&p], "");
+    let (checker, store) = fx.checker(&config).await;
+    fx.sim.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: Some("/api/v4/user".into()),
+        kind: FaultKind::Status {
+            code: 502,
+            html: true,
+        },
+        times: Some(1),
+    });
+    fx.check(&checker).await;
+    let probes: Vec<u16> = fx
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v4/user")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(probes, vec![502, 200]);
+    assert_eq!(connection_state(&store).await, State::Connected);
+    assert_eq!(states(&store, p.id).await, HEALTHY);
+}

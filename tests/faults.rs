@@ -482,7 +482,8 @@ async fn server_errors_with_html_pages() {
             "500 HTML on /user",
             "/api/v4/user",
             html(500),
-            1,
+            // The probe is retried twice: three failures make it unknown.
+            3,
             Some("5xx"),
             true,
         ),
@@ -542,7 +543,8 @@ async fn timeouts_resets_and_slow_bodies() {
             "hang on /user",
             "/api/v4/user",
             FaultKind::Hang,
-            1,
+            // The probe is retried twice: three failures make it unknown.
+            3,
             Some("error"),
             true,
         ),
@@ -598,7 +600,8 @@ async fn malformed_answers() {
             "garbage JSON on /user",
             "/api/v4/user",
             FaultKind::GarbageJson,
-            1,
+            // The probe is retried twice: three failures make it unknown.
+            3,
             Some("2xx"),
             true,
         ),
@@ -606,7 +609,8 @@ async fn malformed_answers() {
             "truncated JSON on /user",
             "/api/v4/user",
             FaultKind::TruncatedJson,
-            1,
+            // The probe is retried twice: three failures make it unknown.
+            3,
             None,
             true,
         ),

@@ -226,12 +226,14 @@ fn apply(fx: &Fixture, kind: Breakage, gitlab_id: u64, serial: u64) {
             }
         }
         Breakage::HookDisabled => {
-            // Disabled for good (GitLab re-enables a hook disabled after 4
-            // failures by itself, which a 60-second rate-limit pause can hide).
+            // Disabled for good, as after 40 failures in a row (a hook
+            // disabled for a while re-enables itself, which a long
+            // rate-limit pause would hide).
             for h in sim.hooks(gitlab_id) {
-                for _ in 0..40 {
-                    sim.record_delivery(gitlab_id, h.id, 502);
-                }
+                sim.update_hook(gitlab_id, h.id, |h| {
+                    h.recent_failures = 40;
+                    h.disabled_until = None;
+                });
             }
         }
         Breakage::Renamed => sim.rename_project(gitlab_id, &format!("acme/renamed-{serial}")),

@@ -84,8 +84,33 @@ fn pacer_shape(requests_per_minute: u32) -> (std::num::NonZeroU32, u32) {
 /// First pause after a 5xx or timeout; doubled per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Retries of one page of a list after a transient failure.
-const PAGE_RETRIES: u32 = 2;
+/// Retries of a read that many others depend on (a page of a list, the
+/// connection probe) after a transient failure.
+const READ_RETRIES: u32 = 2;
+
+/// Runs `read` again (at most [`READ_RETRIES`] times) while it fails
+/// transiently (not a 429: `send` handles those). Each attempt waits on the
+/// connection's gate, so the back-off after a 5xx or timeout comes first.
+async fn retry_transient<T, Fut>(mut read: impl FnMut() -> Fut) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let mut retries = 0;
+    loop {
+        match read().await {
+            // A 429 was already waited out (or is too long to wait) in `send`.
+            Err(e)
+                if e.is_transient()
+                    && !matches!(e.kind, ErrorKind::RateLimited { .. })
+                    && retries < READ_RETRIES =>
+            {
+                retries += 1;
+                tracing::debug!(error = %e, retries, "read failed transiently; retrying it");
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Exponential back-off with ±50% jitter, so that many clients do not retry in step.
 fn backoff(consecutive_failures: u32) -> Duration {
@@ -664,24 +689,14 @@ impl GitLab {
                     },
                 });
             }
-            // A transient failure costs this page a retry (after the
-            // connection's back-off), not the pages already read: a
-            // thousand-page listing must not fail on one bad answer.
-            let mut retries = 0;
-            let (answer, page) = loop {
-                let read = async {
-                    let answer = self.send(Method::GET, url.clone(), &endpoint, None).await?;
-                    let page: Vec<T> = decode(&answer.body, "GET", &endpoint)?;
-                    Ok::<_, ApiError>((answer, page))
-                };
-                match read.await {
-                    Err(e) if e.is_transient() && retries < PAGE_RETRIES => {
-                        retries += 1;
-                        tracing::debug!(endpoint = %endpoint, page = pages + 1, error = %e, retries, "page read failed; retrying it");
-                    }
-                    other => break other?,
-                }
-            };
+            // A transient failure costs this page a retry, not the pages
+            // already read: a thousand-page listing must not fail on one bad answer.
+            let (answer, page) = retry_transient(|| async {
+                let answer = self.send(Method::GET, url.clone(), &endpoint, None).await?;
+                let page: Vec<T> = decode(&answer.body, "GET", &endpoint)?;
+                Ok::<_, ApiError>((answer, page))
+            })
+            .await?;
             let empty = page.is_empty();
             pages += 1;
             items += page.len() as u64;
@@ -756,8 +771,10 @@ impl GitLab {
 
     // ---- typed endpoints -------------------------------------------------
 
+    /// Who the token belongs to: the connection probe, which every project
+    /// of the sweep waits on, so a transient failure is retried first.
     pub async fn current_user(&self) -> Result<User, ApiError> {
-        self.get("user").await
+        retry_transient(|| self.get("user")).await
     }
 
     pub async fn access_token_self(&self) -> Result<AccessTokenInfo, ApiError> {
