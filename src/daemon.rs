@@ -201,6 +201,20 @@ struct Daemon {
     cancel: CancellationToken,
 }
 
+/// Hands the memory a sweep freed back to the system. glibc keeps freed heap
+/// pages, so without this a daemon's RSS ratchets up to its busiest moment
+/// (a large answer, a burst of repairs) and stays there: the soak saw 25 MB
+/// climb to 31 MB in steps over 30 minutes with nothing leaking. Trimming
+/// once per sweep is cheap next to the sweep.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it touches
+    // no memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl Daemon {
     fn start_sweep(&self) -> JoinHandle<SweepResult> {
         let checker = self.checker.clone();
@@ -219,7 +233,7 @@ impl Daemon {
     /// Publishes a finished sweep; returns the one-line status for systemd.
     async fn finish_sweep(&self, result: Result<SweepResult, tokio::task::JoinError>) -> String {
         let result = result.map_err(anyhow::Error::from).and_then(|r| r);
-        match result {
+        let status = match result {
             Ok((summary, elapsed)) => {
                 // A sweep succeeds when every connection could be asked.
                 let ok = summary.observed.iter().all(|((component, state), _)| {
@@ -270,7 +284,9 @@ impl Daemon {
                 tracing::error!(error = format!("{e:#}"), "sweep failed");
                 format!("last sweep failed: {e:#}")
             }
-        }
+        };
+        release_freed_memory();
+        status
     }
 
     async fn publish(&self) {

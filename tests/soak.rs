@@ -652,8 +652,10 @@ async fn soak() {
     );
 
     // The invariants.
+    // One every 3 s on average, less the minutes a header-less 429 pauses
+    // everything: a floor well under that, so such pauses cannot fail a run.
     assert!(
-        total_breakages >= seconds / 10,
+        total_breakages >= (seconds / 20).max(5),
         "too few breakages to say anything: {total_breakages}"
     );
     assert!(
