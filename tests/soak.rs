@@ -142,7 +142,8 @@ fn fault_name(kind: &FaultKind) -> String {
     }
 }
 
-fn random_fault(rng: &mut Rng) -> Fault {
+/// `long`: a run long enough to spend minutes paused by a header-less 429.
+fn random_fault(rng: &mut Rng, long: bool) -> Fault {
     let kinds = [
         FaultKind::Status {
             code: 500,
@@ -180,8 +181,9 @@ fn random_fault(rng: &mut Rng) -> Fault {
     // Mostly reads; a quarter hit writes too (a repair whose answer is lost).
     let method = (rng.below(4) != 0).then(|| "GET".to_owned());
     // A 429 without headers pauses the connection for GitLab's whole
-    // 60-second window: rare, or the soak is mostly waiting.
-    let kind = if rng.below(100) == 0 {
+    // 60-second window: rare, and only in long runs, or the soak is mostly
+    // waiting (the fault matrix covers it on its own).
+    let kind = if long && rng.below(100) == 0 {
         FaultKind::RateLimited { retry_after: None }
     } else {
         rng.pick(&kinds).clone()
@@ -466,7 +468,7 @@ async fn soak() {
         );
         let now = Instant::now();
         if now >= next_fault {
-            let fault = random_fault(&mut rng);
+            let fault = random_fault(&mut rng, seconds >= 600);
             *tally.faults.entry(fault_name(&fault.kind)).or_default() += 1;
             fx.sim.inject(fault);
             next_fault = now + Duration::from_millis(2000 + rng.below(6000));
