@@ -21,21 +21,6 @@ use glwarden::sim::{Fault, FaultKind, HookSpec};
 use sqlx::Connection;
 
 const MASTER_KEY: &str = "5f9c3a1e7b2d4c6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
-const BROKEN: &[&str] = &[
-    "not_connected",
-    "moved",
-    "archived",
-    "pending_deletion",
-    "access_lost",
-    "not_found",
-    "missing",
-    "mismatch",
-    "expired",
-    "writable",
-    "misconfigured",
-    "disabled",
-    "failing",
-];
 const CRON: &str = "*/1 * * * * *";
 
 // ---------------------------------------------------------------------------

@@ -31,20 +31,6 @@ const PROJECTS: usize = 30;
 const MASTER_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 /// Breakages in flight at once: well under the storm guard (5 projects, 20%).
 const MAX_OUTSTANDING: usize = 3;
-const BROKEN: &[&str] = &[
-    "moved",
-    "archived",
-    "pending_deletion",
-    "access_lost",
-    "not_found",
-    "missing",
-    "mismatch",
-    "expired",
-    "writable",
-    "misconfigured",
-    "disabled",
-    "failing",
-];
 
 /// xorshift64*: reproducible from the printed seed, no dependency.
 struct Rng(u64);

@@ -180,6 +180,23 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// States that mean a component is broken (as stored in `health.state`).
+pub const BROKEN: &[&str] = &[
+    "not_connected",
+    "moved",
+    "archived",
+    "pending_deletion",
+    "access_lost",
+    "not_found",
+    "missing",
+    "mismatch",
+    "expired",
+    "writable",
+    "misconfigured",
+    "disabled",
+    "failing",
+];
+
 pub const HEALTHY: [State; 3] = [State::Ok, State::Healthy, State::Healthy];
 
 /// A `glwarden run` child process.
