@@ -19,26 +19,7 @@ use url::Url;
 pub const ENV_PREFIX: &str = "GLWARDEN";
 
 /// Webhook event flags GitLab knows for project hooks (reference §2.1).
-pub const KNOWN_HOOK_EVENTS: &[&str] = &[
-    "push_events",
-    "tag_push_events",
-    "merge_requests_events",
-    "issues_events",
-    "confidential_issues_events",
-    "note_events",
-    "confidential_note_events",
-    "job_events",
-    "pipeline_events",
-    "wiki_page_events",
-    "deployment_events",
-    "feature_flag_events",
-    "releases_events",
-    "milestone_events",
-    "emoji_events",
-    "resource_access_token_events",
-    "resource_deploy_token_events",
-    "vulnerability_events",
-];
+pub use crate::gitlab::types::HOOK_EVENTS as KNOWN_HOOK_EVENTS;
 
 /// A configuration problem, always naming the file and the key at fault.
 #[derive(Debug, thiserror::Error)]

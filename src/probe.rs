@@ -896,7 +896,7 @@ mod tests {
         );
 
         let mut h = hook(1, URL);
-        h.other.insert("tag_push_events".into(), false.into());
+        h.tag_push_events = false;
         h.enable_ssl_verification = false;
         let mis = hook_state(&h, None);
         assert_eq!(mis.state(), State::Misconfigured);
