@@ -363,7 +363,7 @@ impl GitLab {
                 .header("Accept", "application/json")
                 .send()
                 .await;
-            let response = match sent {
+            let mut response = match sent {
                 Ok(r) => r,
                 Err(e) => {
                     let kind = transport_error(&e);
@@ -373,7 +373,7 @@ impl GitLab {
                 }
             };
             let status = response.status();
-            let headers = response.headers().clone();
+            let headers = std::mem::take(response.headers_mut());
             self.record_rate_limit(&headers);
             if status == StatusCode::TOO_MANY_REQUESTS {
                 self.observe(class, "429", started);
