@@ -27,10 +27,10 @@ use crate::probe::{
 };
 use crate::repair::{self, Action, Decision, Policies, Repairer};
 use crate::store::NewEvent;
-use crate::store::{ProjectRow, Store, StoreError};
+use crate::store::{CheckTarget, ProjectRow, Store, StoreError};
 
 /// The inventory as a sweep reads it.
-type ProjectStream<'a> = BoxStream<'a, Result<ProjectRow, StoreError>>;
+type ProjectStream<'a> = BoxStream<'a, Result<CheckTarget, StoreError>>;
 
 /// Marks the first 404 of a project, confirmed (or not) by the next check.
 const NOT_FOUND_ONCE: &str =
@@ -227,12 +227,13 @@ impl Checker {
                     self.store.stream_active_projects(),
                 ),
                 Selection::One(_) => {
-                    let mut rows: Vec<ProjectRow> = self
+                    let mut rows: Vec<CheckTarget> = self
                         .store
                         .active_projects()
                         .await?
-                        .into_iter()
+                        .iter()
                         .filter(|p| selection.matches(p))
+                        .map(CheckTarget::from)
                         .collect();
                     // The order of the stream and of the bulk listing.
                     rows.sort_by(|a, b| {
@@ -265,6 +266,8 @@ impl Checker {
             .boxed();
         let started_at = tokio::time::Instant::now();
         let cancel = options.cancel.clone().unwrap_or_default();
+        let checks = self.project_checks();
+        let verdicts = Arc::new(verdicts);
         let mut outcomes = projects
             .enumerate()
             .map(|(i, project)| {
@@ -278,11 +281,9 @@ impl Checker {
                         .spread
                         .map(|s| s / total * i as u32)
                         .unwrap_or_default();
-                let cancel = cancel.clone();
-                let verdicts = &verdicts;
+                let (cancel, checks, verdicts) = (cancel.clone(), checks.clone(), verdicts.clone());
                 async move {
                     let (project, client, from_list) = project?;
-                    let verdict = &verdicts[&project.connection];
                     tokio::select! {
                         biased;
                         _ = cancel.cancelled() => return Ok(None),
@@ -291,10 +292,18 @@ impl Checker {
                     if cancel.is_cancelled() {
                         return Ok(None);
                     }
-                    Ok::<_, StoreError>(Some(
-                        self.check_project(&client, verdict, project, from_list)
-                            .await,
-                    ))
+                    let task = tokio::spawn(async move {
+                        let verdict = &verdicts[&project.connection];
+                        checks
+                            .check_project(&client, verdict, project, from_list)
+                            .await
+                    });
+                    // Aborted if the sweep is dropped before it completes.
+                    match tokio_util::task::AbortOnDropHandle::new(task).await {
+                        Ok(outcome) => Ok::<_, StoreError>(Some(outcome)),
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => Ok(None),
+                    }
                 }
             })
             .buffer_unordered(self.cfg.raw.check.concurrency);
@@ -348,35 +357,6 @@ impl Checker {
         let requests_after: u64 = self.clients.values().map(|c| c.requests_sent()).sum();
         summary.requests = requests_after - requests_before;
         Ok(summary)
-    }
-
-    /// A single 404 is ambiguous (GitLab deleted the project, or GitLab is
-    /// having an outage that answers 404): `not_found` is recorded only when
-    /// the next check says so too; the first one is `unknown`.
-    async fn confirm_not_found(&self, project_id: i64, observed: Observation) -> Observation {
-        if observed.state() != State::NotFound {
-            return observed;
-        }
-        let prev = self
-            .store
-            .health(Component::Repository, project_id)
-            .await
-            .ok()
-            .flatten();
-        let seen_before = prev.is_some_and(|h| {
-            h.state.as_deref() == Some("not_found")
-                || (h.pending.as_deref() == Some("unknown")
-                    && h.pending_detail
-                        .as_deref()
-                        .is_some_and(|d| d.starts_with(NOT_FOUND_ONCE)))
-        });
-        if seen_before {
-            observed
-        } else {
-            Observation::Unknown {
-                reason: format!("{NOT_FOUND_ONCE}: {}", observed.detail()),
-            }
-        }
     }
 
     /// A bulk listing (see `listing.rs`) for every usable connection with
@@ -443,7 +423,10 @@ impl Checker {
             .project(project.id)
             .await?
             .unwrap_or_else(|| project.clone());
-        let checked = self.check_project(&client, &verdict, fresh, None).await;
+        let checked = self
+            .project_checks()
+            .check_project(&client, &verdict, CheckTarget::from(&fresh), None)
+            .await;
         self.remember_findings(&checked).await?;
         let batch: Vec<_> = checked
             .observations
@@ -606,7 +589,10 @@ impl Checker {
             }
             if repaired {
                 let fresh = self.store.project(project.id).await?.unwrap_or(project);
-                let outcome = self.check_project(&client, verdict, fresh, None).await;
+                let outcome = self
+                    .project_checks()
+                    .check_project(&client, verdict, CheckTarget::from(&fresh), None)
+                    .await;
                 self.remember_findings(&outcome).await?;
                 let batch: Vec<_> = outcome
                     .observations
@@ -637,12 +623,60 @@ impl Checker {
         Ok(())
     }
 
+    fn project_checks(&self) -> ProjectChecks {
+        ProjectChecks {
+            cfg: self.cfg.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// What checking a project needs, cheap to clone into the project's own
+/// task: the sweep runs each check as a task so that decoding and judging
+/// answers spreads over the runtime's threads instead of queueing in the
+/// sweep's one task.
+#[derive(Clone)]
+struct ProjectChecks {
+    cfg: Arc<Config>,
+    store: Store,
+}
+
+impl ProjectChecks {
+    /// A single 404 is ambiguous (GitLab deleted the project, or GitLab is
+    /// having an outage that answers 404): `not_found` is recorded only when
+    /// the next check says so too; the first one is `unknown`.
+    async fn confirm_not_found(&self, project_id: i64, observed: Observation) -> Observation {
+        if observed.state() != State::NotFound {
+            return observed;
+        }
+        let prev = self
+            .store
+            .health(Component::Repository, project_id)
+            .await
+            .ok()
+            .flatten();
+        let seen_before = prev.is_some_and(|h| {
+            h.state.as_deref() == Some("not_found")
+                || (h.pending.as_deref() == Some("unknown")
+                    && h.pending_detail
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with(NOT_FOUND_ONCE)))
+        });
+        if seen_before {
+            observed
+        } else {
+            Observation::Unknown {
+                reason: format!("{NOT_FOUND_ONCE}: {}", observed.detail()),
+            }
+        }
+    }
+
     /// Checks one project's three components.
     async fn check_project(
         &self,
         client: &GitLab,
         connection: &ConnectionVerdict,
-        p: ProjectRow,
+        p: CheckTarget,
         from_list: Option<Project>,
     ) -> ProjectOutcome {
         let mut outcome = ProjectOutcome {
@@ -726,7 +760,7 @@ impl Checker {
     async fn check_deploy_key(
         &self,
         client: &GitLab,
-        p: &ProjectRow,
+        p: &CheckTarget,
         now: chrono::DateTime<Utc>,
     ) -> (Observation, Option<u64>) {
         let Some(fingerprint) = p.fingerprint.as_deref() else {
@@ -768,7 +802,7 @@ impl Checker {
     async fn check_webhook(
         &self,
         client: &GitLab,
-        p: &ProjectRow,
+        p: &CheckTarget,
         path: &str,
         now: chrono::DateTime<Utc>,
     ) -> (Observation, Option<u64>) {
@@ -894,7 +928,7 @@ async fn oauth_session(
 }
 
 /// The URL our hook must have: the project's own, or the template filled in.
-pub fn expected_webhook_url(cfg: &Config, p: &ProjectRow, path: &str) -> Option<String> {
+pub fn expected_webhook_url(cfg: &Config, p: &CheckTarget, path: &str) -> Option<String> {
     p.webhook_url.clone().or_else(|| {
         cfg.raw
             .expect

@@ -70,6 +70,38 @@ pub struct ProjectRow {
     pub removed_at: Option<DateTime<Utc>>,
 }
 
+/// What checking a project reads from the inventory. A sweep streams these
+/// rather than whole [`ProjectRow`]s: sqlx copies every column of every row
+/// it reads (an allocation each), and a sweep reads every row.
+#[derive(Debug, Clone, FromRow)]
+pub struct CheckTarget {
+    pub id: i64,
+    pub connection_id: i64,
+    pub connection: String,
+    pub gitlab_id: i64,
+    pub path: String,
+    pub webhook_url: Option<String>,
+    pub deploy_key_id: Option<i64>,
+    pub hook_id: Option<i64>,
+    pub fingerprint: Option<String>,
+}
+
+impl From<&ProjectRow> for CheckTarget {
+    fn from(p: &ProjectRow) -> Self {
+        CheckTarget {
+            id: p.id,
+            connection_id: p.connection_id,
+            connection: p.connection.clone(),
+            gitlab_id: p.gitlab_id,
+            path: p.path.clone(),
+            webhook_url: p.webhook_url.clone(),
+            deploy_key_id: p.deploy_key_id,
+            hook_id: p.hook_id,
+            fingerprint: p.fingerprint.clone(),
+        }
+    }
+}
+
 /// What to put into the inventory.
 #[derive(Debug, Clone)]
 pub struct NewProject<'a> {
@@ -145,63 +177,6 @@ pub struct Transition {
     pub from: Option<String>,
     pub to: String,
     pub detail: String,
-}
-
-/// Folds one observation into a component's health. Pure: the store writes
-/// what this returns. A definite answer moves the state (a transition when it
-/// changes); an unknown or blocked check leaves the last known state as it was.
-pub fn fold(
-    prev: Option<&HealthRow>,
-    component: Component,
-    subject_id: i64,
-    observation: &Observation,
-    now: DateTime<Utc>,
-) -> (HealthRow, Option<Transition>) {
-    let mut next = prev.cloned().unwrap_or(HealthRow {
-        component: component.as_str().to_owned(),
-        subject_id,
-        state: None,
-        detail: String::new(),
-        since: None,
-        consecutive: 0,
-        last_checked: None,
-        pending: None,
-        pending_detail: None,
-        pending_since: None,
-    });
-    next.last_checked = Some(now);
-    match observation {
-        Observation::Definite { state, detail } => {
-            let state = state.as_str();
-            let changed = next.state.as_deref() != Some(state);
-            let transition = changed.then(|| Transition {
-                from: next.state.clone(),
-                to: state.to_owned(),
-                detail: detail.clone(),
-            });
-            if changed {
-                next.state = Some(state.to_owned());
-                next.since = Some(now);
-                next.consecutive = 1;
-            } else {
-                next.consecutive += 1;
-            }
-            next.detail = detail.clone();
-            next.pending = None;
-            next.pending_detail = None;
-            next.pending_since = None;
-            (next, transition)
-        }
-        Observation::Unknown { reason: detail } | Observation::Blocked { cause: detail } => {
-            let kind = observation.state().as_str();
-            if next.pending.as_deref() != Some(kind) {
-                next.pending_since = Some(now);
-            }
-            next.pending = Some(kind.to_owned());
-            next.pending_detail = Some(detail.clone());
-            (next, None)
-        }
-    }
 }
 
 /// The database. Write transactions start with `BEGIN IMMEDIATE`: a
@@ -367,23 +342,49 @@ impl Store {
         Ok(rows)
     }
 
-    /// The inventory as a stream, for a sweep: rows come as they are used,
-    /// by connection and GitLab id (the order of the bulk listing, see
-    /// `listing.rs`). The public key (the largest column, not needed to
-    /// check) is left out.
+    /// The inventory as a stream, for a sweep: what checking needs of each
+    /// project, by connection and GitLab id (the order of the bulk listing,
+    /// see `listing.rs`).
+    ///
+    /// Rows are read in keyset pages, each its own short query, rather than
+    /// by one query open for the whole sweep: an open read holds a WAL
+    /// snapshot, so no checkpoint can finish while it lasts, the WAL grows
+    /// with every write batch and each commit's automatic checkpoint sorts
+    /// the whole of it again.
     pub fn stream_active_projects(
         &self,
-    ) -> futures::stream::BoxStream<'_, Result<ProjectRow, StoreError>> {
-        use futures::StreamExt;
-        sqlx::query_as::<_, ProjectRow>(
-            "SELECT p.id, p.connection_id, c.name AS connection, p.gitlab_id, p.path, p.source,
-                    p.config_ref, p.webhook_url, p.deploy_key_id, p.hook_id, NULL AS public_key, p.fingerprint,
-                    p.added_at, p.removed_at
-             FROM projects p JOIN connections c ON c.id = p.connection_id
-             WHERE p.removed_at IS NULL ORDER BY p.connection_id, p.gitlab_id",
-        )
-        .fetch(&self.pool)
-        .map(|r| r.map_err(StoreError::from))
+    ) -> futures::stream::BoxStream<'_, Result<CheckTarget, StoreError>> {
+        use futures::{StreamExt, TryStreamExt};
+        const PAGE: i64 = 1000;
+        let first_page = Some((i64::MIN, i64::MIN));
+        futures::stream::try_unfold(first_page, move |after| async move {
+            let Some((connection_id, gitlab_id)) = after else {
+                return Ok(None);
+            };
+            let rows = sqlx::query_as::<_, CheckTarget>(
+                "SELECT p.id, p.connection_id, c.name AS connection, p.gitlab_id, p.path,
+                        p.webhook_url, p.deploy_key_id, p.hook_id, p.fingerprint
+                 FROM projects p JOIN connections c ON c.id = p.connection_id
+                 WHERE p.removed_at IS NULL AND (p.connection_id, p.gitlab_id) > (?1, ?2)
+                 ORDER BY p.connection_id, p.gitlab_id LIMIT ?3",
+            )
+            .bind(connection_id)
+            .bind(gitlab_id)
+            .bind(PAGE)
+            .fetch_all(&self.pool)
+            .await?;
+            let next = match rows.last() {
+                Some(last) if rows.len() as i64 == PAGE => {
+                    Some((last.connection_id, last.gitlab_id))
+                }
+                _ => None,
+            };
+            Ok::<_, StoreError>(Some((
+                futures::stream::iter(rows.into_iter().map(Ok)),
+                next,
+            )))
+        })
+        .try_flatten()
         .boxed()
     }
 
@@ -411,19 +412,28 @@ impl Store {
     }
 
     /// Removes every project from one of `sources` whose id is not in `keep`.
+    /// Only ids are read: each sweep calls this, and projects added by hand
+    /// (`cli`), usually the bulk of a large inventory, are never candidates.
     pub async fn remove_missing(
         &self,
         sources: &[Source],
         keep: &std::collections::HashSet<i64>,
     ) -> Result<u64, StoreError> {
-        let rows = self.active_projects().await?;
-        let from_sources = |r: &ProjectRow| sources.iter().any(|s| s.as_str() == r.source);
+        if sources.is_empty() {
+            return Ok(0);
+        }
+        let mut query = sqlx::QueryBuilder::new(
+            "SELECT id FROM projects WHERE removed_at IS NULL AND source IN (",
+        );
+        let mut listed = query.separated(", ");
+        for source in sources {
+            listed.push_bind(source.as_str());
+        }
+        query.push(")");
+        let ids: Vec<i64> = query.build_query_scalar().fetch_all(&self.pool).await?;
         let mut removed = 0;
-        for row in rows
-            .iter()
-            .filter(|r| from_sources(r) && !keep.contains(&r.id))
-        {
-            self.remove_project(row.id).await?;
+        for id in ids.into_iter().filter(|id| !keep.contains(id)) {
+            self.remove_project(id).await?;
             removed += 1;
         }
         Ok(removed)
@@ -481,82 +491,70 @@ impl Store {
     }
 
     /// Records a batch of observations in one transaction; returns the
-    /// transitions it wrote. The current rows are read with one query per
-    /// chunk and written back with multi-row upserts, so a batch of thousands
-    /// costs a handful of statements rather than two per observation.
+    /// transitions it wrote.
+    ///
+    /// Each observation is folded into its component's health row by the
+    /// upsert itself ([`FOLD_OBSERVATION`]), and the history is written by
+    /// triggers when the last definite state changes (migration 0005). A
+    /// sweep thus writes its rows without first reading them back: reading
+    /// and rewriting every row in Rust cost a third of the daemon's CPU.
     pub async fn record(
         &self,
         batch: &[(Component, i64, Observation)],
         now: DateTime<Utc>,
     ) -> Result<Vec<(Component, i64, Transition)>, StoreError> {
-        use sqlx::QueryBuilder;
+        // 10 parameters a row: well under SQLite's limit of 32,766 a statement.
         const CHUNK: usize = 300;
+        // As sqlx writes a DateTime<Utc>, so that rows read back the same.
+        let at = now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut transitions = Vec::new();
+        let last_before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM transitions")
+            .fetch_one(&mut *tx)
+            .await?;
         for chunk in batch.chunks(CHUNK) {
-            let mut query = QueryBuilder::new("SELECT * FROM health WHERE subject_id IN (");
-            let mut ids = query.separated(", ");
-            for (_, subject, _) in chunk {
-                ids.push_bind(*subject);
-            }
-            query.push(")");
-            let prev: std::collections::HashMap<(String, i64), HealthRow> = query
-                .build_query_as::<HealthRow>()
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .map(|h| ((h.component.clone(), h.subject_id), h))
-                .collect();
-            let mut rows = Vec::with_capacity(chunk.len());
-            for (component, subject_id, observation) in chunk {
-                let before = prev.get(&(component.as_str().to_owned(), *subject_id));
-                let (next, transition) = fold(before, *component, *subject_id, observation, now);
-                if let Some(t) = transition {
-                    transitions.push((*component, *subject_id, t));
-                }
-                rows.push(next);
-            }
-            let mut upsert = QueryBuilder::new(
-                "INSERT INTO health (component, subject_id, state, detail, since, consecutive, last_checked,
-                                     pending, pending_detail, pending_since) ",
+            let mut upsert = sqlx::QueryBuilder::new(
+                "INSERT INTO health (component, subject_id, state, detail, since, consecutive,
+                                     last_checked, pending, pending_detail, pending_since) ",
             );
-            upsert.push_values(&rows, |mut b, next| {
-                b.push_bind(&next.component)
-                    .push_bind(next.subject_id)
-                    .push_bind(&next.state)
-                    .push_bind(&next.detail)
-                    .push_bind(next.since)
-                    .push_bind(next.consecutive)
-                    .push_bind(next.last_checked)
-                    .push_bind(&next.pending)
-                    .push_bind(&next.pending_detail)
-                    .push_bind(next.pending_since);
+            upsert.push_values(chunk, |mut b, (component, subject_id, observation)| {
+                // A definite answer as a first row; an undecided one as a
+                // pending condition with no state yet.
+                let (state, pending, text) = match observation {
+                    Observation::Definite { state, detail } => (Some(state.as_str()), None, detail),
+                    Observation::Unknown { reason: text }
+                    | Observation::Blocked { cause: text } => {
+                        (None, Some(observation.state().as_str()), text)
+                    }
+                };
+                b.push_bind(component.as_str())
+                    .push_bind(*subject_id)
+                    .push_bind(state)
+                    .push_bind(if state.is_some() { text.as_str() } else { "" })
+                    .push_bind(state.map(|_| at.as_str()))
+                    .push_bind(i64::from(state.is_some()))
+                    .push_bind(at.as_str())
+                    .push_bind(pending)
+                    .push_bind(pending.map(|_| text.as_str()))
+                    .push_bind(pending.map(|_| at.as_str()));
             });
-            upsert.push(
-                " ON CONFLICT (component, subject_id) DO UPDATE SET
-                     state = excluded.state, detail = excluded.detail, since = excluded.since,
-                     consecutive = excluded.consecutive, last_checked = excluded.last_checked,
-                     pending = excluded.pending, pending_detail = excluded.pending_detail,
-                     pending_since = excluded.pending_since",
-            );
+            upsert.push(FOLD_OBSERVATION);
             upsert.build().execute(&mut *tx).await?;
         }
-        for chunk in transitions.chunks(CHUNK) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO transitions (at, component, subject_id, from_state, to_state, detail) ",
-            );
-            insert.push_values(chunk, |mut b, (component, subject, t)| {
-                b.push_bind(now)
-                    .push_bind(component.as_str())
-                    .push_bind(*subject)
-                    .push_bind(&t.from)
-                    .push_bind(&t.to)
-                    .push_bind(&t.detail);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
+        let written: Vec<(String, i64, Option<String>, String, String)> = sqlx::query_as(
+            "SELECT component, subject_id, from_state, to_state, detail FROM transitions
+             WHERE id > ?1 ORDER BY id",
+        )
+        .bind(last_before)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(transitions)
+        Ok(written
+            .into_iter()
+            .filter_map(|(component, subject, from, to, detail)| {
+                let component = component.parse().ok()?;
+                Some((component, subject, Transition { from, to, detail }))
+            })
+            .collect())
     }
 
     /// State transitions, newest first; of one project's components when `project` is given.
@@ -654,6 +652,29 @@ const PROJECT_SELECT: &str =
         p.added_at, p.removed_at
     FROM projects p JOIN connections c ON c.id = p.connection_id";
 
+/// How an observation (the row `record` tries to insert, `excluded`) folds
+/// into the component's current health. A definite answer moves the state:
+/// `since` and a count of 1 when it changed, one more consecutive check when
+/// not, and it clears any pending condition. An unknown or blocked check
+/// leaves the last known state, its detail and count as they were and is
+/// recorded beside them (`pending`), so that an outage never overwrites what
+/// we last knew. Every expression reads the row as it was before the update.
+const FOLD_OBSERVATION: &str = "
+    ON CONFLICT (component, subject_id) DO UPDATE SET
+        state = COALESCE(excluded.state, health.state),
+        detail = CASE WHEN excluded.state IS NULL THEN health.detail ELSE excluded.detail END,
+        since = CASE WHEN excluded.state IS NULL OR excluded.state = health.state
+                     THEN health.since ELSE excluded.since END,
+        consecutive = CASE WHEN excluded.state IS NULL THEN health.consecutive
+                           WHEN excluded.state = health.state THEN health.consecutive + 1
+                           ELSE 1 END,
+        last_checked = excluded.last_checked,
+        pending = excluded.pending,
+        pending_detail = excluded.pending_detail,
+        pending_since = CASE WHEN excluded.pending IS NULL THEN NULL
+                             WHEN excluded.pending = health.pending THEN health.pending_since
+                             ELSE excluded.pending_since END";
+
 /// Creates `path` with mode 0600 if it does not exist, so that SQLite never
 /// creates it with the process umask; an existing file is tightened to 0600.
 fn create_private_file(path: &Path) -> std::io::Result<()> {
@@ -687,82 +708,161 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn definite_states_count_and_transition() {
-        let healthy = Observation::definite(State::Healthy, "key 1");
-        let (h1, tr) = fold(
-            None,
-            Component::DeployKey,
-            5,
-            &healthy,
-            t("2026-01-01T00:00:00Z"),
+    /// Project 42, `acme/app`, as `glwarden project add` puts it in.
+    fn added_by_hand(connection_id: i64) -> NewProject<'static> {
+        NewProject {
+            connection_id,
+            gitlab_id: 42,
+            path: "acme/app",
+            source: Source::Cli,
+            config_ref: None,
+            webhook_url: None,
+            public_key: None,
+            fingerprint: None,
+            from_config: false,
+        }
+    }
+
+    /// A store with one connection and one project, for folding observations.
+    async fn one_project() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("glwarden.db")).await.unwrap();
+        let conn = store
+            .connection_id("main", "https://gitlab.example.com")
+            .await
+            .unwrap();
+        let id = store.upsert_project(&added_by_hand(conn)).await.unwrap();
+        (dir, store, id)
+    }
+
+    /// Records one observation; returns the row after it and the transitions written.
+    async fn observe(
+        store: &Store,
+        component: Component,
+        id: i64,
+        observation: Observation,
+        at: &str,
+    ) -> (HealthRow, Vec<Transition>) {
+        let written = store
+            .record(&[(component, id, observation)], t(at))
+            .await
+            .unwrap();
+        let row = store.health(component, id).await.unwrap().unwrap();
+        (row, written.into_iter().map(|(_, _, tr)| tr).collect())
+    }
+
+    #[tokio::test]
+    async fn definite_states_count_and_transition() {
+        let (_dir, store, id) = one_project().await;
+        let key = Component::DeployKey;
+        let healthy = || Observation::definite(State::Healthy, "key 1");
+        let (h1, tr) = observe(&store, key, id, healthy(), "2026-01-01T00:00:00Z").await;
+        assert_eq!(tr.len(), 1);
+        assert_eq!(
+            (tr[0].from.as_deref(), tr[0].to.as_str()),
+            (None, "healthy")
         );
-        assert_eq!(tr.unwrap().to, "healthy");
         assert_eq!(h1.consecutive, 1);
-        let (h2, tr) = fold(
-            Some(&h1),
-            Component::DeployKey,
-            5,
-            &healthy,
-            t("2026-01-01T00:05:00Z"),
-        );
-        assert!(tr.is_none());
+        let (h2, tr) = observe(&store, key, id, healthy(), "2026-01-01T00:05:00Z").await;
+        assert!(tr.is_empty());
         assert_eq!(h2.consecutive, 2);
         assert_eq!(h2.since, h1.since);
+        assert_eq!(h2.last_checked, Some(t("2026-01-01T00:05:00Z")));
         let missing = Observation::definite(State::Missing, "gone");
-        let (h3, tr) = fold(
-            Some(&h2),
-            Component::DeployKey,
-            5,
-            &missing,
-            t("2026-01-01T00:10:00Z"),
-        );
-        let tr = tr.unwrap();
+        let (h3, tr) = observe(&store, key, id, missing, "2026-01-01T00:10:00Z").await;
         assert_eq!(
-            (tr.from.as_deref(), tr.to.as_str()),
-            (Some("healthy"), "missing")
+            tr,
+            vec![Transition {
+                from: Some("healthy".into()),
+                to: "missing".into(),
+                detail: "gone".into()
+            }]
         );
         assert_eq!(h3.consecutive, 1);
         assert_eq!(h3.since, Some(t("2026-01-01T00:10:00Z")));
+        assert_eq!(h3.detail, "gone");
+        let history = store.transitions(Some(id), 10).await.unwrap();
+        assert_eq!(history.len(), 2, "one row per change, none for the repeat");
+        assert_eq!(history[0].at, t("2026-01-01T00:10:00Z"));
     }
 
-    #[test]
-    fn unknown_keeps_the_last_known_state() {
-        let healthy = Observation::definite(State::Healthy, "hook 3");
-        let (h1, _) = fold(
-            None,
-            Component::Webhook,
-            5,
-            &healthy,
-            t("2026-01-01T00:00:00Z"),
-        );
-        let unknown = Observation::Unknown {
+    #[tokio::test]
+    async fn unknown_keeps_the_last_known_state() {
+        let (_dir, store, id) = one_project().await;
+        let hook = Component::Webhook;
+        let healthy = || Observation::definite(State::Healthy, "hook 3");
+        let unknown = || Observation::Unknown {
             reason: "HTTP 502".into(),
         };
-        let (h2, tr) = fold(
-            Some(&h1),
-            Component::Webhook,
-            5,
-            &unknown,
-            t("2026-01-01T00:05:00Z"),
+        // Undecided before anything is known: pending, no state, no history.
+        let (h0, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:00:00Z").await;
+        assert!(tr.is_empty());
+        assert_eq!((h0.state.as_deref(), h0.consecutive), (None, 0));
+        assert_eq!(h0.pending.as_deref(), Some("unknown"));
+        let (h1, _) = observe(&store, hook, id, healthy(), "2026-01-01T00:01:00Z").await;
+        assert_eq!(
+            (h1.state.as_deref(), h1.pending.as_deref()),
+            (Some("healthy"), None)
         );
-        assert!(tr.is_none(), "a transient failure is not a transition");
+        let (h2, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:05:00Z").await;
+        assert!(tr.is_empty(), "a transient failure is not a transition");
         assert_eq!(h2.state.as_deref(), Some("healthy"));
-        assert_eq!(h2.consecutive, 1);
+        assert_eq!((h2.detail.as_str(), h2.consecutive), ("hook 3", 1));
         assert_eq!(h2.shown_state(), State::Unknown);
         assert!(h2.shown_detail().contains("last known: healthy"));
+        assert_eq!(h2.pending_since, Some(t("2026-01-01T00:05:00Z")));
+        // Still failing: the pending condition keeps its start.
+        let (h3, _) = observe(&store, hook, id, unknown(), "2026-01-01T00:06:00Z").await;
+        assert_eq!(h3.pending_since, Some(t("2026-01-01T00:05:00Z")));
+        assert_eq!(h3.last_checked, Some(t("2026-01-01T00:06:00Z")));
+        // A different undecided condition starts over.
+        let blocked = Observation::Blocked {
+            cause: "connection is unauthorized".into(),
+        };
+        let (h4, _) = observe(&store, hook, id, blocked, "2026-01-01T00:07:00Z").await;
+        assert_eq!(h4.pending.as_deref(), Some("blocked"));
+        assert_eq!(h4.pending_since, Some(t("2026-01-01T00:07:00Z")));
         // Recovery clears the pending condition and keeps counting the same state.
-        let (h3, tr) = fold(
-            Some(&h2),
-            Component::Webhook,
-            5,
-            &healthy,
-            t("2026-01-01T00:10:00Z"),
+        let (h5, tr) = observe(&store, hook, id, healthy(), "2026-01-01T00:10:00Z").await;
+        assert!(tr.is_empty());
+        assert_eq!(
+            (&h5.pending, &h5.pending_detail, h5.pending_since),
+            (&None, &None, None)
         );
-        assert!(tr.is_none());
-        assert_eq!(h3.pending, None);
-        assert_eq!(h3.consecutive, 2);
-        assert_eq!(h3.shown_state(), State::Healthy);
+        assert_eq!(h5.consecutive, 2);
+        assert_eq!(h5.since, h1.since);
+        assert_eq!(h5.shown_state(), State::Healthy);
+    }
+
+    #[tokio::test]
+    async fn one_batch_folds_repeated_components_in_order() {
+        let (_dir, store, id) = one_project().await;
+        let repo = Component::Repository;
+        let batch = [
+            (repo, id, Observation::definite(State::Ok, "")),
+            (repo, id, Observation::definite(State::Ok, "")),
+            (repo, id, Observation::definite(State::AccessLost, "403")),
+        ];
+        let written = store
+            .record(&batch, t("2026-01-01T00:00:00Z"))
+            .await
+            .unwrap();
+        let moves: Vec<_> = written
+            .iter()
+            .map(|(_, _, tr)| (tr.from.clone(), tr.to.clone()))
+            .collect();
+        assert_eq!(
+            moves,
+            vec![
+                (None, "ok".into()),
+                (Some("ok".into()), "access_lost".into())
+            ]
+        );
+        let row = store.health(repo, id).await.unwrap().unwrap();
+        assert_eq!(
+            (row.state.as_deref(), row.consecutive),
+            (Some("access_lost"), 1)
+        );
     }
 
     #[tokio::test]
@@ -822,20 +922,7 @@ mod tests {
         store.remove_project(id).await.unwrap();
         assert!(store.active_projects().await.unwrap().is_empty());
         assert_eq!(store.transitions(Some(id), 10).await.unwrap().len(), 2);
-        let again = store
-            .upsert_project(&NewProject {
-                connection_id: conn,
-                gitlab_id: 42,
-                path: "acme/app",
-                source: Source::Cli,
-                config_ref: None,
-                webhook_url: None,
-                public_key: None,
-                fingerprint: None,
-                from_config: false,
-            })
-            .await
-            .unwrap();
+        let again = store.upsert_project(&added_by_hand(conn)).await.unwrap();
         assert_eq!(again, id);
         let rows = store.active_projects().await.unwrap();
         assert_eq!(
