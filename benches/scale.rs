@@ -10,8 +10,8 @@
 //!   size and fetch time of /metrics with 1% of the projects broken;
 //! - a raw baseline in the same run: a minimal client loop issuing the same
 //!   requests with the same concurrency to the same simulator, doing nothing
-//!   with the answers (the median of three passes); glwarden's request rate
-//!   as a share of it.
+//!   with the answers, in a process of its own like the daemon (the median of
+//!   three passes); glwarden's request rate as a share of it.
 //!
 //! Then, unless `GLWARDEN_BENCH_QUICK` is set: 20 ms of latency per request
 //! against the latency-bound ideal (requests x latency / concurrency), and a
@@ -67,6 +67,9 @@ struct World {
 }
 
 fn main() {
+    if let Ok(plan) = std::env::var(RAW_CHILD) {
+        return raw_loop_child(&plan);
+    }
     let sizes: Vec<usize> = std::env::var("GLWARDEN_BENCH_SIZES")
         .unwrap_or_else(|_| "1000,10000,100000".into())
         .split(',')
@@ -418,76 +421,102 @@ async fn steady_state(n: usize) -> Row {
 /// The same requests as a steady sweep (the project list by keyset pages,
 /// then each project's key and hook by id), with the same concurrency and
 /// client library, doing nothing with the answers. Requests per second.
+///
+/// The loop runs in a process of its own, as the daemon does: run inside the
+/// benchmark's process it shared the simulator's runtime threads, handing
+/// each request to the server without leaving the process, an advantage no
+/// separate client has.
 async fn raw_baseline(w: &World) -> f64 {
-    use futures::StreamExt;
-    let client = reqwest::Client::builder().build().unwrap();
-    let base = w.sim.base_url();
-    let before = w.sim.request_total();
-    let started = Instant::now();
-    let mut next = Some(format!(
-        "{base}/api/v4/projects?membership=true&min_access_level=40&pagination=keyset&order_by=id&sort=asc&per_page=100"
-    ));
-    while let Some(url) = next.take() {
-        let r = client
-            .get(&url)
-            .header("PRIVATE-TOKEN", TOKEN)
-            .send()
-            .await
-            .unwrap();
-        next = r
-            .headers()
-            .get("link")
-            .and_then(|l| l.to_str().ok())
-            .and_then(|l| l.split(',').find(|p| p.contains("rel=\"next\"")))
-            .and_then(|p| p.split(';').next())
-            .map(|p| {
-                p.trim()
-                    .trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_owned()
-            });
-        let _ = r.bytes().await.unwrap();
+    let plan = w.dir.path().join("raw-plan.txt");
+    let mut lines = String::new();
+    for (id, hook) in w.ids.iter().zip(&w.hook_ids) {
+        let key = w.sim.deploy_keys(*id).first().map(|k| k.id).unwrap_or(0);
+        lines.push_str(&format!("{id} {key} {hook}\n"));
     }
-    let keys: Vec<(u64, u64)> = w
-        .ids
-        .iter()
-        .copied()
-        .zip(w.hook_ids.iter().copied())
-        .collect();
-    let key_ids: std::collections::HashMap<u64, u64> = w
-        .ids
-        .iter()
-        .map(|id| {
-            (
-                *id,
-                w.sim.deploy_keys(*id).first().map(|k| k.id).unwrap_or(0),
-            )
+    std::fs::write(&plan, lines).unwrap();
+    let before = w.sim.request_total();
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .env(RAW_CHILD, &plan)
+        .env("GLWARDEN_BENCH_RAW_BASE", w.sim.base_url())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "the raw loop failed");
+    let seconds: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (w.sim.request_total() - before) as f64 / seconds
+}
+
+/// Set (to the plan's path) when this process is the raw loop's.
+const RAW_CHILD: &str = "GLWARDEN_BENCH_RAW_PLAN";
+
+/// The raw loop's process: issues the plan's requests, prints the seconds they took.
+fn raw_loop_child(plan: &str) {
+    use futures::StreamExt;
+    let base = std::env::var("GLWARDEN_BENCH_RAW_BASE").unwrap();
+    let projects: Vec<(u64, u64, u64)> = std::fs::read_to_string(plan)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<u64> = l.split(' ').map(|v| v.parse().unwrap()).collect();
+            (f[0], f[1], f[2])
         })
         .collect();
-    futures::stream::iter(keys)
-        .map(|(id, hook)| {
-            let client = client.clone();
-            let base = base.clone();
-            let key = key_ids[&id];
-            async move {
-                for path in [
-                    format!("projects/{id}/deploy_keys/{key}"),
-                    format!("projects/{id}/hooks/{hook}"),
-                ] {
-                    let r = client
-                        .get(format!("{base}/api/v4/{path}"))
-                        .header("PRIVATE-TOKEN", TOKEN)
-                        .send()
-                        .await
-                        .unwrap();
-                    let _ = r.bytes().await.unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seconds = rt.block_on(async move {
+        let client = reqwest::Client::builder().build().unwrap();
+        let started = Instant::now();
+        let mut next = Some(format!(
+            "{base}/api/v4/projects?membership=true&min_access_level=40&pagination=keyset&order_by=id&sort=asc&per_page=100"
+        ));
+        while let Some(url) = next.take() {
+            let r = client
+                .get(&url)
+                .header("PRIVATE-TOKEN", TOKEN)
+                .send()
+                .await
+                .unwrap();
+            next = r
+                .headers()
+                .get("link")
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.split(',').find(|p| p.contains("rel=\"next\"")))
+                .and_then(|p| p.split(';').next())
+                .map(|p| {
+                    p.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_owned()
+                });
+            let _ = r.bytes().await.unwrap();
+        }
+        futures::stream::iter(projects)
+            .map(|(id, key, hook)| {
+                let (client, base) = (client.clone(), base.clone());
+                async move {
+                    for path in [
+                        format!("projects/{id}/deploy_keys/{key}"),
+                        format!("projects/{id}/hooks/{hook}"),
+                    ] {
+                        let r = client
+                            .get(format!("{base}/api/v4/{path}"))
+                            .header("PRIVATE-TOKEN", TOKEN)
+                            .send()
+                            .await
+                            .unwrap();
+                        let _ = r.bytes().await.unwrap();
+                    }
                 }
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-    (w.sim.request_total() - before) as f64 / started.elapsed().as_secs_f64()
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+        started.elapsed().as_secs_f64()
+    });
+    println!("{seconds}");
 }
 
 async fn latency(n: usize, latency: Duration) -> Row {
