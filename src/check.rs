@@ -252,6 +252,8 @@ impl Checker {
         let total = counts.values().sum::<usize>().max(1) as u32;
         // Each project takes its entry of the bulk listing as the listing
         // passes it (in order, one at a time), then the checks run concurrently.
+        // The mutex only lends the listings to each step across its await;
+        // `then` runs one step at a time, so it is never contended.
         let listings = tokio::sync::Mutex::new(self.start_bulk_listings(&handles, &counts));
         let listings = &listings;
         let projects = projects

@@ -200,16 +200,15 @@ impl RateGate {
     /// Requests that fail while a pause is already in force were in flight
     /// together and are one incident: they do not lengthen the pause.
     fn failed(&self) {
-        let paused = self
-            .paused_until
-            .lock()
-            .expect("rate gate lock")
-            .is_some_and(|t| t > Instant::now());
-        if paused {
+        // Checked and set under one lock: two failures at the same instant
+        // must not both find no pause and both lengthen the next one.
+        let now = Instant::now();
+        let mut paused_until = self.paused_until.lock().expect("rate gate lock");
+        if paused_until.is_some_and(|t| t > now) {
             return;
         }
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        self.pause_for(backoff(n));
+        *paused_until = Some(now + backoff(n));
     }
 
     fn succeeded(&self) {
@@ -453,16 +452,14 @@ impl GitLab {
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ErrorKind> {
         let status = response.status().as_u16();
         let limit = self.options.max_response_bytes;
-        if response
-            .content_length()
-            .is_some_and(|n| n as usize > limit)
-        {
+        let announced = response.content_length().unwrap_or(0) as usize;
+        if announced > limit {
             return Err(ErrorKind::BadResponse {
                 status,
                 message: format!("body larger than {limit} bytes"),
             });
         }
-        let mut body = Vec::new();
+        let mut body = Vec::with_capacity(announced);
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {

@@ -503,8 +503,8 @@ impl Store {
         batch: &[(Component, i64, Observation)],
         now: DateTime<Utc>,
     ) -> Result<Vec<(Component, i64, Transition)>, StoreError> {
-        // 10 parameters a row: well under SQLite's limit of 32,766 a statement.
-        const CHUNK: usize = 300;
+        // 5 parameters a row: well under SQLite's limit of 32,766 a statement.
+        const CHUNK: usize = 500;
         // As sqlx writes a DateTime<Utc>, so that rows read back the same.
         let at = now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -512,13 +512,12 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         for chunk in batch.chunks(CHUNK) {
-            let mut upsert = sqlx::QueryBuilder::new(
-                "INSERT INTO health (component, subject_id, state, detail, since, consecutive,
-                                     last_checked, pending, pending_detail, pending_since) ",
-            );
+            // The time is bound once; each observation binds only what it
+            // says, and the first row it would make is derived from that.
+            let mut upsert = sqlx::QueryBuilder::new("WITH now(at) AS (SELECT ");
+            upsert.push_bind(at.as_str());
+            upsert.push("), observed(component, subject_id, state, text, pending) AS (");
             upsert.push_values(chunk, |mut b, (component, subject_id, observation)| {
-                // A definite answer as a first row; an undecided one as a
-                // pending condition with no state yet.
                 let (state, pending, text) = match observation {
                     Observation::Definite { state, detail } => (Some(state.as_str()), None, detail),
                     Observation::Unknown { reason: text }
@@ -529,14 +528,26 @@ impl Store {
                 b.push_bind(component.as_str())
                     .push_bind(*subject_id)
                     .push_bind(state)
-                    .push_bind(if state.is_some() { text.as_str() } else { "" })
-                    .push_bind(state.map(|_| at.as_str()))
-                    .push_bind(i64::from(state.is_some()))
-                    .push_bind(at.as_str())
-                    .push_bind(pending)
-                    .push_bind(pending.map(|_| text.as_str()))
-                    .push_bind(pending.map(|_| at.as_str()));
+                    .push_bind(text.as_str())
+                    .push_bind(pending);
             });
+            // A definite answer as a first row, or an undecided one as a
+            // pending condition with no state yet; `WHERE true` lets SQLite
+            // parse the ON CONFLICT that follows a SELECT.
+            upsert.push(
+                ")
+                INSERT INTO health (component, subject_id, state, detail, since, consecutive,
+                                    last_checked, pending, pending_detail, pending_since)
+                SELECT component, subject_id, state,
+                       CASE WHEN state IS NULL THEN '' ELSE text END,
+                       CASE WHEN state IS NULL THEN NULL ELSE now.at END,
+                       state IS NOT NULL,
+                       now.at,
+                       pending,
+                       CASE WHEN pending IS NULL THEN NULL ELSE text END,
+                       CASE WHEN pending IS NULL THEN NULL ELSE now.at END
+                FROM observed, now WHERE true",
+            );
             upsert.push(FOLD_OBSERVATION);
             upsert.build().execute(&mut *tx).await?;
         }
