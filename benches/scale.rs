@@ -605,7 +605,7 @@ fn print_table(rows: &[Row]) {
     for r in rows {
         let ratio = if r.raw_requests_per_second > 0.0 {
             format!(
-                "{:.0}%",
+                "{:.1}%",
                 100.0 * r.glwarden_requests_per_second / r.raw_requests_per_second
             )
         } else {

@@ -222,7 +222,8 @@ pub struct GitLab {
     api: Url,
     web: Url,
     kind: TokenKind,
-    token: SecretString,
+    /// The configured token's header (marked sensitive, so never logged).
+    token_header: (&'static str, HeaderValue),
     options: ClientOptions,
     gate: Arc<RateGate>,
     requests: AtomicU64,
@@ -287,7 +288,7 @@ impl GitLab {
             api,
             web: root,
             kind,
-            token,
+            token_header: Self::auth_header(kind, &token),
             gate: Arc::new(RateGate::new(options.requests_per_minute)),
             options,
             requests: AtomicU64::new(0),
@@ -303,16 +304,8 @@ impl GitLab {
         self.gate.info()
     }
 
-    /// The token to send now: the refreshing session's, else the configured one.
-    fn current_token(&self) -> SecretString {
-        match &self.options.oauth {
-            Some(session) => session.access(),
-            None => self.token.clone(),
-        }
-    }
-
-    fn auth_header(&self, token: &SecretString) -> (&'static str, HeaderValue) {
-        let (name, value) = match self.kind {
+    fn auth_header(kind: TokenKind, token: &SecretString) -> (&'static str, HeaderValue) {
+        let (name, value) = match kind {
             TokenKind::AccessToken => ("PRIVATE-TOKEN", token.expose_secret().to_owned()),
             TokenKind::Oauth => ("Authorization", format!("Bearer {}", token.expose_secret())),
         };
@@ -350,8 +343,16 @@ impl GitLab {
             }
             self.gate.wait().await;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let token = self.current_token();
-            let (name, value) = self.auth_header(&token);
+            // A refreshing session's token changes, so its header is made
+            // each time; the configured token's was made once.
+            let (name, value, sent_token) = match &self.options.oauth {
+                Some(session) => {
+                    let token = session.access();
+                    let (name, value) = Self::auth_header(self.kind, &token);
+                    (name, value, Some(token))
+                }
+                None => (self.token_header.0, self.token_header.1.clone(), None),
+            };
             let started = Instant::now();
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(body) = body {
@@ -406,11 +407,11 @@ impl GitLab {
                 return Ok(Answer { headers, body });
             }
             // An expired OAuth access token: refresh once and try again.
-            if let (Some(session), StatusCode::UNAUTHORIZED, false) =
-                (&self.options.oauth, status, refreshed)
+            if let (Some(session), Some(seen), StatusCode::UNAUTHORIZED, false) =
+                (&self.options.oauth, &sent_token, status, refreshed)
             {
                 refreshed = true;
-                self.refresh_oauth(session, &token).await.map_err(&fail)?;
+                self.refresh_oauth(session, seen).await.map_err(&fail)?;
                 continue;
             }
             let content_type = header_str(&headers, "content-type").unwrap_or_default();
