@@ -171,7 +171,7 @@ pub struct TransitionRow {
     pub detail: String,
 }
 
-/// A transition about to be written.
+/// A change of state, as `record` wrote it to the history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub from: Option<String>,
