@@ -18,9 +18,6 @@ use url::Url;
 /// Environment variable prefix for overrides: `GLWARDEN__STORE__PATH=/tmp/x.db`.
 pub const ENV_PREFIX: &str = "GLWARDEN";
 
-/// Webhook event flags GitLab knows for project hooks (reference §2.1).
-pub use crate::gitlab::types::HOOK_EVENTS as KNOWN_HOOK_EVENTS;
-
 /// A configuration problem, always naming the file and the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -821,12 +818,12 @@ fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
         validate_url_template(template).map_err(|r| ("expect.webhook_url".to_owned(), r))?;
     }
     for (i, event) in raw.expect.webhook_events.iter().enumerate() {
-        if !KNOWN_HOOK_EVENTS.contains(&event.as_str()) {
+        if !crate::gitlab::types::HOOK_EVENTS.contains(&event.as_str()) {
             return Err((
                 format!("expect.webhook_events[{i}]"),
                 format!(
                     "`{event}` is not a GitLab webhook event flag (known: {})",
-                    KNOWN_HOOK_EVENTS.join(", ")
+                    crate::gitlab::types::HOOK_EVENTS.join(", ")
                 ),
             ));
         }

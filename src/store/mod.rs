@@ -551,19 +551,24 @@ impl Store {
             upsert.push(FOLD_OBSERVATION);
             upsert.build().execute(&mut *tx).await?;
         }
-        let written: Vec<(String, i64, Option<String>, String, String)> = sqlx::query_as(
-            "SELECT component, subject_id, from_state, to_state, detail FROM transitions
-             WHERE id > ?1 ORDER BY id",
+        let written = sqlx::query_as::<_, TransitionRow>(
+            "SELECT * FROM transitions WHERE id > ?1 ORDER BY id",
         )
         .bind(last_before)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        // Components are written from `Component::as_str`, so they parse back.
         Ok(written
             .into_iter()
-            .filter_map(|(component, subject, from, to, detail)| {
-                let component = component.parse().ok()?;
-                Some((component, subject, Transition { from, to, detail }))
+            .filter_map(|row| {
+                let component = row.component.parse().ok()?;
+                let transition = Transition {
+                    from: row.from_state,
+                    to: row.to_state,
+                    detail: row.detail,
+                };
+                Some((component, row.subject_id, transition))
             })
             .collect())
     }
