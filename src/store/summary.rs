@@ -95,35 +95,71 @@ impl Store {
 
     /// Components a repair could be about: a definite state other than
     /// healthy, or a healthy hook with duplicates noted. Ordered by project.
+    /// The condition in parentheses is index `health_repairable`'s
+    /// (migration 0006), word for word, or SQLite scans every health row.
     pub async fn repair_candidates(&self) -> Result<Vec<HealthRow>, StoreError> {
-        Ok(sqlx::query_as::<_, HealthRow>(
-            "SELECT h.* FROM health h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
-             WHERE h.component != 'connection' AND h.pending IS NULL AND h.state IS NOT NULL
-               AND (h.state NOT IN ('ok', 'healthy') OR h.detail LIKE '%duplicate hooks%')
-               -- An unfinished repair is resumed (start of every sweep), never
-               -- begun a second time: two rotations would leave a key behind.
-               AND NOT EXISTS (SELECT 1 FROM repair_journal j
-                               WHERE j.project_id = h.subject_id AND j.component = h.component)
-             ORDER BY h.subject_id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as::<_, HealthRow>(REPAIR_CANDIDATES)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
-    /// Active projects with a component in a definite broken state, and all active projects.
+    /// Active projects with a component in a definite broken state, and all
+    /// active projects. The last condition is index `health_broken`'s
+    /// (migration 0006), word for word, or SQLite scans every health row.
     pub async fn broken_share(&self) -> Result<(i64, i64), StoreError> {
-        let broken: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT h.subject_id) FROM health h
-             JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
-             WHERE h.component != 'connection' AND h.pending IS NULL
-               AND h.state IS NOT NULL AND h.state NOT IN ('ok', 'healthy', 'expiring')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let broken: i64 = sqlx::query_scalar(BROKEN_PROJECTS)
+            .fetch_one(&self.pool)
+            .await?;
         let total: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE removed_at IS NULL")
                 .fetch_one(&self.pool)
                 .await?;
         Ok((broken, total))
+    }
+}
+
+/// Components a repair could be about (see [`Store::repair_candidates`]).
+const REPAIR_CANDIDATES: &str = "
+    SELECT h.* FROM health h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
+    WHERE h.component != 'connection' AND h.pending IS NULL AND h.state IS NOT NULL
+      AND (h.state NOT IN ('ok', 'healthy') OR h.detail LIKE '%duplicate hooks%')
+      -- An unfinished repair is resumed (start of every sweep), never
+      -- begun a second time: two rotations would leave a key behind.
+      AND NOT EXISTS (SELECT 1 FROM repair_journal j
+                      WHERE j.project_id = h.subject_id AND j.component = h.component)
+    ORDER BY h.subject_id";
+
+/// Active projects with a component in a definite broken state.
+const BROKEN_PROJECTS: &str = "
+    SELECT COUNT(DISTINCT h.subject_id) FROM health h
+    JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
+    WHERE h.component != 'connection' AND h.pending IS NULL
+      AND h.state IS NOT NULL AND h.state NOT IN ('ok', 'healthy', 'expiring')";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan SQLite chose for `query`, one step a line.
+    async fn plan(store: &Store, query: &str) -> String {
+        let steps: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {query}"))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        steps.into_iter().map(|s| s.3 + "\n").collect()
+    }
+
+    #[tokio::test]
+    async fn after_sweep_reads_use_their_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("glwarden.db")).await.unwrap();
+        let candidates = plan(&store, REPAIR_CANDIDATES).await;
+        assert!(
+            candidates.contains("USING INDEX health_repairable"),
+            "{candidates}"
+        );
+        let broken = plan(&store, BROKEN_PROJECTS).await;
+        assert!(broken.contains("USING INDEX health_broken"), "{broken}");
     }
 }
