@@ -286,10 +286,14 @@ impl Checker {
                 let (cancel, checks, verdicts) = (cancel.clone(), checks.clone(), verdicts.clone());
                 async move {
                     let (project, client, from_list) = project?;
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep_until(start) => {}
+                    // Unpaced (or late) checks start at once: a timer per
+                    // project would cost a trip through the timer wheel.
+                    if start > tokio::time::Instant::now() {
+                        tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => return Ok(None),
+                            _ = tokio::time::sleep_until(start) => {}
+                        }
                     }
                     if cancel.is_cancelled() {
                         return Ok(None);
