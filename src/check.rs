@@ -96,14 +96,11 @@ pub enum Selection {
 }
 
 impl Selection {
-    pub fn matches(&self, p: &ProjectRow) -> bool {
+    /// The inventory's projects it covers, by connection and path.
+    pub async fn projects(&self, store: &Store) -> Result<Vec<ProjectRow>, StoreError> {
         match self {
-            Selection::All => true,
-            Selection::One(wanted) => {
-                wanted == &p.gitlab_id.to_string()
-                    || wanted == &p.path
-                    || p.config_ref.as_deref() == Some(wanted)
-            }
+            Selection::All => store.active_projects().await,
+            Selection::One(wanted) => store.projects_named(wanted, true).await,
         }
     }
 }
@@ -227,12 +224,10 @@ impl Checker {
                     self.store.stream_active_projects(),
                 ),
                 Selection::One(_) => {
-                    let mut rows: Vec<CheckTarget> = self
-                        .store
-                        .active_projects()
+                    let mut rows: Vec<CheckTarget> = selection
+                        .projects(&self.store)
                         .await?
                         .iter()
-                        .filter(|p| selection.matches(p))
                         .map(CheckTarget::from)
                         .collect();
                     // The order of the stream and of the bulk listing.

@@ -368,29 +368,26 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
 }
 
 /// The store id of a project ever known (removed ones too), by numeric id, path or config name.
-fn known_project_id(
-    projects: &[crate::store::ProjectRow],
-    wanted: Option<&str>,
-) -> anyhow::Result<Option<i64>> {
+async fn known_project_id(store: &Store, wanted: Option<&str>) -> anyhow::Result<Option<i64>> {
     let Some(wanted) = wanted else {
         return Ok(None);
     };
-    let selection = Selection::One(wanted.to_owned());
-    let found = projects
-        .iter()
-        .find(|p| selection.matches(p))
+    let found = store
+        .projects_named(wanted, false)
+        .await?
+        .into_iter()
+        .next()
         .with_context(|| format!("no project `{wanted}` is known"))?;
     Ok(Some(found.id))
 }
 
 /// The active project named by a numeric id, path or config name.
 async fn find_active(store: &Store, wanted: &str) -> anyhow::Result<crate::store::ProjectRow> {
-    let selection = Selection::One(wanted.to_owned());
     store
-        .active_projects()
+        .projects_named(wanted, true)
         .await?
         .into_iter()
-        .find(|p| selection.matches(p))
+        .next()
         .with_context(|| {
             format!("no project `{wanted}` in the inventory (see `glwarden project list`)")
         })
@@ -493,8 +490,8 @@ async fn events(
     limit: i64,
     format: Format,
 ) -> anyhow::Result<u8> {
+    let project_id = known_project_id(store, project.as_deref()).await?;
     let projects = store.all_projects().await?;
-    let project_id = known_project_id(&projects, project.as_deref())?;
     let since = match since {
         Some(text) => Some(parse_since(&text)?),
         None => None,
@@ -570,8 +567,8 @@ async fn history(
     limit: i64,
     format: Format,
 ) -> anyhow::Result<u8> {
+    let project_id = known_project_id(store, project.as_deref()).await?;
     let projects = store.all_projects().await?;
-    let project_id = known_project_id(&projects, project.as_deref())?;
     let rows = store.transitions(project_id, limit).await?;
     let mut names: HashMap<(bool, i64), String> = projects
         .into_iter()
@@ -726,12 +723,7 @@ async fn project_command(
             Ok(0)
         }
         ProjectCommand::Remove { project } => {
-            let selection = Selection::One(project.clone());
-            let rows = store.active_projects().await?;
-            let found = rows
-                .iter()
-                .find(|p| selection.matches(p))
-                .with_context(|| format!("no project `{project}` in the inventory"))?;
+            let found = find_active(store, &project).await?;
             store.remove_project(found.id).await?;
             println!(
                 "removed {} (id {}); its history is kept",

@@ -92,11 +92,10 @@ pub async fn build(store: &Store, selection: &Selection) -> Result<Report, Store
     let line = |component: Component, subject: i64| {
         ComponentLine::from_row(health.get(&(component.as_str().to_owned(), subject)))
     };
-    let projects: Vec<ProjectLine> = store
-        .active_projects()
+    let projects: Vec<ProjectLine> = selection
+        .projects(store)
         .await?
         .into_iter()
-        .filter(|p| selection.matches(p))
         .map(|p| ProjectLine {
             repository: line(Component::Repository, p.id),
             deploy_key: line(Component::DeployKey, p.id),

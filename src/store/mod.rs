@@ -624,6 +624,26 @@ impl Store {
         Ok(rows)
     }
 
+    /// The projects a command line names with `wanted`: a numeric GitLab id,
+    /// a path or the configuration's name for it. Removed ones too unless
+    /// `active_only`; ordered by connection and path.
+    pub async fn projects_named(
+        &self,
+        wanted: &str,
+        active_only: bool,
+    ) -> Result<Vec<ProjectRow>, StoreError> {
+        Ok(sqlx::query_as::<_, ProjectRow>(&format!(
+            "{PROJECT_SELECT}
+             WHERE (CAST(p.gitlab_id AS TEXT) = ?1 OR p.path = ?1 OR p.config_ref = ?1)
+               AND (p.removed_at IS NULL OR NOT ?2)
+             ORDER BY c.name, p.path"
+        ))
+        .bind(wanted)
+        .bind(active_only)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every project ever known (including removed ones), for naming history rows.
     pub async fn all_projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
         Ok(sqlx::query_as::<_, ProjectRow>(PROJECT_SELECT)
@@ -956,6 +976,46 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((first.connection_id, first.gitlab_id), expected[0]);
+    }
+
+    #[tokio::test]
+    async fn projects_are_named_by_id_path_or_config_name() {
+        let (_dir, store, id) = one_project().await;
+        let conn = store
+            .connection_id("main", "https://gitlab.example.com")
+            .await
+            .unwrap();
+        let other = store
+            .upsert_project(&NewProject {
+                gitlab_id: 7,
+                path: "acme/tool",
+                source: Source::Config,
+                config_ref: Some("tools"),
+                ..added_by_hand(conn)
+            })
+            .await
+            .unwrap();
+        let named = |wanted: &'static str, active_only| {
+            let store = store.clone();
+            async move {
+                let rows = store.projects_named(wanted, active_only).await.unwrap();
+                rows.iter().map(|p| p.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(named("42", true).await, vec![id]);
+        assert_eq!(named("acme/app", true).await, vec![id]);
+        assert_eq!(named("tools", true).await, vec![other]);
+        assert_eq!(named("7", true).await, vec![other]);
+        assert!(named("acme", true).await.is_empty(), "no partial paths");
+        assert!(named("4", true).await.is_empty(), "no partial ids");
+
+        store.remove_project(other).await.unwrap();
+        assert!(named("tools", true).await.is_empty());
+        assert_eq!(
+            named("tools", false).await,
+            vec![other],
+            "removed, still known"
+        );
     }
 
     #[tokio::test]
