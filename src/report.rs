@@ -83,18 +83,28 @@ impl ComponentLine {
 
 /// Reads the stored health of the selected projects and of their connections.
 pub async fn build(store: &Store, selection: &Selection) -> Result<Report, StoreError> {
-    let health: HashMap<(String, i64), HealthRow> = store
-        .all_health()
-        .await?
+    let rows = selection.projects(store).await?;
+    let connection_rows = store.connections().await?;
+    // One project's report reads its own rows, not the whole fleet's.
+    let health_rows = match selection {
+        Selection::All => store.all_health().await?,
+        Selection::One(_) => {
+            let subjects: Vec<i64> = rows
+                .iter()
+                .map(|p| p.id)
+                .chain(connection_rows.iter().map(|(id, _)| *id))
+                .collect();
+            store.health_of(&subjects).await?
+        }
+    };
+    let health: HashMap<(String, i64), HealthRow> = health_rows
         .into_iter()
         .map(|h| ((h.component.clone(), h.subject_id), h))
         .collect();
     let line = |component: Component, subject: i64| {
         ComponentLine::from_row(health.get(&(component.as_str().to_owned(), subject)))
     };
-    let projects: Vec<ProjectLine> = selection
-        .projects(store)
-        .await?
+    let projects: Vec<ProjectLine> = rows
         .into_iter()
         .map(|p| ProjectLine {
             repository: line(Component::Repository, p.id),
@@ -109,9 +119,7 @@ pub async fn build(store: &Store, selection: &Selection) -> Result<Report, Store
             gitlab_id: p.gitlab_id,
         })
         .collect();
-    let connections = store
-        .connections()
-        .await?
+    let connections = connection_rows
         .into_iter()
         .filter(|(_, name)| {
             matches!(selection, Selection::All) || projects.iter().any(|p| &p.connection == name)

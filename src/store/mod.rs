@@ -513,6 +513,21 @@ impl Store {
             .await?)
     }
 
+    /// The health rows of the given subjects, whatever their component (the
+    /// caller tells a connection's rows from a project's by component).
+    pub async fn health_of(&self, subject_ids: &[i64]) -> Result<Vec<HealthRow>, StoreError> {
+        if subject_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = sqlx::QueryBuilder::new("SELECT * FROM health WHERE subject_id IN (");
+        let mut ids = query.separated(", ");
+        for id in subject_ids {
+            ids.push_bind(*id);
+        }
+        query.push(")");
+        Ok(query.build_query_as().fetch_all(&self.pool).await?)
+    }
+
     /// Records a batch of observations in one transaction; returns the
     /// transitions it wrote.
     ///
@@ -1008,6 +1023,20 @@ mod tests {
         assert_eq!(named("7", true).await, vec![other]);
         assert!(named("acme", true).await.is_empty(), "no partial paths");
         assert!(named("4", true).await.is_empty(), "no partial ids");
+
+        // The health of the named project alone, not the fleet's.
+        let ok = || Observation::definite(State::Ok, "");
+        let batch = [
+            (Component::Repository, id, ok()),
+            (Component::Repository, other, ok()),
+        ];
+        store.record(&batch, Utc::now()).await.unwrap();
+        let rows = store.health_of(&[id]).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|h| h.subject_id).collect::<Vec<_>>(),
+            vec![id]
+        );
+        assert!(store.health_of(&[]).await.unwrap().is_empty());
 
         store.remove_project(other).await.unwrap();
         assert!(named("tools", true).await.is_empty());
