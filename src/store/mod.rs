@@ -366,11 +366,13 @@ impl Store {
             let mut after = (i64::MIN, i64::MIN);
             loop {
                 let page = store.active_page(after, INVENTORY_PAGE).await;
-                let last = match &page {
-                    Ok(rows) if rows.len() as i64 == INVENTORY_PAGE => rows.last(),
+                // A full page may have more after it; a short one is the last.
+                let more = match &page {
+                    Ok(rows) if rows.len() as i64 == INVENTORY_PAGE => {
+                        rows.last().map(|p| (p.connection_id, p.gitlab_id))
+                    }
                     _ => None,
                 };
-                let more = last.map(|p| (p.connection_id, p.gitlab_id));
                 if pages.send(page).await.is_err() {
                     return; // the sweep ended
                 }
@@ -800,10 +802,16 @@ mod tests {
         }
     }
 
-    /// A store with one connection and one project, for folding observations.
-    async fn one_project() -> (tempfile::TempDir, Store, i64) {
+    /// A new store in a directory of its own (kept while the test holds it).
+    pub(super) async fn empty_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("glwarden.db")).await.unwrap();
+        (dir, store)
+    }
+
+    /// A store with one connection and one project, for folding observations.
+    async fn one_project() -> (tempfile::TempDir, Store, i64) {
+        let (dir, store) = empty_store().await;
         let conn = store
             .connection_id("main", "https://gitlab.example.com")
             .await
@@ -945,8 +953,7 @@ mod tests {
     #[tokio::test]
     async fn the_inventory_streams_page_by_page_in_listing_order() {
         use futures::StreamExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("glwarden.db")).await.unwrap();
+        let (_dir, store) = empty_store().await;
         let a = store
             .connection_id("a", "https://a.example.com")
             .await

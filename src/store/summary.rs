@@ -152,8 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_sweep_reads_use_their_partial_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("glwarden.db")).await.unwrap();
+        let (_dir, store) = crate::store::tests::empty_store().await;
         let candidates = plan(&store, REPAIR_CANDIDATES).await;
         assert!(
             candidates.contains("USING INDEX health_repairable"),
