@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+mod quiet;
 mod repairs;
 mod summary;
 
@@ -500,7 +501,7 @@ impl Store {
         subject_id: i64,
     ) -> Result<Option<HealthRow>, StoreError> {
         Ok(sqlx::query_as::<_, HealthRow>(
-            "SELECT * FROM health WHERE component = ?1 AND subject_id = ?2",
+            "SELECT * FROM health_now WHERE component = ?1 AND subject_id = ?2",
         )
         .bind(component.as_str())
         .bind(subject_id)
@@ -510,7 +511,7 @@ impl Store {
 
     /// Current health of every component.
     pub async fn all_health(&self) -> Result<Vec<HealthRow>, StoreError> {
-        Ok(sqlx::query_as::<_, HealthRow>("SELECT * FROM health")
+        Ok(sqlx::query_as::<_, HealthRow>("SELECT * FROM health_now")
             .fetch_all(&self.pool)
             .await?)
     }
@@ -521,7 +522,7 @@ impl Store {
         if subject_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query = sqlx::QueryBuilder::new("SELECT * FROM health WHERE subject_id IN (");
+        let mut query = sqlx::QueryBuilder::new("SELECT * FROM health_now WHERE subject_id IN (");
         let mut ids = query.separated(", ");
         for id in subject_ids {
             ids.push_bind(*id);
@@ -533,11 +534,12 @@ impl Store {
     /// Records a batch of observations in one transaction; returns the
     /// transitions it wrote.
     ///
-    /// Each observation is folded into its component's health row by the
-    /// upsert itself ([`FOLD_OBSERVATION`]), and the history is written by
-    /// triggers when the last definite state changes (migration 0005). A
-    /// sweep thus writes its rows without first reading them back: reading
-    /// and rewriting every row in Rust cost a third of the daemon's CPU.
+    /// A project whose answers all match what is stored counts one more
+    /// check on its `settled` row and leaves its health rows alone (see
+    /// `quiet.rs`). Every other observation is folded into its component's
+    /// health row by the upsert itself ([`FOLD_OBSERVATION`]), and the
+    /// history is written by triggers when the last definite state changes
+    /// (migration 0005): rows are written without first being read back.
     pub async fn record(
         &self,
         batch: &[(Component, i64, Observation)],
@@ -547,11 +549,25 @@ impl Store {
         const CHUNK: usize = 500;
         // As sqlx writes a DateTime<Utc>, so that rows read back the same.
         let at = now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
+        let digests = quiet::digests(batch);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let last_before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM transitions")
             .fetch_one(&mut *tx)
             .await?;
-        for chunk in batch.chunks(CHUNK) {
+        let quiet = quiet::count_quiet(&mut tx, &digests, &at).await?;
+        let loud: Vec<_> = batch
+            .iter()
+            .filter(|(component, id, _)| *component == Component::Connection || !quiet.contains(id))
+            .collect();
+        let mut loud_projects: Vec<i64> = loud
+            .iter()
+            .filter(|(component, ..)| *component != Component::Connection)
+            .map(|(_, id, _)| *id)
+            .collect();
+        loud_projects.sort_unstable();
+        loud_projects.dedup();
+        quiet::unsettle(&mut tx, &loud_projects).await?;
+        for chunk in loud.chunks(CHUNK) {
             // The time is bound once; each observation binds only what it
             // says, and the first row it would make is derived from that.
             let mut upsert = sqlx::QueryBuilder::new("WITH now(at) AS (SELECT ");
@@ -591,6 +607,11 @@ impl Store {
             upsert.push(FOLD_OBSERVATION);
             upsert.build().execute(&mut *tx).await?;
         }
+        let written_in_full: Vec<_> = digests
+            .iter()
+            .filter(|digest| !quiet.contains(&digest.project_id))
+            .collect();
+        quiet::settle(&mut tx, &written_in_full, &at).await?;
         let written = sqlx::query_as::<_, TransitionRow>(
             "SELECT * FROM transitions WHERE id > ?1 ORDER BY id",
         )
@@ -728,6 +749,9 @@ const PROJECT_SELECT: &str =
         p.added_at, p.removed_at
     FROM projects p JOIN connections c ON c.id = p.connection_id";
 
+/// Rows a sweep reads of the inventory at a time.
+const INVENTORY_PAGE: i64 = 1000;
+
 /// How an observation (the row `record` tries to insert, `excluded`) folds
 /// into the component's current health. A definite answer moves the state:
 /// `since` and a count of 1 when it changed, one more consecutive check when
@@ -735,9 +759,6 @@ const PROJECT_SELECT: &str =
 /// leaves the last known state, its detail and count as they were and is
 /// recorded beside them (`pending`), so that an outage never overwrites what
 /// we last knew. Every expression reads the row as it was before the update.
-/// Rows a sweep reads of the inventory at a time.
-const INVENTORY_PAGE: i64 = 1000;
-
 const FOLD_OBSERVATION: &str = "
     ON CONFLICT (component, subject_id) DO UPDATE SET
         state = COALESCE(excluded.state, health.state),
@@ -948,6 +969,69 @@ mod tests {
             (row.state.as_deref(), row.consecutive),
             (Some("access_lost"), 1)
         );
+    }
+
+    #[tokio::test]
+    async fn quiet_checks_count_without_rewriting_health_rows() {
+        use Component::*;
+        let (_dir, store, id) = one_project().await;
+        let answers = |hook: &str| {
+            [
+                (Repository, id, Observation::definite(State::Ok, "")),
+                (
+                    DeployKey,
+                    id,
+                    Observation::definite(State::Healthy, "key 1"),
+                ),
+                (Webhook, id, Observation::definite(State::Healthy, hook)),
+            ]
+        };
+        let record = |batch: &[(Component, i64, Observation)], at: &str| {
+            let (store, batch, at) = (store.clone(), batch.to_vec(), t(at));
+            async move { store.record(&batch, at).await.unwrap().len() }
+        };
+        let seen = |component: Component| {
+            let store = store.clone();
+            async move {
+                let row = store.health(component, id).await.unwrap().unwrap();
+                (row.consecutive, row.last_checked.unwrap(), row.detail)
+            }
+        };
+        assert_eq!(record(&answers("hook 3"), "2026-01-01T00:00:00Z").await, 3);
+        assert_eq!(record(&answers("hook 3"), "2026-01-01T00:05:00Z").await, 0);
+        assert_eq!(record(&answers("hook 3"), "2026-01-01T00:10:00Z").await, 0);
+        // The health rows are as the first write left them ...
+        let stored: Vec<(i64, DateTime<Utc>)> =
+            sqlx::query_as("SELECT consecutive, last_checked FROM health WHERE subject_id = ?1")
+                .bind(id)
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, vec![(1, t("2026-01-01T00:00:00Z")); 3]);
+        // ... and readers see every check.
+        let webhook = seen(Webhook).await;
+        assert_eq!(webhook, (3, t("2026-01-01T00:10:00Z"), "hook 3".to_owned()));
+        // A changed answer is written in full, after the quiet checks.
+        record(&answers("hook 4"), "2026-01-01T00:15:00Z").await;
+        let at_15 = t("2026-01-01T00:15:00Z");
+        assert_eq!(seen(Webhook).await, (4, at_15, "hook 4".to_owned()));
+        assert_eq!(seen(Repository).await, (4, at_15, String::new()));
+        // Checking one component leaves the others as they were.
+        let repository_only = &answers("hook 4")[..1];
+        record(repository_only, "2026-01-01T00:20:00Z").await;
+        record(repository_only, "2026-01-01T00:25:00Z").await;
+        assert_eq!(seen(Repository).await.0, 6);
+        assert_eq!(seen(Webhook).await, (4, at_15, "hook 4".to_owned()));
+        // All three again: written in full, then quiet once more.
+        record(&answers("hook 4"), "2026-01-01T00:30:00Z").await;
+        record(&answers("hook 4"), "2026-01-01T00:35:00Z").await;
+        assert_eq!(seen(Repository).await.0, 8);
+        assert_eq!(
+            seen(DeployKey).await,
+            (6, t("2026-01-01T00:35:00Z"), "key 1".to_owned())
+        );
+        let history = store.transitions(Some(id), 10).await.unwrap();
+        assert_eq!(history.len(), 3, "the first state of each component only");
     }
 
     #[tokio::test]

@@ -120,7 +120,7 @@ impl Store {
 
 /// Components a repair could be about (see [`Store::repair_candidates`]).
 const REPAIR_CANDIDATES: &str = "
-    SELECT h.* FROM health h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
+    SELECT h.* FROM health_now h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
     WHERE h.component != 'connection' AND h.pending IS NULL AND h.state IS NOT NULL
       AND (h.state NOT IN ('ok', 'healthy') OR h.detail LIKE '%duplicate hooks%')
       -- An unfinished repair is resumed (start of every sweep), never
