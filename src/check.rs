@@ -246,21 +246,26 @@ impl Checker {
             };
         let total = counts.values().sum::<usize>().max(1) as u32;
         // Each project takes its entry of the bulk listing as the listing
-        // passes it (in order, one at a time), then the checks run concurrently.
-        // The mutex only lends the listings to each step across its await;
-        // `then` runs one step at a time, so it is never contended.
-        let listings = tokio::sync::Mutex::new(self.start_bulk_listings(&handles, &counts));
-        let listings = &listings;
-        let projects = projects
-            .then(move |row| async move {
-                let project = row?;
-                let from_list = match listings.lock().await.get_mut(&project.connection) {
-                    Some(listing) => listing.take(project.gitlab_id as u64).await,
-                    None => None,
+        // passes it (in order, one at a time), then the checks run
+        // concurrently. The step owns the listings while it waits on one.
+        let listings = self.start_bulk_listings(&handles, &counts);
+        let projects = futures::stream::unfold(
+            (projects, listings),
+            |(mut projects, mut listings)| async move {
+                let taken = match projects.next().await? {
+                    Ok(project) => {
+                        let from_list = match listings.get_mut(&project.connection) {
+                            Some(listing) => listing.take(project.gitlab_id as u64).await,
+                            None => None,
+                        };
+                        Ok((project, from_list))
+                    }
+                    Err(e) => Err(e),
                 };
-                Ok::<_, StoreError>((project, from_list))
-            })
-            .boxed();
+                Some((taken, (projects, listings)))
+            },
+        )
+        .boxed();
         let started_at = tokio::time::Instant::now();
         let cancel = options.cancel.clone().unwrap_or_default();
         let checks = self.project_checks();
