@@ -10,8 +10,10 @@
 //!   size and fetch time of /metrics with 1% of the projects broken;
 //! - a raw baseline in the same run: a minimal client loop issuing the same
 //!   requests with the same concurrency to the same simulator, doing nothing
-//!   with the answers, in a process of its own like the daemon (the median of
-//!   three passes); glwarden's request rate as a share of it.
+//!   with the answers, in a process of its own like the daemon; one pass
+//!   before the daemon starts and one in each gap between its sweeps (the
+//!   schedule leaves room for one), all passes together against all sweeps
+//!   together; glwarden's request rate as a share of it.
 //!
 //! Then, unless `GLWARDEN_BENCH_QUICK` is set: 20 ms of latency per request
 //! against the latency-bound ideal (requests x latency / concurrency), and a
@@ -283,10 +285,12 @@ async fn metric(d: &Daemon, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Waits until the daemon has finished `count` sweeps in all.
+/// Waits until the daemon has finished `count` sweeps in all. Each look
+/// renders /metrics, which costs the daemon a millisecond or more at
+/// 100,000 projects: hence not more often than every 100 ms.
 async fn wait_sweeps(d: &Daemon, count: u64) {
     while (metric(d, "glwarden_sweep_duration_seconds_count ").await as u64) < count {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -349,20 +353,47 @@ fn free_listen() -> String {
 
 async fn steady_state(n: usize) -> Row {
     let (w, db) = build_world(n).await;
-    // Sweeps back to back: a tick every second, skipped while a sweep runs.
-    let config = write_config(&w, &db, &free_listen(), "* * * * * *", 100_000_000);
+    // The raw loop runs in the gaps between the daemon's sweeps, so that
+    // both are measured over the same minutes: this machine's speed drifts
+    // by a tenth or more from one minute to the next, and a baseline taken
+    // only before or after the daemon's sweeps moved the ratio by as much.
+    // A first pass, before the daemon exists, sizes the gaps.
+    let mut raw = vec![raw_pass(&w).await];
+    let period = sweep_period(raw[0].seconds);
+    let cron = format!("*/{period} * * * * *");
+    let config = write_config(&w, &db, &free_listen(), &cron, 100_000_000);
     let d = start_daemon(&config, w.dir.path()).await;
-    // The first sweep learns the owned key and hook ids by listing; steady state starts after it.
+    // The first sweep (at start) learns the owned key and hook ids by
+    // listing; steady state starts after it.
     wait_sweeps(&d, 1).await;
     let size_before = db_logical_size(&db).await;
     let requests_before = w.sim.request_total();
     let (_, cpu_before) = proc_stat(d.child.id());
     let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum ").await;
-    wait_sweeps(&d, 1 + STEADY_SWEEPS).await;
-    let sweeps = metric(&d, "glwarden_sweep_duration_seconds_count ").await - 1.0;
-    let sum = metric(&d, "glwarden_sweep_duration_seconds_sum ").await - sum_before;
-    let requests = (w.sim.request_total() - requests_before) as f64;
-    let (_, cpu_after) = proc_stat(d.child.id());
+    let mut raw_requests_between = 0;
+    let mut after = None;
+    for sweep in 1..=STEADY_SWEEPS {
+        wait_sweeps(&d, 1 + sweep).await;
+        if sweep == STEADY_SWEEPS {
+            after = Some((
+                w.sim.request_total(),
+                proc_stat(d.child.id()).1,
+                metric(&d, "glwarden_sweep_duration_seconds_sum ").await,
+            ));
+        }
+        let longest = raw.iter().map(|p| p.seconds).fold(0.0, f64::max);
+        if fits_before_next_tick(period, longest) {
+            let pass = raw_pass(&w).await;
+            if sweep < STEADY_SWEEPS {
+                raw_requests_between += pass.requests;
+            }
+            raw.push(pass);
+        }
+    }
+    let (requests_after, cpu_after, sum_after) = after.expect("the last sweep was waited for");
+    let sweeps = STEADY_SWEEPS as f64;
+    let sum = sum_after - sum_before;
+    let requests = (requests_after - requests_before - raw_requests_between) as f64;
     let size_after = db_logical_size(&db).await;
     let sweep_seconds = sum / sweeps;
     let checks = n as f64 * sweeps;
@@ -387,17 +418,23 @@ async fn steady_state(n: usize) -> Row {
     let readyz = d.readyz.unwrap_or_default();
     drop(d);
 
-    // The daemon's writes may still be going to disk; the baseline should
-    // not share the machine with that. Three passes, the median: a single
-    // pass varied by a fifth from run to run on this machine.
-    let _ = Command::new("sync").status();
-    let mut raw_rates = Vec::new();
-    for _ in 0..3 {
-        raw_rates.push(raw_baseline(&w).await);
-    }
-    raw_rates.sort_by(f64::total_cmp);
-    eprintln!("raw baseline passes: {raw_rates:.0?} requests/s");
-    let raw_rate = raw_rates[1];
+    // A pass that a sweep ran into (the simulator answered more requests
+    // than the pass made) measured both at once: it does not count.
+    let clean: Vec<&RawPass> = raw.iter().filter(|p| p.overlapped == 0).collect();
+    let rates: Vec<String> = raw
+        .iter()
+        .map(|p| match p.overlapped {
+            0 => format!("{:.0}", p.requests as f64 / p.seconds),
+            _ => format!("({:.0}, overlapped a sweep)", p.requests as f64 / p.seconds),
+        })
+        .collect();
+    eprintln!(
+        "raw baseline, {} passes between sweeps of {period} s: [{}] requests/s",
+        raw.len(),
+        rates.join(", ")
+    );
+    let raw_rate = clean.iter().map(|p| p.requests as f64).sum::<f64>()
+        / clean.iter().map(|p| p.seconds).sum::<f64>();
     Row {
         scenario: "steady".into(),
         projects: n,
@@ -418,22 +455,49 @@ async fn steady_state(n: usize) -> Row {
     }
 }
 
-/// The same requests as a steady sweep (the project list by keyset pages,
-/// then each project's key and hook by id), with the same concurrency and
-/// client library, doing nothing with the answers. Requests per second.
-///
-/// The loop runs in a process of its own, as the daemon does: run inside the
-/// benchmark's process it shared the simulator's runtime threads, handing
-/// each request to the server without leaving the process, an advantage no
-/// separate client has.
-async fn raw_baseline(w: &World) -> f64 {
+/// Seconds between the daemon's sweeps (a divisor of 60, so that cron's
+/// ticks are evenly spaced): room for a sweep, which took up to 1.3 times
+/// as long as a raw pass, then a raw pass, with a fifth to spare.
+fn sweep_period(raw_seconds: f64) -> u64 {
+    let needed = raw_seconds * 2.3 * 1.2 + 0.3;
+    [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60]
+        .into_iter()
+        .find(|p| *p as f64 >= needed)
+        .unwrap_or(60)
+}
+
+/// Whether a raw pass that takes about `seconds` ends before the next tick
+/// of a cron schedule every `period` seconds (ticks fall on wall-clock
+/// multiples of the period).
+fn fits_before_next_tick(period: u64, seconds: f64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let left = period as f64 - now % period as f64;
+    left > seconds * 1.2 + 0.2
+}
+
+/// One pass of the raw loop.
+struct RawPass {
+    seconds: f64,
+    /// The requests it made.
+    requests: u64,
+    /// Requests the simulator answered meanwhile that were not the pass's.
+    overlapped: u64,
+}
+
+/// Runs the raw loop once, in a process of its own, over every project.
+async fn raw_pass(w: &World) -> RawPass {
     let plan = w.dir.path().join("raw-plan.txt");
-    let mut lines = String::new();
-    for (id, hook) in w.ids.iter().zip(&w.hook_ids) {
-        let key = w.sim.deploy_keys(*id).first().map(|k| k.id).unwrap_or(0);
-        lines.push_str(&format!("{id} {key} {hook}\n"));
+    if !plan.exists() {
+        let mut lines = String::new();
+        for (id, hook) in w.ids.iter().zip(&w.hook_ids) {
+            let key = w.sim.deploy_keys(*id).first().map(|k| k.id).unwrap_or(0);
+            lines.push_str(&format!("{id} {key} {hook}\n"));
+        }
+        std::fs::write(&plan, lines).unwrap();
     }
-    std::fs::write(&plan, lines).unwrap();
     let before = w.sim.request_total();
     let out = tokio::process::Command::new(std::env::current_exe().unwrap())
         .env(RAW_CHILD, &plan)
@@ -443,14 +507,22 @@ async fn raw_baseline(w: &World) -> f64 {
         .await
         .unwrap();
     assert!(out.status.success(), "the raw loop failed");
-    let seconds: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    (w.sim.request_total() - before) as f64 / seconds
+    let answered = w.sim.request_total() - before;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let (seconds, requests) = printed.trim().split_once(' ').unwrap();
+    let requests: u64 = requests.parse().unwrap();
+    RawPass {
+        seconds: seconds.parse().unwrap(),
+        requests,
+        overlapped: answered.saturating_sub(requests),
+    }
 }
 
 /// Set (to the plan's path) when this process is the raw loop's.
 const RAW_CHILD: &str = "GLWARDEN_BENCH_RAW_PLAN";
 
-/// The raw loop's process: issues the plan's requests, prints the seconds they took.
+/// The raw loop's process: issues the plan's requests, prints the seconds
+/// they took and how many there were.
 fn raw_loop_child(plan: &str) {
     use futures::StreamExt;
     let base = std::env::var("GLWARDEN_BENCH_RAW_BASE").unwrap();
@@ -466,9 +538,10 @@ fn raw_loop_child(plan: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let seconds = rt.block_on(async move {
+    let outcome = rt.block_on(async move {
         let client = reqwest::Client::builder().build().unwrap();
         let started = Instant::now();
+        let mut requests = 2 * projects.len() as u64;
         let mut next = Some(format!(
             "{base}/api/v4/projects?membership=true&min_access_level=40&pagination=keyset&order_by=id&sort=asc&per_page=100"
         ));
@@ -492,6 +565,7 @@ fn raw_loop_child(plan: &str) {
                         .to_owned()
                 });
             let _ = r.bytes().await.unwrap();
+            requests += 1;
         }
         futures::stream::iter(projects)
             .map(|(id, key, hook)| {
@@ -514,9 +588,9 @@ fn raw_loop_child(plan: &str) {
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<()>>()
             .await;
-        started.elapsed().as_secs_f64()
+        (started.elapsed().as_secs_f64(), requests)
     });
-    println!("{seconds}");
+    println!("{} {}", outcome.0, outcome.1);
 }
 
 async fn latency(n: usize, latency: Duration) -> Row {
