@@ -330,43 +330,20 @@ fn break_things(
                 }
             }
             Breakage::GitLabErrorsOnKeyAndHook => {
-                sim.inject(Fault {
-                    method: None,
-                    path_contains: Some(format!("/projects/{id}/deploy_keys")),
-                    kind: FaultKind::Status {
-                        code: 502,
-                        html: true,
-                    },
-                    times: None,
-                });
-                sim.inject(Fault {
-                    method: None,
-                    path_contains: Some(format!("/projects/{id}/hooks")),
-                    kind: FaultKind::Reset,
-                    times: None,
-                });
+                sim.inject(Fault::on(
+                    format!("/projects/{id}/deploy_keys"),
+                    FaultKind::error_page(502),
+                ));
+                sim.inject(Fault::on(format!("/projects/{id}/hooks"), FaultKind::Reset));
             }
-            Breakage::GitLabErrorsOnProject => sim.inject(Fault {
-                method: None,
-                path_contains: Some(format!("/api/v4/projects/{id}")),
-                kind: FaultKind::Status {
-                    code: 503,
-                    html: true,
-                },
-                times: None,
-            }),
+            Breakage::GitLabErrorsOnProject => sim.inject(Fault::on(
+                format!("/api/v4/projects/{id}"),
+                FaultKind::error_page(503),
+            )),
         }
     }
     sim.revoke_token(connections[2].token);
-    outage.inject(Fault {
-        method: None,
-        path_contains: None,
-        kind: FaultKind::Status {
-            code: 502,
-            html: true,
-        },
-        times: None,
-    });
+    outage.inject(Fault::everywhere(FaultKind::error_page(502)));
 }
 
 fn write_demo_config(

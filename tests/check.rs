@@ -299,21 +299,14 @@ async fn transient_failures_give_unknown_and_keep_the_stored_state() {
     let before: Vec<_> = store.all_health().await.unwrap();
     let transitions_before = store.transitions(None, 100).await.unwrap().len();
 
-    fx.sim.inject(Fault {
-        method: None,
-        path_contains: Some(format!("/projects/{}/hooks", p.id)),
-        kind: FaultKind::Status {
-            code: 502,
-            html: true,
-        },
-        times: None,
-    });
-    fx.sim.inject(Fault {
-        method: None,
-        path_contains: Some(format!("/projects/{}/deploy_keys", p.id)),
-        kind: FaultKind::Hang,
-        times: None,
-    });
+    fx.sim.inject(Fault::on(
+        format!("/projects/{}/hooks", p.id),
+        FaultKind::error_page(502),
+    ));
+    fx.sim.inject(Fault::on(
+        format!("/projects/{}/deploy_keys", p.id),
+        FaultKind::Hang,
+    ));
     let started = Instant::now();
     fx.check(&checker).await;
     assert!(
@@ -385,14 +378,15 @@ async fn a_429_pauses_the_connection_for_retry_after_then_retries() {
     let p = fx.connect("acme/app");
     let config = fx.write_config(&[&p], "");
     let (checker, store) = fx.checker(&config).await;
-    fx.sim.inject(Fault {
-        method: None,
-        path_contains: Some(format!("/projects/{}/hooks", p.id)),
-        kind: FaultKind::RateLimited {
-            retry_after: Some(2),
-        },
-        times: Some(1),
-    });
+    fx.sim.inject(
+        Fault::on(
+            format!("/projects/{}/hooks", p.id),
+            FaultKind::RateLimited {
+                retry_after: Some(2),
+            },
+        )
+        .times(1),
+    );
     fx.sim.clear_requests();
     let started = Instant::now();
     fx.check(&checker).await;
@@ -554,15 +548,11 @@ async fn a_failed_page_of_the_bulk_listing_is_retried_not_replaced_by_lookups() 
     fx.check(&checker).await;
     fx.sim.clear_requests();
     // The first request after the connection probe is the listing's first page.
-    fx.sim.inject(Fault {
-        method: Some("GET".into()),
-        path_contains: Some("/api/v4/projects".into()),
-        kind: FaultKind::Status {
-            code: 502,
-            html: true,
-        },
-        times: Some(1),
-    });
+    fx.sim.inject(
+        Fault::on("/api/v4/projects", FaultKind::error_page(502))
+            .method("GET")
+            .times(1),
+    );
     fx.check(&checker).await;
     let listing: Vec<u16> = fx
         .sim
@@ -625,15 +615,11 @@ async fn one_bad_answer_to_the_connection_probe_is_retried_not_a_blind_sweep() {
     let p = fx.connect("acme/app");
     let config = fx.write_config(&[&p], "");
     let (checker, store) = fx.checker(&config).await;
-    fx.sim.inject(Fault {
-        method: Some("GET".into()),
-        path_contains: Some("/api/v4/user".into()),
-        kind: FaultKind::Status {
-            code: 502,
-            html: true,
-        },
-        times: Some(1),
-    });
+    fx.sim.inject(
+        Fault::on("/api/v4/user", FaultKind::error_page(502))
+            .method("GET")
+            .times(1),
+    );
     fx.check(&checker).await;
     let probes: Vec<u16> = fx
         .sim

@@ -156,15 +156,13 @@ async fn exit_status_says_healthy_broken_or_unknown() {
     let out = run(glwarden(&["--config", cfg, "check"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    fx.sim.inject(glwarden::sim::Fault {
-        method: None,
-        path_contains: Some("/hooks".into()),
-        kind: glwarden::sim::FaultKind::Status {
+    fx.sim.inject(glwarden::sim::Fault::on(
+        "/hooks",
+        glwarden::sim::FaultKind::Status {
             code: 503,
             html: false,
         },
-        times: None,
-    });
+    ));
     let out = run(glwarden(&["--config", cfg, "check"])).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     fx.sim.clear_faults();

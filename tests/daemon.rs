@@ -234,14 +234,15 @@ async fn a_connection_stays_within_its_request_budget() {
 async fn a_429_silences_the_connection_for_retry_after() {
     let (fx, projects, config, listen) = setup(3, "*/1 * * * * *", 0.2, "").await;
     let mut daemon = fx.start_daemon(&config, &listen).await;
-    fx.sim.inject(Fault {
-        method: None,
-        path_contains: Some(format!("/projects/{}/hooks", projects[1].id)),
-        kind: FaultKind::RateLimited {
-            retry_after: Some(3),
-        },
-        times: Some(1),
-    });
+    fx.sim.inject(
+        Fault::on(
+            format!("/projects/{}/hooks", projects[1].id),
+            FaultKind::RateLimited {
+                retry_after: Some(3),
+            },
+        )
+        .times(1),
+    );
     wait_until("the 429", Duration::from_secs(10), || async {
         fx.sim.requests().iter().any(|r| r.status == 429)
     })

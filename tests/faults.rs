@@ -388,12 +388,7 @@ fn row(
 ) -> Row {
     Row {
         name,
-        fault: Fault {
-            method: Some("GET".into()),
-            path_contains: Some(path.into()),
-            kind,
-            times: Some(times),
-        },
+        fault: Fault::on(path, kind).method("GET").times(times),
         class,
         unknown,
     }
@@ -717,14 +712,7 @@ async fn combined_faults() {
         .sum("glwarden_checks_total", &["result=\"unknown\""])
         .await;
     for (path, kind, times) in [
-        (
-            "/hooks",
-            FaultKind::Status {
-                code: 502,
-                html: true,
-            },
-            3,
-        ),
+        ("/hooks", FaultKind::error_page(502), 3),
         ("/deploy_keys", FaultKind::Reset, 2),
         (
             "/api/v4/projects/",
@@ -741,21 +729,11 @@ async fn combined_faults() {
             FaultKind::Delay(Duration::from_secs(3)),
             2,
         ),
-        (
-            "/api/v4/user",
-            FaultKind::Status {
-                code: 503,
-                html: true,
-            },
-            1,
-        ),
+        ("/api/v4/user", FaultKind::error_page(503), 1),
     ] {
-        rig.fx.sim.inject(Fault {
-            method: Some("GET".into()),
-            path_contains: Some(path.into()),
-            kind,
-            times: Some(times),
-        });
+        rig.fx
+            .sim
+            .inject(Fault::on(path, kind).method("GET").times(times));
     }
     wait_until("unknown checks", Duration::from_secs(100), || async {
         rig.sum("glwarden_checks_total", &["result=\"unknown\""])
@@ -821,15 +799,10 @@ async fn gitlab_answering_404_for_everything_for_one_sweep() {
             &["component=\"connection\"", "result=\"unknown\""],
         )
         .await;
-    rig.fx.sim.inject(Fault {
-        method: None,
-        path_contains: None,
-        kind: FaultKind::Status {
-            code: 404,
-            html: false,
-        },
-        times: None,
-    });
+    rig.fx.sim.inject(Fault::everywhere(FaultKind::Status {
+        code: 404,
+        html: false,
+    }));
     wait_until(
         "a sweep under the outage",
         Duration::from_secs(30),
@@ -876,15 +849,16 @@ async fn project_endpoints_answering_404_for_one_sweep() {
     let before = baseline(&rig).await;
     // One sweep's worth: every project's lookup answers 404 once (a 404
     // repository blocks its key and hook, so that is one request each).
-    rig.fx.sim.inject(Fault {
-        method: None,
-        path_contains: Some("/api/v4/projects/".into()),
-        kind: FaultKind::Status {
-            code: 404,
-            html: false,
-        },
-        times: Some(rig.projects.len() as u32),
-    });
+    rig.fx.sim.inject(
+        Fault::on(
+            "/api/v4/projects/",
+            FaultKind::Status {
+                code: 404,
+                html: false,
+            },
+        )
+        .times(rig.projects.len() as u32),
+    );
     wait_until(
         "every project answered 404 once",
         Duration::from_secs(30),
@@ -1472,12 +1446,13 @@ async fn sigkill_mid_repair_then_restart() {
     // new key is slowed so that the process dies after GitLab created it and
     // before glwarden saw it confirmed.
     rig.fx.sim.clear_requests();
-    rig.fx.sim.inject(Fault {
-        method: Some("GET".into()),
-        path_contains: Some(format!("/projects/{p}/deploy_keys/")),
-        kind: FaultKind::Delay(Duration::from_millis(1500)),
-        times: None,
-    });
+    rig.fx.sim.inject(
+        Fault::on(
+            format!("/projects/{p}/deploy_keys/"),
+            FaultKind::Delay(Duration::from_millis(1500)),
+        )
+        .method("GET"),
+    );
     rig.fx.sim.remove_deploy_key(p, ours);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -647,12 +647,7 @@ async fn a_key_rotation_killed_after_any_step_is_finished_on_restart() {
         ("DELETE", format!("{base}/"), FaultKind::Hang),
     ];
     for (method, path, kind) in crash_points {
-        fx.sim.inject(Fault {
-            method: Some(method.into()),
-            path_contains: Some(path.clone()),
-            kind,
-            times: None,
-        });
+        fx.sim.inject(Fault::on(path.clone(), kind).method(method));
         fx.sim.clear_requests();
         kill_mid_repair(&fx, &config, "acme/app", "--deploy-key", method, &path).await;
         let store = Store::open(&fx.db_path()).await.unwrap();
@@ -701,12 +696,7 @@ async fn a_webhook_recreation_killed_after_any_step_is_finished_on_restart() {
     for (method, path, kind) in crash_points {
         // Deleted by hand: the stored hook id answers 404 from now on.
         fx.sim.remove_hook(p.id, fx.sim.hooks(p.id)[0].id);
-        fx.sim.inject(Fault {
-            method: Some(method.into()),
-            path_contains: Some(path.clone()),
-            kind,
-            times: None,
-        });
+        fx.sim.inject(Fault::on(path.clone(), kind).method(method));
         fx.sim.clear_requests();
         // The stored hook id is gone at GitLab: regenerate recreates the hook.
         kill_mid_repair(&fx, &config, "acme/app", "--webhook", method, &path).await;
@@ -775,15 +765,9 @@ async fn a_rotation_left_unfinished_is_resumed_never_begun_again() {
     // The new key will be the simulator's next id; reading it back fails, so
     // the rotation stops after "created", its new key already at GitLab.
     let next = old + 1;
-    fx.sim.inject(Fault {
-        method: Some("GET".into()),
-        path_contains: Some(format!("/deploy_keys/{next}")),
-        kind: FaultKind::Status {
-            code: 502,
-            html: true,
-        },
-        times: None,
-    });
+    fx.sim.inject(
+        Fault::on(format!("/deploy_keys/{next}"), FaultKind::error_page(502)).method("GET"),
+    );
     fx.sim.clear_requests();
     for _ in 0..3 {
         repair_run(&checker).await;

@@ -959,17 +959,13 @@ async fn rate_limit_headers_and_429_are_per_user() {
 async fn every_fault_kind_breaks_the_answer_as_described() {
     let env = Env::new().await;
     let path = format!("/projects/{}", env.project);
-    let once = |kind: FaultKind| Fault {
-        method: Some("GET".into()),
-        path_contains: Some(format!("/projects/{}", env.project)),
-        kind,
-        times: Some(1),
+    let once = |kind: FaultKind| {
+        Fault::on(format!("/projects/{}", env.project), kind)
+            .method("GET")
+            .times(1)
     };
 
-    env.sim.inject(once(FaultKind::Status {
-        code: 502,
-        html: true,
-    }));
+    env.sim.inject(once(FaultKind::error_page(502)));
     let r = env.get(&path).await;
     assert_eq!(r.status(), 502);
     assert_eq!(header(&r, "content-type").as_deref(), Some("text/html"));
@@ -1063,15 +1059,16 @@ async fn every_fault_kind_breaks_the_answer_as_described() {
     assert!(header(&r, "retry-after").is_none());
 
     // Method and path filters; `times: None` lasts until cleared.
-    env.sim.inject(Fault {
-        method: Some("POST".into()),
-        path_contains: Some("/hooks".into()),
-        kind: FaultKind::Status {
-            code: 500,
-            html: false,
-        },
-        times: None,
-    });
+    env.sim.inject(
+        Fault::on(
+            "/hooks",
+            FaultKind::Status {
+                code: 500,
+                html: false,
+            },
+        )
+        .method("POST"),
+    );
     assert_eq!(env.get(&path).await.status(), 200);
     let hooks = format!("{path}/hooks");
     for _ in 0..2 {

@@ -131,14 +131,8 @@ fn fault_name(kind: &FaultKind) -> String {
 /// `long`: a run long enough to spend minutes paused by a header-less 429.
 fn random_fault(rng: &mut Rng, long: bool) -> Fault {
     let kinds = [
-        FaultKind::Status {
-            code: 500,
-            html: true,
-        },
-        FaultKind::Status {
-            code: 502,
-            html: true,
-        },
+        FaultKind::error_page(500),
+        FaultKind::error_page(502),
         FaultKind::Status {
             code: 503,
             html: false,

@@ -176,6 +176,43 @@ pub struct Fault {
     pub times: Option<u32>,
 }
 
+impl Fault {
+    /// `kind` on every request whose path contains `path`, whatever its
+    /// method, until cleared.
+    pub fn on(path: impl Into<String>, kind: FaultKind) -> Fault {
+        Fault {
+            path_contains: Some(path.into()),
+            ..Fault::everywhere(kind)
+        }
+    }
+
+    /// `kind` on every request, until cleared.
+    pub fn everywhere(kind: FaultKind) -> Fault {
+        Fault {
+            method: None,
+            path_contains: None,
+            kind,
+            times: None,
+        }
+    }
+
+    /// Only on requests with this method.
+    pub fn method(self, method: &str) -> Fault {
+        Fault {
+            method: Some(method.into()),
+            ..self
+        }
+    }
+
+    /// Only on the next `n` matching requests.
+    pub fn times(self, n: u32) -> Fault {
+        Fault {
+            times: Some(n),
+            ..self
+        }
+    }
+}
+
 /// JSON form: `{"kind":"status","value":{"code":502,"html":true}}`,
 /// `{"kind":"delay","value":250}` (milliseconds), `{"kind":"hang"}`, ...
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +240,14 @@ pub enum FaultKind {
         #[serde(default)]
         retry_after: Option<u64>,
     },
+}
+
+impl FaultKind {
+    /// An error answer with an HTML body, as a proxy or GitLab's own error
+    /// pages give it.
+    pub fn error_page(code: u16) -> FaultKind {
+        FaultKind::Status { code, html: true }
+    }
 }
 
 /// Durations travel as integer milliseconds in the control API.
