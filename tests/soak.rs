@@ -386,12 +386,14 @@ fn soak_config(fx: &Fixture, projects: &[Connected], listen: &str) -> std::path:
     )
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
+/// The median and the largest of `v` (0 when empty).
+fn median_and_max(v: &[f64]) -> (f64, f64) {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.last() {
+        Some(max) => (sorted[sorted.len() / 2], *max),
+        None => (0.0, 0.0),
     }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -571,9 +573,7 @@ async fn soak() {
     let rss_max = samples.iter().map(|s| s.1).max().unwrap_or(0);
     let total_breakages: u64 = tally.breakages.values().sum();
     let total_faults: u64 = tally.faults.values().sum();
-    let mut repair_s = tally.repair_seconds.clone();
-    let repair_median = median(&mut repair_s);
-    let repair_max = repair_s.last().copied().unwrap_or(0.0);
+    let (repair_median, repair_max) = median_and_max(&tally.repair_seconds);
 
     let mut summary = String::new();
     let mut line = |s: String| {
