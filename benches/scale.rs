@@ -357,7 +357,9 @@ async fn steady_state(n: usize) -> Row {
     // both are measured over the same minutes: this machine's speed drifts
     // by a tenth or more from one minute to the next, and a baseline taken
     // only before or after the daemon's sweeps moved the ratio by as much.
-    // A first pass, before the daemon exists, sizes the gaps.
+    // A first pass, before the daemon exists, sizes the gaps; the world's
+    // database is on disk first, so that its writes do not slow the pass.
+    let _ = Command::new("sync").status();
     let mut raw = vec![raw_pass(&w).await];
     let period = sweep_period(raw[0].seconds);
     let cron = format!("*/{period} * * * * *");
@@ -370,6 +372,7 @@ async fn steady_state(n: usize) -> Row {
     let requests_before = w.sim.request_total();
     let (_, cpu_before) = proc_stat(d.child.id());
     let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum ").await;
+    let count_before = metric(&d, "glwarden_sweep_duration_seconds_count ").await;
     let mut raw_requests_between = 0;
     let mut after = None;
     for sweep in 1..=STEADY_SWEEPS {
@@ -379,6 +382,7 @@ async fn steady_state(n: usize) -> Row {
                 w.sim.request_total(),
                 proc_stat(d.child.id()).1,
                 metric(&d, "glwarden_sweep_duration_seconds_sum ").await,
+                metric(&d, "glwarden_sweep_duration_seconds_count ").await,
             ));
         }
         let longest = raw.iter().map(|p| p.seconds).fold(0.0, f64::max);
@@ -390,8 +394,11 @@ async fn steady_state(n: usize) -> Row {
             raw.push(pass);
         }
     }
-    let (requests_after, cpu_after, sum_after) = after.expect("the last sweep was waited for");
-    let sweeps = STEADY_SWEEPS as f64;
+    let (requests_after, cpu_after, sum_after, count_after) =
+        after.expect("the last sweep was waited for");
+    // Counted rather than assumed: a sweep that a late pass let start early
+    // would otherwise add its requests to ten sweeps' worth.
+    let sweeps = count_after - count_before;
     let sum = sum_after - sum_before;
     let requests = (requests_after - requests_before - raw_requests_between) as f64;
     let size_after = db_logical_size(&db).await;
@@ -421,6 +428,13 @@ async fn steady_state(n: usize) -> Row {
     // A pass that a sweep ran into (the simulator answered more requests
     // than the pass made) measured both at once: it does not count.
     let clean: Vec<&RawPass> = raw.iter().filter(|p| p.overlapped == 0).collect();
+    // Without passes between the sweeps the baseline would be the first
+    // pass's alone, taken minutes before them.
+    assert!(
+        clean.len() > 3,
+        "only {} clean raw passes between sweeps of {period} s",
+        clean.len().saturating_sub(1)
+    );
     let rates: Vec<String> = raw
         .iter()
         .map(|p| match p.overlapped {
@@ -463,7 +477,7 @@ fn sweep_period(raw_seconds: f64) -> u64 {
     [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60]
         .into_iter()
         .find(|p| *p as f64 >= needed)
-        .unwrap_or(60)
+        .unwrap_or_else(|| panic!("a raw pass of {raw_seconds:.0} s leaves no room in a minute"))
 }
 
 /// Whether a raw pass that takes about `seconds` ends before the next tick

@@ -830,6 +830,16 @@ mod tests {
         (dir, store)
     }
 
+    /// The plan SQLite chose for `query`, one step a line.
+    pub(super) async fn plan(store: &Store, query: &str) -> String {
+        let steps: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {query}"))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        steps.into_iter().map(|s| s.3 + "\n").collect()
+    }
+
     /// A store with one connection and one project, for folding observations.
     async fn one_project() -> (tempfile::TempDir, Store, i64) {
         let (dir, store) = empty_store().await;
@@ -1032,6 +1042,20 @@ mod tests {
         );
         let history = store.transitions(Some(id), 10).await.unwrap();
         assert_eq!(history.len(), 3, "the first state of each component only");
+        // Were the project's health rows ever deleted, its digest would go too.
+        let digests = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM settled")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(digests().await, 1);
+        sqlx::query("DELETE FROM health WHERE subject_id = ?1")
+            .bind(id)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(digests().await, 0);
     }
 
     #[tokio::test]

@@ -115,22 +115,25 @@ pub(super) async fn unsettle(
     }
     // One parameter, a JSON array, however many projects.
     let ids = serde_json::to_string(projects).expect("integers serialize");
-    sqlx::query(
-        "UPDATE health SET consecutive = health.consecutive + quiet.checks,
-                           last_checked = quiet.last_checked
-         FROM quiet
-         WHERE quiet.project_id IN (SELECT value FROM json_each(?1)) AND quiet.checks > 0
-           AND health.subject_id = quiet.project_id AND health.component != 'connection'",
-    )
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("DELETE FROM settled WHERE project_id IN (SELECT value FROM json_each(?1))")
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
+    for statement in [FOLD_BACK, FORGET] {
+        sqlx::query(statement)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
+
+/// Adds the quiet checks of the projects in `?1` (a JSON array) to their health rows.
+const FOLD_BACK: &str = "
+    UPDATE health SET consecutive = health.consecutive + quiet.checks,
+                      last_checked = quiet.last_checked
+    FROM quiet
+    WHERE quiet.project_id IN (SELECT value FROM json_each(?1)) AND quiet.checks > 0
+      AND health.subject_id = quiet.project_id AND health.component != 'connection'";
+
+/// Drops the digests of the projects in `?1` (a JSON array).
+const FORGET: &str = "DELETE FROM settled WHERE project_id IN (SELECT value FROM json_each(?1))";
 
 /// After the health rows of these projects were written from their answers
 /// at `at`: keeps the digest of each project whose every health row was
@@ -170,6 +173,22 @@ pub(super) async fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::{empty_store, plan};
+
+    #[tokio::test]
+    async fn writing_back_quiet_checks_seeks_rather_than_scans() {
+        let (_dir, store) = empty_store().await;
+        let fold_back = plan(&store, FOLD_BACK).await;
+        assert!(
+            fold_back.contains("USING INDEX health_subject") && !fold_back.contains("SCAN health"),
+            "{fold_back}"
+        );
+        let forget = plan(&store, FORGET).await;
+        assert!(
+            forget.contains("SEARCH settled USING INTEGER PRIMARY KEY"),
+            "{forget}"
+        );
+    }
 
     fn ok(detail: &str) -> Observation {
         Observation::definite(State::Ok, detail)

@@ -139,16 +139,7 @@ const BROKEN_PROJECTS: &str = "
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The plan SQLite chose for `query`, one step a line.
-    async fn plan(store: &Store, query: &str) -> String {
-        let steps: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {query}"))
-                .fetch_all(&store.pool)
-                .await
-                .unwrap();
-        steps.into_iter().map(|s| s.3 + "\n").collect()
-    }
+    use crate::store::tests::plan;
 
     #[tokio::test]
     async fn after_sweep_reads_use_their_partial_indexes() {
