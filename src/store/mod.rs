@@ -519,16 +519,14 @@ impl Store {
     /// The health rows of the given subjects, whatever their component (the
     /// caller tells a connection's rows from a project's by component).
     pub async fn health_of(&self, subject_ids: &[i64]) -> Result<Vec<HealthRow>, StoreError> {
-        if subject_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut query = sqlx::QueryBuilder::new("SELECT * FROM health_now WHERE subject_id IN (");
-        let mut ids = query.separated(", ");
-        for id in subject_ids {
-            ids.push_bind(*id);
-        }
-        query.push(")");
-        Ok(query.build_query_as().fetch_all(&self.pool).await?)
+        // One parameter, a JSON array, however many subjects (as quiet.rs does).
+        let ids = serde_json::to_string(subject_ids).expect("integers serialize");
+        Ok(sqlx::query_as::<_, HealthRow>(
+            "SELECT * FROM health_now WHERE subject_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Records a batch of observations in one transaction; returns the
