@@ -30,6 +30,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// The same allocator as the daemon's binary (src/main.rs), so that the raw
+// loop, which is this binary re-executed, is not handicapped by glibc's malloc
+// against it; the simulator, also in this process, serves both alike.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use glwarden::keys::generate_ed25519;
 use glwarden::sim::{HookSpec, Sim};
 use glwarden::store::{NewProject, Source, Store};

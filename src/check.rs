@@ -880,7 +880,7 @@ fn note_breakages(
             t.to.parse::<State>()
                 .is_ok_and(|s| s.severity() == crate::health::Severity::Broken);
         let was_known = t.from.is_some();
-        if *component != Component::Connection && broken && was_known {
+        if component.is_project() && broken && was_known {
             projects.insert(*subject);
         }
     }

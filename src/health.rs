@@ -23,6 +23,12 @@ impl Component {
         Component::Webhook,
     ];
 
+    /// A component of a project (subject: a project id), rather than the
+    /// connection (subject: a connection id).
+    pub fn is_project(self) -> bool {
+        self != Component::Connection
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Component::Connection => "connection",

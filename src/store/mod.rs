@@ -543,8 +543,6 @@ impl Store {
         batch: &[(Component, i64, Observation)],
         now: DateTime<Utc>,
     ) -> Result<Vec<(Component, i64, Transition)>, StoreError> {
-        // 5 parameters a row: well under SQLite's limit of 32,766 a statement.
-        const CHUNK: usize = 500;
         // As sqlx writes a DateTime<Utc>, so that rows read back the same.
         let at = now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
         let digests = quiet::digests(batch);
@@ -555,17 +553,17 @@ impl Store {
         let quiet = quiet::count_quiet(&mut tx, &digests, &at).await?;
         let loud: Vec<_> = batch
             .iter()
-            .filter(|(component, id, _)| *component == Component::Connection || !quiet.contains(id))
+            .filter(|(component, id, _)| !component.is_project() || !quiet.contains(id))
             .collect();
         let mut loud_projects: Vec<i64> = loud
             .iter()
-            .filter(|(component, ..)| *component != Component::Connection)
+            .filter(|(component, ..)| component.is_project())
             .map(|(_, id, _)| *id)
             .collect();
         loud_projects.sort_unstable();
         loud_projects.dedup();
         quiet::unsettle(&mut tx, &loud_projects).await?;
-        for chunk in loud.chunks(CHUNK) {
+        for chunk in loud.chunks(ROWS_PER_STATEMENT) {
             // The time is bound once; each observation binds only what it
             // says, and the first row it would make is derived from that.
             let mut upsert = sqlx::QueryBuilder::new("WITH now(at) AS (SELECT ");
@@ -749,6 +747,11 @@ const PROJECT_SELECT: &str =
 
 /// Rows a sweep reads of the inventory at a time.
 const INVENTORY_PAGE: i64 = 1000;
+
+/// Rows one multi-row statement writes (health upserts, quiet-check digests
+/// and counts): at most five parameters each, well under SQLite's limit of
+/// 32,766 a statement.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// How an observation (the row `record` tries to insert, `excluded`) folds
 /// into the component's current health. A definite answer moves the state:

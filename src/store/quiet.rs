@@ -17,11 +17,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use sqlx::SqliteConnection;
 
+use super::ROWS_PER_STATEMENT;
 use crate::health::{Component, Observation, State};
-
-/// Projects a statement names at a time: two or three parameters each, well
-/// under SQLite's limit of 32,766 a statement.
-const CHUNK: usize = 500;
 
 /// A project's answers in one batch, as one comparable text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +39,7 @@ pub(super) fn digests(batch: &[(Component, i64, Observation)]) -> Vec<Digest> {
     // `None` once a project answered something a digest cannot stand for.
     let mut answers: BTreeMap<i64, Option<ByComponent<'_>>> = BTreeMap::new();
     for (component, project_id, observation) in batch {
-        if *component == Component::Connection {
+        if !component.is_project() {
             continue;
         }
         let entry = answers
@@ -85,7 +82,7 @@ pub(super) async fn count_quiet(
     at: &str,
 ) -> Result<HashSet<i64>, sqlx::Error> {
     let mut quiet = HashSet::with_capacity(digests.len());
-    for chunk in digests.chunks(CHUNK) {
+    for chunk in digests.chunks(ROWS_PER_STATEMENT) {
         let mut update = sqlx::QueryBuilder::new("WITH answer(project_id, digest) AS (");
         update.push_values(chunk, |mut row, digest| {
             row.push_bind(digest.project_id)
@@ -143,7 +140,7 @@ pub(super) async fn settle(
     digests: &[&Digest],
     at: &str,
 ) -> Result<(), sqlx::Error> {
-    for chunk in digests.chunks(CHUNK) {
+    for chunk in digests.chunks(ROWS_PER_STATEMENT) {
         let mut insert =
             sqlx::QueryBuilder::new("WITH answer(project_id, digest, components) AS (");
         insert.push_values(chunk, |mut row, digest| {
