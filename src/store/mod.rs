@@ -519,12 +519,10 @@ impl Store {
     /// The health rows of the given subjects, whatever their component (the
     /// caller tells a connection's rows from a project's by component).
     pub async fn health_of(&self, subject_ids: &[i64]) -> Result<Vec<HealthRow>, StoreError> {
-        // One parameter, a JSON array, however many subjects (as quiet.rs does).
-        let ids = serde_json::to_string(subject_ids).expect("integers serialize");
         Ok(sqlx::query_as::<_, HealthRow>(
             "SELECT * FROM health_now WHERE subject_id IN (SELECT value FROM json_each(?1))",
         )
-        .bind(ids)
+        .bind(id_list(subject_ids))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -747,6 +745,12 @@ const PROJECT_SELECT: &str =
 
 /// Rows a sweep reads of the inventory at a time.
 const INVENTORY_PAGE: i64 = 1000;
+
+/// Ids as one statement parameter, a JSON array that SQL reads with
+/// `json_each`: one parameter however many ids, and one statement text.
+fn id_list(ids: &[i64]) -> String {
+    serde_json::to_string(ids).expect("integers serialize")
+}
 
 /// Rows one multi-row statement writes (health upserts, quiet-check digests
 /// and counts): at most five parameters each, well under SQLite's limit of

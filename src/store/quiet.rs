@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use sqlx::SqliteConnection;
 
-use super::ROWS_PER_STATEMENT;
+use super::{ROWS_PER_STATEMENT, id_list};
 use crate::health::{Component, Observation, State};
 
 /// A project's answers in one batch, as one comparable text.
@@ -110,8 +110,7 @@ pub(super) async fn unsettle(
     if projects.is_empty() {
         return Ok(());
     }
-    // One parameter, a JSON array, however many projects.
-    let ids = serde_json::to_string(projects).expect("integers serialize");
+    let ids = id_list(projects);
     for statement in [FOLD_BACK, FORGET] {
         sqlx::query(statement)
             .bind(&ids)
