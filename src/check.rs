@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TokenKind, expand_url_template};
 use crate::gitlab::oauth::{OAuthClient, OAuthPair, OAuthSession, Persist};
-use crate::gitlab::types::{DeployKey, Hook, Project};
+use crate::gitlab::types::{DeployKey, GitLabVersion, Hook, Project};
 use crate::gitlab::{ApiError, ClientOptions, ErrorKind, GitLab};
 use crate::health::{Component, Observation, State};
 use crate::inventory::{self, ConnectionHandle};
@@ -70,6 +70,9 @@ pub struct RunSummary {
     pub plans: Vec<String>,
     /// Whether automatic repairs are paused by the storm guard after this run.
     pub repairs_paused: bool,
+    /// Broken components whose automatic repair is stopped after
+    /// [`repair::MAX_FAILED_REPAIRS`] failures in a row.
+    pub repairs_stopped: usize,
     /// Unfinished repairs left in the journal after this run.
     pub journal_entries: usize,
 }
@@ -128,6 +131,7 @@ impl Checker {
                 request_timeout: cfg.raw.check.request_timeout(),
                 connect_timeout: cfg.raw.check.connect_timeout(),
                 max_response_bytes: cfg.raw.check.max_response_bytes,
+                max_list_items: cfg.raw.check.max_list_items,
                 max_rate_limit_wait: std::time::Duration::from_secs(
                     cfg.raw.check.max_rate_limit_wait_seconds,
                 ),
@@ -408,7 +412,7 @@ impl Checker {
             .clone();
         let repairer = Repairer::new(self.cfg.clone(), self.store.clone());
         repairer.resume(&self.clients).await?;
-        let cause = "glwarden regenerate";
+        let cause = crate::store::MANUAL_CAUSE;
         let outcome = match component {
             Component::DeployKey => {
                 repairer
@@ -523,6 +527,16 @@ impl Checker {
             let client = self.clients[&project.connection].clone();
             let policies = Policies::for_project(&self.cfg, &project);
             let mut repaired = false;
+            // Read once per project; set to `ok` once this pass followed the
+            // project's move: its key and hook may then be repaired at the new path.
+            let mut repository = match health.get(Component::Repository.as_str()) {
+                Some(h) => h.definite_state(),
+                None => self
+                    .store
+                    .health(Component::Repository, project.id)
+                    .await?
+                    .and_then(|h| h.definite_state()),
+            };
             for component in [
                 Component::Repository,
                 Component::DeployKey,
@@ -538,8 +552,17 @@ impl Checker {
                 {
                     continue;
                 }
-                let rules =
-                    repair::rules_for(&self.store, &self.cfg, &project, component, now, 0).await?;
+                let rules = repair::rules_for(
+                    &self.store,
+                    &self.cfg,
+                    &project,
+                    component,
+                    h,
+                    repository,
+                    verdict.version,
+                    now,
+                )
+                .await?;
                 match repair::decide(&project.path, component, h, &policies, &rules) {
                     Decision::Repair(action) => {
                         let new_path = match action {
@@ -561,14 +584,39 @@ impl Checker {
                             h.state.as_deref().unwrap_or("?"),
                             h.detail
                         );
-                        let ok = repairer
+                        let done = repairer
                             .execute(&client, &current, &action, &cause, new_path.as_deref())
-                            .await
-                            .is_ok();
+                            .await;
+                        let ok = done.is_ok();
                         summary
                             .repairs
                             .push((component, if ok { "ok" } else { "failed" }));
                         repaired = true;
+                        if ok && action == Action::FollowRename {
+                            repository = Some(State::Ok);
+                        }
+                        // Stopped after MAX_FAILED_REPAIRS failures in a row, or at
+                        // once when GitLab refuses for good (a blocked hook URL).
+                        let refusal = done.as_ref().err().filter(|e| e.is_permanent());
+                        if !ok
+                            && (refusal.is_some()
+                                || rules.failed_in_a_row + 1 == repair::MAX_FAILED_REPAIRS)
+                        {
+                            let why = repair::stopped_reason(component, refusal);
+                            tracing::warn!(project = %project.path, %component, "{why}");
+                            self.store
+                                .record_event(&NewEvent {
+                                    project_id: Some(project.id),
+                                    component: component.as_str(),
+                                    action: repair::STOPPED_EVENT,
+                                    cause: &cause,
+                                    before: "",
+                                    after: "",
+                                    outcome: &why,
+                                })
+                                .await?;
+                            summary.repairs_stopped += 1;
+                        }
                     }
                     Decision::Report(_, plan) => {
                         // Recorded once, when the state is first confirmed, not every sweep.
@@ -589,6 +637,11 @@ impl Checker {
                         summary.plans.push(plan);
                     }
                     Decision::Skip(why) => {
+                        if rules.failed_in_a_row >= repair::MAX_FAILED_REPAIRS
+                            && rules.repository == Some(State::Ok)
+                        {
+                            summary.repairs_stopped += 1;
+                        }
                         tracing::debug!(project = %project.path, %component, why, "no repair")
                     }
                 }
@@ -738,10 +791,10 @@ impl ProjectChecks {
             State::Blocked => Some(repository.detail().to_owned()),
             _ => None,
         };
-        outcome
-            .observations
-            .push((Component::Repository, repository));
         if let Some(cause) = blocks {
+            outcome
+                .observations
+                .push((Component::Repository, repository));
             for component in [Component::DeployKey, Component::Webhook] {
                 outcome.observations.push((
                     component,
@@ -754,12 +807,40 @@ impl ProjectChecks {
         }
 
         let now = Utc::now();
-        let key = self.check_deploy_key(client, &p, now).await;
-        outcome.found_key_id = key.1;
-        outcome.observations.push((Component::DeployKey, key.0));
-        let hook = self.check_webhook(client, &p, &path, now).await;
-        outcome.found_hook_id = hook.1;
-        outcome.observations.push((Component::Webhook, hook.0));
+        // A 403 on the deploy key or hook endpoints (they need Maintainer)
+        // is what tells a lost role, not the `permissions` fields.
+        let checked = async {
+            let key = self.check_deploy_key(client, &p, now).await?;
+            let hook = self
+                .check_webhook(client, &p, &path, connection.version, now)
+                .await?;
+            Ok::<_, ApiError>((key, hook))
+        }
+        .await;
+        match checked {
+            Ok((key, hook)) => {
+                outcome
+                    .observations
+                    .push((Component::Repository, repository));
+                outcome.found_key_id = key.1;
+                outcome.observations.push((Component::DeployKey, key.0));
+                outcome.found_hook_id = hook.1;
+                outcome.observations.push((Component::Webhook, hook.0));
+            }
+            Err(refusal) => {
+                let lost = probe::access_refused(&refusal);
+                let cause = format!("repository is {}", lost.state());
+                outcome.observations.push((Component::Repository, lost));
+                for component in [Component::DeployKey, Component::Webhook] {
+                    outcome.observations.push((
+                        component,
+                        Observation::Blocked {
+                            cause: cause.clone(),
+                        },
+                    ));
+                }
+            }
+        }
         outcome
     }
 
@@ -768,18 +849,28 @@ impl ProjectChecks {
         client: &GitLab,
         p: &CheckTarget,
         now: chrono::DateTime<Utc>,
-    ) -> (Observation, Option<u64>) {
+    ) -> Result<(Observation, Option<u64>), ApiError> {
         let Some(fingerprint) = p.fingerprint.as_deref() else {
-            return (
+            return Ok((
                 Observation::definite(
                     State::Missing,
                     "glwarden holds no deploy key for this project",
                 ),
                 None,
-            );
+            ));
+        };
+        let Some(digest) = crate::keys::KeyDigest::parse(fingerprint) else {
+            return Ok((
+                Observation::Unknown {
+                    reason: format!(
+                        "the stored fingerprint `{fingerprint}` is not a SHA-256 fingerprint"
+                    ),
+                },
+                None,
+            ));
         };
         let expected = KeyExpectation {
-            fingerprint,
+            digest,
             read_only: self.cfg.raw.expect.read_only_key,
             warning_days: self.cfg.raw.expect.key_expiry_warning_days,
         };
@@ -791,18 +882,18 @@ impl ProjectChecks {
         let listing;
         let answer = match &by_id {
             Some(Ok(key)) => KeyAnswer::ById(key),
-            Some(Err(e)) if !e.is_not_found() => return (undecided(e), None),
+            Some(Err(e)) if !e.is_not_found() => return undecided(e),
             // No owned id, or it is gone: look through the whole list.
             _ => match client.deploy_keys(project).await {
                 Ok(keys) => {
                     listing = keys;
                     KeyAnswer::Listing(&listing)
                 }
-                Err(e) => return (undecided(&e), None),
+                Err(e) => return undecided(&e),
             },
         };
         let verdict = probe::deploy_key(answer, &expected, now);
-        (verdict.observation, verdict.found_id)
+        Ok((verdict.observation, verdict.found_id))
     }
 
     async fn check_webhook(
@@ -810,15 +901,16 @@ impl ProjectChecks {
         client: &GitLab,
         p: &CheckTarget,
         path: &str,
+        version: Option<GitLabVersion>,
         now: chrono::DateTime<Utc>,
-    ) -> (Observation, Option<u64>) {
+    ) -> Result<(Observation, Option<u64>), ApiError> {
         let Some(url) = expected_webhook_url(&self.cfg, p, path) else {
-            return (
+            return Ok((
                 Observation::Unknown {
                     reason: "no webhook URL expected: set expect.webhook_url".into(),
                 },
                 None,
-            );
+            ));
         };
         let expect = &self.cfg.raw.expect;
         let expected = HookExpectation {
@@ -834,13 +926,13 @@ impl ProjectChecks {
         let listing;
         let answer = match &by_id {
             Some(Ok(hook)) => HookAnswer::ById(hook),
-            Some(Err(e)) if !e.is_not_found() => return (undecided(e), None),
+            Some(Err(e)) if !e.is_not_found() => return undecided(e),
             _ => match client.hooks(project).await {
                 Ok(hooks) => {
                     listing = hooks;
                     HookAnswer::Listing(&listing)
                 }
-                Err(e) => return (undecided(&e), None),
+                Err(e) => return undecided(&e),
             },
         };
         let selection = probe::select_hook(answer, &url);
@@ -848,8 +940,29 @@ impl ProjectChecks {
             HookAnswer::Listing(_) => selection.hook.map(|h| h.id),
             HookAnswer::ById(_) => None,
         };
+        // The delivery log exists from GitLab 17.3; on an older instance no
+        // request is sent and the detail says why `failing` is not judged.
+        // When the version could not be read, a 404 from the route says the same.
+        let mut log_note = None;
         let deliveries = match (self.cfg.raw.check.webhook_deliveries, selection.hook) {
-            (true, Some(hook)) => Some(client.hook_events(project, hook.id).await),
+            (true, Some(_)) if version.is_some_and(|v| !v.has_hook_events()) => {
+                log_note = Some(format!(
+                    "delivery log not read: GitLab {} has no hook events endpoint ({}+)",
+                    version.expect("checked"),
+                    GitLabVersion::HOOK_EVENTS
+                ));
+                None
+            }
+            (true, Some(hook)) => match client.hook_events(project, hook.id).await {
+                Err(e) if version.is_none() && e.is_not_found() => {
+                    log_note = Some(
+                        "delivery log not read: GitLab answers 404 for the hook events endpoint (17.3+)"
+                            .to_owned(),
+                    );
+                    None
+                }
+                read => Some(read),
+            },
             _ => None,
         };
         let observation = match &deliveries {
@@ -858,15 +971,21 @@ impl ProjectChecks {
                 // broken verdict that does not depend on it is definite.
                 let without = probe::webhook(&selection, &expected, None, now);
                 if without.state() == State::Healthy {
-                    undecided(e)
-                } else {
-                    without
+                    return undecided(e).map(|(o, _)| (o, found_id));
                 }
+                without
             }
             Some(Ok(events)) => probe::webhook(&selection, &expected, Some(events), now),
             None => probe::webhook(&selection, &expected, None, now),
         };
-        (observation, found_id)
+        let observation = match (observation, log_note) {
+            (Observation::Definite { state, detail }, Some(note)) => Observation::Definite {
+                state,
+                detail: format!("{detail}; {note}"),
+            },
+            (observation, _) => observation,
+        };
+        Ok((observation, found_id))
     }
 }
 
@@ -944,19 +1063,22 @@ pub fn expected_webhook_url(cfg: &Config, p: &CheckTarget, path: &str) -> Option
     })
 }
 
-/// A failed request that does not decide the component's state.
-fn undecided(e: &ApiError) -> Observation {
-    match &e.kind {
+/// A failed request that does not decide the component's state; a 403 is
+/// returned as the refusal that decides the repository's (`access_lost`).
+fn undecided(e: &ApiError) -> Result<(Observation, Option<u64>), ApiError> {
+    let observation = match &e.kind {
+        ErrorKind::Forbidden { .. } => return Err(e.clone()),
         ErrorKind::Unauthorized { problem } => Observation::Blocked {
             cause: format!("connection: {}", problem.describe()),
         },
-        ErrorKind::Forbidden { .. } | ErrorKind::InsufficientScope { .. } => Observation::Blocked {
+        ErrorKind::InsufficientScope { .. } => Observation::Blocked {
             cause: format!("access refused: {e}"),
         },
         _ => Observation::Unknown {
             reason: e.to_string(),
         },
-    }
+    };
+    Ok((observation, None))
 }
 
 /// What checking one project produced.
@@ -982,5 +1104,26 @@ pub async fn probe_connection(
         }
         (Ok(_), TokenKind::Oauth) => Some(client.oauth_token_info().await.map(TokenDetails::Oauth)),
     };
-    probe::connection(&user, token.as_ref(), Utc::now().date_naive(), warning_days)
+    let mut verdict =
+        probe::connection(&user, token.as_ref(), Utc::now().date_naive(), warning_days);
+    if verdict.usable {
+        // Once a sweep: which hook endpoints this GitLab has (docs/gitlab-contract.md §10.4, §10.5).
+        verdict.version = match client.version().await {
+            Ok(info) => {
+                let parsed = GitLabVersion::parse(&info.version);
+                if parsed.is_none() {
+                    tracing::warn!(
+                        version = info.version.as_str(),
+                        "GitLab's version is not MAJOR.MINOR..."
+                    );
+                }
+                parsed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "GitLab's version could not be read this sweep");
+                None
+            }
+        };
+    }
+    verdict
 }

@@ -38,6 +38,11 @@ pub struct Cli {
     )]
     config: Option<PathBuf>,
 
+    /// The connection a PROJECT argument belongs to, when its id or path
+    /// names projects on more than one connection.
+    #[arg(long, global = true, value_name = "NAME")]
+    connection: Option<String>,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -232,7 +237,12 @@ pub fn main() -> ExitCode {
         };
         crate::telemetry::init(level, crate::config::LogFormat::Text);
     }
+    // Bounded threads, so that the unit's TasksMax (deploy/systemd) holds on
+    // any host: the daemon's work is GitLab's latency, not CPU.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(32)
         .enable_all()
         .build()
     {
@@ -284,17 +294,25 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     let cfg = Arc::new(Config::load(&config_path(cli.config))?);
     if let Command::Config(ConfigCommand::Check) = command {
+        for warning in cfg.warnings() {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", cfg.render_redacted());
         println!("# configuration OK: {}", cfg.file.display());
         return Ok(0);
     }
     let store = Store::open(&cfg.raw.store.path).await?;
-    let outcome = execute(command, cfg, &store).await;
+    let named = Named {
+        store: &store,
+        connection: cli.connection.as_deref(),
+    };
+    let outcome = execute(command, cfg, named).await;
     store.close().await;
     outcome
 }
 
-async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::Result<u8> {
+async fn execute(command: Command, cfg: Arc<Config>, named: Named<'_>) -> anyhow::Result<u8> {
+    let store = named.store;
     match command {
         Command::Check(args) => {
             let selection = selection(args.project);
@@ -312,14 +330,14 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
             project,
             limit,
             format,
-        } => history(store, project, limit, format).await,
+        } => history(named, project, limit, format).await,
         Command::Repair(args) => repair_command(args, cfg, store).await,
         Command::Regenerate {
             project,
             deploy_key,
             webhook: _,
         } => {
-            let row = find_active(store, &project).await?;
+            let row = find_active(named, &project).await?;
             let checker = Checker::new(cfg, store.clone(), None).await?;
             let component = if deploy_key {
                 Component::DeployKey
@@ -341,9 +359,9 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
             since,
             limit,
             format,
-        } => events(store, project, since, limit, format).await,
+        } => events(named, project, since, limit, format).await,
         Command::Key(KeyCommand::Public { project }) => {
-            let row = find_active(store, &project).await?;
+            let row = find_active(named, &project).await?;
             let key = row
                 .public_key
                 .with_context(|| format!("glwarden holds no deploy key for {}", row.path))?;
@@ -351,7 +369,7 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
             Ok(0)
         }
         Command::Key(KeyCommand::Private { project }) => {
-            let row = find_active(store, &project).await?;
+            let row = find_active(named, &project).await?;
             let repairer = crate::repair::Repairer::new(cfg, store.clone());
             let key = repairer.private_key(&row).await?;
             print!("{}", key.as_str());
@@ -360,37 +378,73 @@ async fn execute(command: Command, cfg: Arc<Config>, store: &Store) -> anyhow::R
             }
             Ok(0)
         }
-        Command::Project(cmd) => project_command(cmd, cfg, store).await,
+        Command::Project(cmd) => project_command(cmd, cfg, named).await,
         Command::Config(_) | Command::Demo(_) | Command::Run => {
             unreachable!("handled before the store is opened")
         }
     }
 }
 
-/// The store id of a project ever known (removed ones too), by numeric id, path or config name.
-async fn known_project_id(store: &Store, wanted: Option<&str>) -> anyhow::Result<Option<i64>> {
-    let Some(wanted) = wanted else {
-        return Ok(None);
-    };
-    let found = store
-        .projects_named(wanted, false)
-        .await?
-        .into_iter()
-        .next()
-        .with_context(|| format!("no project `{wanted}` is known"))?;
-    Ok(Some(found.id))
+/// How PROJECT arguments are resolved: by numeric id, path or config name,
+/// within `--connection` when given. A name that fits projects on several
+/// connections is refused with the candidates, never taken as the first.
+#[derive(Clone, Copy)]
+struct Named<'a> {
+    store: &'a Store,
+    connection: Option<&'a str>,
+}
+
+impl Named<'_> {
+    async fn one(&self, wanted: &str, active: bool) -> anyhow::Result<crate::store::ProjectRow> {
+        let mut found = self.store.projects_named(wanted, active).await?;
+        if let Some(connection) = self.connection {
+            found.retain(|p| p.connection == connection);
+        }
+        match found.len() {
+            0 if active => anyhow::bail!(
+                "no project `{wanted}` in the inventory{} (see `glwarden project list`)",
+                self.within()
+            ),
+            0 => anyhow::bail!("no project `{wanted}` is known{}", self.within()),
+            1 => Ok(found.remove(0)),
+            n => {
+                let candidates: Vec<String> = found
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} on connection {} (id {})",
+                            report::escape(&p.path),
+                            p.connection,
+                            p.gitlab_id
+                        )
+                    })
+                    .collect();
+                anyhow::bail!(
+                    "`{wanted}` names {n} projects: {}; choose one with --connection NAME",
+                    candidates.join(", ")
+                )
+            }
+        }
+    }
+
+    fn within(&self) -> String {
+        self.connection
+            .map(|c| format!(" on connection {c}"))
+            .unwrap_or_default()
+    }
+}
+
+/// The store id of a project ever known (removed ones too).
+async fn known_project_id(named: Named<'_>, wanted: Option<&str>) -> anyhow::Result<Option<i64>> {
+    match wanted {
+        Some(wanted) => Ok(Some(named.one(wanted, false).await?.id)),
+        None => Ok(None),
+    }
 }
 
 /// The active project named by a numeric id, path or config name.
-async fn find_active(store: &Store, wanted: &str) -> anyhow::Result<crate::store::ProjectRow> {
-    store
-        .projects_named(wanted, true)
-        .await?
-        .into_iter()
-        .next()
-        .with_context(|| {
-            format!("no project `{wanted}` in the inventory (see `glwarden project list`)")
-        })
+async fn find_active(named: Named<'_>, wanted: &str) -> anyhow::Result<crate::store::ProjectRow> {
+    named.one(wanted, true).await
 }
 
 async fn repair_command(args: RepairArgs, cfg: Arc<Config>, store: &Store) -> anyhow::Result<u8> {
@@ -457,7 +511,13 @@ async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
             let Some(h) = health.get(&(component.as_str().to_owned(), project.id)) else {
                 continue;
             };
-            let rules = rules_for(store, cfg, &project, component, now, 0).await?;
+            let repository = health
+                .get(&(Component::Repository.as_str().to_owned(), project.id))
+                .and_then(|r| r.definite_state());
+            // The version is not known without asking GitLab: a plan says
+            // "would re-enable" where the setting allows a test delivery.
+            let rules =
+                rules_for(store, cfg, &project, component, h, repository, None, now).await?;
             let line = match decide(&project.path, component, h, &policies, &rules) {
                 Decision::Repair(action) => format!("would {} (policy auto)", action.name()),
                 Decision::Report(_, plan) => format!("{plan} (policy report: not carried out)"),
@@ -484,13 +544,14 @@ async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
 }
 
 async fn events(
-    store: &Store,
+    named: Named<'_>,
     project: Option<String>,
     since: Option<String>,
     limit: i64,
     format: Format,
 ) -> anyhow::Result<u8> {
-    let project_id = known_project_id(store, project.as_deref()).await?;
+    let store = named.store;
+    let project_id = known_project_id(named, project.as_deref()).await?;
     let projects = store.all_projects().await?;
     let since = match since {
         Some(text) => Some(parse_since(&text)?),
@@ -562,12 +623,13 @@ pub async fn print_report(
 }
 
 async fn history(
-    store: &Store,
+    named: Named<'_>,
     project: Option<String>,
     limit: i64,
     format: Format,
 ) -> anyhow::Result<u8> {
-    let project_id = known_project_id(store, project.as_deref()).await?;
+    let store = named.store;
+    let project_id = known_project_id(named, project.as_deref()).await?;
     let projects = store.all_projects().await?;
     let rows = store.transitions(project_id, limit).await?;
     let mut names: HashMap<(bool, i64), String> = projects
@@ -600,8 +662,9 @@ async fn history(
 async fn project_command(
     cmd: ProjectCommand,
     cfg: Arc<Config>,
-    store: &Store,
+    named: Named<'_>,
 ) -> anyhow::Result<u8> {
+    let store = named.store;
     match cmd {
         ProjectCommand::List { format } => {
             let rows = store.active_projects().await?;
@@ -643,7 +706,11 @@ async fn project_command(
             adopt_hook_url,
             hook_token_file,
         } => {
-            let name = match connection {
+            if let Some(url) = &webhook_url {
+                crate::config::validate_url_template(url)
+                    .map_err(|reason| anyhow::anyhow!("--webhook-url: {reason}"))?;
+            }
+            let name = match connection.or(named.connection.map(str::to_owned)) {
                 Some(name) => name,
                 None if cfg.connections.len() == 1 => {
                     cfg.connections.keys().next().cloned().unwrap_or_default()
@@ -723,12 +790,30 @@ async fn project_command(
             Ok(0)
         }
         ProjectCommand::Remove { project } => {
-            let found = find_active(store, &project).await?;
+            let found = find_active(named, &project).await?;
             store.remove_project(found.id).await?;
             println!(
                 "removed {} (id {}); its history is kept",
                 report::escape(&found.path),
                 found.gitlab_id
+            );
+            // The CI's copy of its private key goes with it.
+            if let Some(dir) = &cfg.raw.custody.key_dir {
+                let file = crate::custody::key_file_path(dir, &found.connection, found.gitlab_id);
+                match std::fs::remove_file(&file) {
+                    Ok(()) => println!("deleted the key file {}", file.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => eprintln!("warning: cannot delete {}: {e}", file.display()),
+                }
+            }
+            println!(
+                "its deploy key and webhook stay at GitLab (key {}, hook {})",
+                found
+                    .deploy_key_id
+                    .map_or_else(|| "-".to_owned(), |k| k.to_string()),
+                found
+                    .hook_id
+                    .map_or_else(|| "-".to_owned(), |h| h.to_string())
             );
             if found.source == Source::Config.as_str() {
                 eprintln!(

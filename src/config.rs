@@ -159,6 +159,15 @@ pub struct CheckConfig {
     /// instead of one `GET /projects/:id` each.
     #[serde(default = "default_bulk_list_min_projects")]
     pub bulk_list_min_projects: usize,
+    /// Most entries glwarden holds from one list (a project's hooks or deploy
+    /// keys, a discovered group's projects): a `next` link that never ends
+    /// fails the list at this count instead of filling memory.
+    #[serde(default = "default_max_list_items")]
+    pub max_list_items: usize,
+}
+
+fn default_max_list_items() -> usize {
+    50_000
 }
 
 fn default_bulk_list_min_projects() -> usize {
@@ -176,6 +185,7 @@ impl Default for CheckConfig {
             webhook_deliveries: false,
             token_expiry_warning_days: default_warning_days(),
             bulk_list_min_projects: default_bulk_list_min_projects(),
+            max_list_items: default_max_list_items(),
         }
     }
 }
@@ -260,12 +270,21 @@ pub struct HttpConfig {
     /// Loopback by default: metrics are not for the whole network.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// A bearer token `/metrics` asks for (project paths are in the series),
+    /// from a file only its owner may read...
+    #[serde(default)]
+    pub metrics_token_file: Option<PathBuf>,
+    /// ...or from `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
+    #[serde(default)]
+    pub metrics_token_credential: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            metrics_token_file: None,
+            metrics_token_credential: None,
         }
     }
 }
@@ -314,6 +333,20 @@ pub enum MovedPolicy {
     Report,
 }
 
+/// How a `disabled` webhook is brought back.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookReenable {
+    /// A test delivery (`POST .../hooks/:id/test/:trigger`, GitLab 16.11+):
+    /// GitLab sends sample data for one event the hook subscribes to (for a
+    /// push: the default branch's last commits) to the CI's receiver with
+    /// the hook's real token, so it can start a build.
+    Test,
+    /// Reported only: a person re-enables the hook.
+    #[default]
+    Off,
+}
+
 /// Repair policy and the rules that keep automatic repairs safe.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -346,6 +379,10 @@ pub struct RepairConfig {
     /// Give new deploy keys an expiry this many days ahead (none by default).
     #[serde(default)]
     pub key_expires_days: Option<u32>,
+    /// How a `disabled` webhook is re-enabled: `test` (a real sample
+    /// delivery to the receiver) or `off` (reported only).
+    #[serde(default)]
+    pub webhook_reenable: WebhookReenable,
 }
 
 impl Default for RepairConfig {
@@ -361,6 +398,7 @@ impl Default for RepairConfig {
             storm_min_projects: default_storm_min_projects(),
             key_title: default_key_title(),
             key_expires_days: None,
+            webhook_reenable: WebhookReenable::Off,
         }
     }
 }
@@ -409,7 +447,8 @@ pub struct CustodyConfig {
     /// Store secrets unencrypted (in the 0600 database) when no master key is set.
     #[serde(default)]
     pub allow_plaintext: bool,
-    /// Also write each project's private deploy key to `<key_dir>/<project id>` (0600, replaced atomically).
+    /// Also write each project's private deploy key to
+    /// `<key_dir>/<connection>/<project id>` (0600 in 0700 folders, replaced atomically).
     #[serde(default)]
     pub key_dir: Option<PathBuf>,
 }
@@ -570,6 +609,8 @@ pub struct Config {
     pub raw: RawConfig,
     pub connections: BTreeMap<String, Connection>,
     pub custody: std::sync::Arc<crate::custody::Custody>,
+    /// The bearer token `/metrics` asks for, when one is configured.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// A connection ready to use: where it points and its credential.
@@ -609,6 +650,26 @@ impl fmt::Debug for Connection {
 }
 
 impl Config {
+    /// What is valid but may not work everywhere: expected event flags that
+    /// older GitLab releases do not return (a hook there is judged without
+    /// them; the detail says so). Each names the key at fault.
+    pub fn warnings(&self) -> Vec<String> {
+        self.raw
+            .expect
+            .webhook_events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, event)| {
+                crate::gitlab::types::hook_event_since(event).map(|since| {
+                    format!(
+                        "{}: expect.webhook_events[{i}]: GitLab returns `{event}` only since {since}; on older GitLab it cannot be verified",
+                        self.file.display()
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Reads `file`, applies environment overrides, validates, loads secrets.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let raw = load_raw(file)?;
@@ -663,11 +724,22 @@ impl Config {
             raw.custody.allow_plaintext,
         )
         .map_err(|e| invalid("custody.master_key_file".into(), e.to_string()))?;
+        let metrics_token = SecretSource {
+            section: "http".into(),
+            field: "metrics_token",
+            file: raw.http.metrics_token_file.as_deref(),
+            env: None,
+            credential: raw.http.metrics_token_credential.as_deref(),
+        }
+        .load()
+        .map_err(|(key, reason)| invalid(key, reason))?
+        .map(|(token, _)| token);
         Ok(Config {
             file: file.to_owned(),
             raw,
             connections,
             custody: std::sync::Arc::new(custody),
+            metrics_token,
         })
     }
 
@@ -892,7 +964,10 @@ pub fn expand_url_template(template: &str, project_id: u64, path: &str) -> Strin
         .replace("{path}", path)
 }
 
-fn validate_url_template(template: &str) -> Result<(), String> {
+/// Checks a webhook URL (or template with `{id}`, `{path}`) as the
+/// configuration does: known placeholders, http(s), https unless loopback.
+/// Every way a URL reaches glwarden (config, `project add`) goes through here.
+pub fn validate_url_template(template: &str) -> Result<(), String> {
     let sample = expand_url_template(template, 1, "group/project");
     if let Some(bad) = sample.find(['{', '}']) {
         return Err(format!(
@@ -1065,13 +1140,16 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, String> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = text.trim();
-    if text.is_empty() {
+    // The file's text is wiped when dropped; only the trimmed secret lives on.
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
         return Err(format!("{} is empty", path.display()));
     }
-    Ok(SecretString::from(text.to_owned()))
+    Ok(SecretString::from(trimmed.to_owned()))
 }
 
 #[cfg(test)]

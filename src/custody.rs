@@ -143,6 +143,13 @@ impl Custody {
             reason: reason.to_owned(),
         };
         match stored.split_first() {
+            // With a master key every value glwarden writes is sealed: a
+            // plaintext one was planted (a tampered row, an old backup) and
+            // would be sent to GitLab as ours. Refused.
+            Some((&PLAIN, _)) if self.cipher.is_some() => Err(fail(
+                "it is stored unencrypted although a master key is configured; \
+                 glwarden never writes such a value, so it is refused",
+            )),
             Some((&PLAIN, rest)) => Ok(Zeroizing::new(rest.to_vec())),
             Some((&SEALED, rest)) if rest.len() > 24 => {
                 let cipher = self
@@ -167,18 +174,23 @@ impl Custody {
     }
 }
 
-fn decode_key(text: &str) -> Result<Vec<u8>, CustodyError> {
+/// The 32 key bytes, wiped from memory when dropped.
+fn decode_key(text: &str) -> Result<Zeroizing<Vec<u8>>, CustodyError> {
     use base64::Engine;
-    let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
-        (0..32)
-            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| CustodyError::BadMasterKey("is not hex".into()))?
-    } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| CustodyError::BadMasterKey("is neither 64 hex digits nor base64".into()))?
-    };
+    let bytes = Zeroizing::new(
+        if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| CustodyError::BadMasterKey("is not hex".into()))?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| {
+                    CustodyError::BadMasterKey("is neither 64 hex digits nor base64".into())
+                })?
+        },
+    );
     if bytes.len() != 32 {
         return Err(CustodyError::BadMasterKey(format!(
             "must be 32 bytes, got {} (make one with `openssl rand -hex 32`)",
@@ -192,8 +204,12 @@ fn decode_key(text: &str) -> Result<Vec<u8>, CustodyError> {
 /// file in the same directory, flushed, then renamed over the old one, so a
 /// reader never sees half a key.
 pub fn write_private_file(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    // Directories glwarden makes are its own (0700), whatever the umask.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".glwarden-")
         .permissions(std::fs::Permissions::from_mode(0o600))
@@ -202,7 +218,15 @@ pub fn write_private_file(dir: &Path, name: &str, contents: &[u8]) -> std::io::R
     tmp.as_file().sync_all()?;
     let target = dir.join(name);
     tmp.persist(&target).map_err(|e| e.error)?;
+    // The rename is durable only once the directory is synced.
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(target)
+}
+
+/// Where a project's private key file lives under `key_dir`: one folder per
+/// connection, so two GitLab instances' project 42 never share a file.
+pub fn key_file_path(key_dir: &Path, connection: &str, gitlab_id: i64) -> PathBuf {
+    key_dir.join(connection).join(gitlab_id.to_string())
 }
 
 #[cfg(test)]
@@ -213,6 +237,22 @@ mod tests {
         SecretString::from(
             "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".to_owned(),
         )
+    }
+
+    #[test]
+    fn a_plaintext_value_is_refused_when_a_master_key_is_configured() {
+        let plain = Custody::new(None, true).unwrap();
+        let planted = plain
+            .seal(7, SecretKind::HookToken, b"attacker-token")
+            .unwrap();
+        assert_eq!(
+            &*plain.open(7, SecretKind::HookToken, &planted).unwrap(),
+            b"attacker-token"
+        );
+        let sealed = Custody::new(Some(&key()), false).unwrap();
+        let err = sealed.open(7, SecretKind::HookToken, &planted).unwrap_err();
+        assert!(err.to_string().contains("stored unencrypted"), "{err}");
+        assert!(!err.to_string().contains("attacker-token"));
     }
 
     #[test]

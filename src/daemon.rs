@@ -36,6 +36,9 @@ const DEFAULT_BEAT: Duration = Duration::from_secs(5);
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let cfg = Arc::new(Config::load(&config_path)?);
     crate::telemetry::init(&cfg.raw.log.level, cfg.raw.log.format);
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
     let store = Store::open(&cfg.raw.store.path).await?;
     let metrics = Metrics::new(cfg.raw.metrics.per_project);
     // What was last known is served from the first scrape on.
@@ -50,6 +53,15 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 cfg.file.display()
             )
         })?;
+    if listener
+        .local_addr()
+        .is_ok_and(|addr| !addr.ip().is_loopback())
+    {
+        tracing::warn!(
+            listen = %listen,
+            "http.listen is not a loopback address: /metrics (project paths and states) is served to every host that can reach it"
+        );
+    }
     let beat = sd_notify::watchdog_enabled()
         .map(|w| (w / 2).min(DEFAULT_BEAT))
         .unwrap_or(DEFAULT_BEAT);
@@ -60,13 +72,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             store: store.clone(),
             liveness: liveness.clone(),
+            metrics_token: cfg.metrics_token.clone().map(Arc::new),
         });
         let stop = stop_server.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
+        tokio::spawn(crate::server::serve(listener, app, stop))
     };
     tracing::info!(listen = %listen, cron = %cfg.raw.schedule.cron, "glwarden running");
 
@@ -266,6 +275,7 @@ impl Daemon {
                 self.metrics.repair_pass(
                     &summary.repairs,
                     summary.repairs_paused,
+                    summary.repairs_stopped,
                     summary.journal_entries,
                 );
                 self.metrics.sweep_finished(elapsed, ok);

@@ -265,7 +265,7 @@ fn break_things(
         let our_key = || {
             sim.deploy_keys(id)
                 .into_iter()
-                .find(|k| k.fingerprint_sha256 == key.fingerprint)
+                .find(|k| k.ssh_fingerprint() == key.fingerprint)
         };
         let our_hook = || sim.hooks(id).into_iter().next();
         match p.breakage {

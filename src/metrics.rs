@@ -42,6 +42,7 @@ pub struct Metrics {
     last_success: Gauge,
     repairs: IntCounterVec,
     repairs_paused: prometheus::IntGauge,
+    repairs_stopped: prometheus::IntGauge,
     journal_entries: prometheus::IntGauge,
     /// Label sets of the per-project series currently exported, so that the
     /// ones that no longer apply can be deleted.
@@ -136,6 +137,13 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(repairs_paused.clone()))
             .expect("registered once");
+        let repairs_stopped = prometheus::IntGauge::new(
+            "glwarden_repairs_stopped",
+            "Broken components whose automatic repair failed 3 times in a row and is stopped until their state changes or `glwarden regenerate` runs.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(repairs_stopped.clone()))
+            .expect("registered once");
         let journal_entries = prometheus::IntGauge::new(
             "glwarden_repair_journal_entries",
             "Unfinished repairs in the journal (resumed at the next start or sweep).",
@@ -152,6 +160,7 @@ impl Metrics {
                 &["component", "outcome"],
             ),
             repairs_paused,
+            repairs_stopped,
             journal_entries,
             per_project,
             connection_up: gauge_vec(
@@ -272,6 +281,7 @@ impl Metrics {
         &self,
         repairs: &[(Component, &'static str)],
         paused: bool,
+        stopped: usize,
         journal_entries: usize,
     ) {
         for (component, outcome) in repairs {
@@ -280,6 +290,7 @@ impl Metrics {
                 .inc();
         }
         self.repairs_paused.set(i64::from(paused));
+        self.repairs_stopped.set(stopped as i64);
         self.journal_entries.set(journal_entries as i64);
     }
 

@@ -5,10 +5,11 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::gitlab::types::{
-    AccessTokenInfo, DeployKey, Hook, HookEvent, OauthTokenInfo, Project, User,
+    AccessTokenInfo, DeployKey, GitLabVersion, Hook, HookEvent, OauthTokenInfo, Project, User,
 };
 use crate::gitlab::{ApiError, ErrorKind};
 use crate::health::{Observation, State};
+use crate::keys::{self, KeyDigest};
 
 /// The role glwarden needs on a project to manage deploy keys and hooks.
 pub const MAINTAINER: u32 = 40;
@@ -27,6 +28,9 @@ pub struct ConnectionVerdict {
     pub observation: Observation,
     /// Whether project checks may go ahead with this connection.
     pub usable: bool,
+    /// The instance's release (`GET /version`), when it could be read this
+    /// sweep: which hook endpoints may be asked.
+    pub version: Option<GitLabVersion>,
 }
 
 /// The connection's state from `GET /user` and the token's own details.
@@ -58,6 +62,7 @@ pub fn connection(
             return ConnectionVerdict {
                 observation,
                 usable: false,
+                version: None,
             };
         }
     };
@@ -100,6 +105,7 @@ pub fn connection(
     ConnectionVerdict {
         observation,
         usable,
+        version: None,
     }
 }
 
@@ -185,21 +191,12 @@ pub fn repository(answer: &Result<Project, ApiError>, stored_path: &str) -> Obse
             ),
         );
     }
-    if let Some(level) = project
-        .permissions
-        .as_ref()
-        .and_then(|p| p.max_access_level())
-    {
-        if level < MAINTAINER {
-            return Observation::definite(
-                State::AccessLost,
-                format!(
-                    "role is {} ({level}); Maintainer ({MAINTAINER}) or higher needed",
-                    role_name(level)
-                ),
-            );
-        }
-    }
+    // `permissions` is not evidence of a lost role: `project_access` is the
+    // direct membership only and `group_access` the project's own group
+    // chain, so a Maintainer through a group share or an admin is in neither
+    // (docs/gitlab-contract.md §5). `access_lost` comes from GitLab refusing
+    // (a 403 here, or on the deploy key and hook endpoints, which need
+    // Maintainer: see `access_refused`).
     if project.archived {
         return Observation::definite(State::Archived, "project is archived");
     }
@@ -216,36 +213,43 @@ pub fn repository(answer: &Result<Project, ApiError>, stored_path: &str) -> Obse
 }
 
 /// GitLab renames a project scheduled for deletion to
-/// `<path>-deletion_scheduled-<id>` (reference §3.1): that is not a move.
+/// `<path>-deletion_scheduled-<id>` (behind a flag since 18.3) or, without
+/// the flag and before it, `<path>-deleted-<id>`
+/// (`Projects::MarkForDeletionService`; docs/gitlab-contract.md §7): that is
+/// not a move. `archived` is no signal (newer releases leave it false).
 pub fn is_deletion_scheduled(project: &Project) -> bool {
-    let marker = format!("-deletion_scheduled-{}", project.id);
+    let id = project.id;
     project.marked_for_deletion_on.is_some()
         || project.marked_for_deletion_at.is_some()
         || project
             .path_with_namespace
             .rsplit('/')
             .next()
-            .is_some_and(|last| last.ends_with(&marker))
+            .is_some_and(|last| {
+                last.ends_with(&format!("-deletion_scheduled-{id}"))
+                    || last.ends_with(&format!("-deleted-{id}"))
+            })
 }
 
-fn role_name(level: u32) -> &'static str {
-    match level {
-        0..=9 => "no access",
-        10..=19 => "Guest",
-        20..=29 => "Reporter",
-        30..=39 => "Developer",
-        40..=49 => "Maintainer",
-        _ => "Owner",
-    }
+/// The repository's state when GitLab refuses (403) an endpoint that needs
+/// Maintainer (deploy keys, hooks): the evidence of a lost role.
+pub fn access_refused(refusal: &ApiError) -> Observation {
+    Observation::definite(
+        State::AccessLost,
+        format!(
+            "GitLab refuses {} {} ({}): Maintainer ({MAINTAINER}) or higher is needed to manage deploy keys and hooks",
+            refusal.method, refusal.endpoint, refusal.kind
+        ),
+    )
 }
 
 // ---- deploy key -----------------------------------------------------------
 
 /// What the project's deploy key must look like.
 #[derive(Debug, Clone)]
-pub struct KeyExpectation<'a> {
-    /// Fingerprint of the key glwarden holds (`SHA256:...`).
-    pub fingerprint: &'a str,
+pub struct KeyExpectation {
+    /// The key glwarden holds.
+    pub digest: KeyDigest,
     pub read_only: bool,
     pub warning_days: u32,
 }
@@ -266,21 +270,22 @@ pub struct KeyVerdict {
     pub found_id: Option<u64>,
 }
 
-/// The deploy key's state.
+/// The deploy key's state. A key is ours when its key material is ours
+/// ([`keys::is_same_key`]), whatever form GitLab gives its fingerprint in.
 pub fn deploy_key(
     answer: KeyAnswer<'_>,
-    expected: &KeyExpectation<'_>,
+    expected: &KeyExpectation,
     now: DateTime<Utc>,
 ) -> KeyVerdict {
     match answer {
         KeyAnswer::ById(key) => {
-            let theirs = key_fingerprint(key);
-            if theirs.as_deref() != Some(expected.fingerprint) {
+            if !keys::is_same_key(key, &expected.digest) {
+                let theirs = keys::digest_of(key)
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "(none readable)".into());
                 let detail = format!(
-                    "key {} at GitLab has fingerprint {}, glwarden holds {}",
-                    key.id,
-                    theirs.as_deref().unwrap_or("(none)"),
-                    expected.fingerprint
+                    "key {} at GitLab is {theirs}, glwarden holds {}",
+                    key.id, expected.digest
                 );
                 return KeyVerdict {
                     observation: Observation::definite(State::Mismatch, detail),
@@ -292,41 +297,29 @@ pub fn deploy_key(
                 found_id: None,
             }
         }
-        KeyAnswer::Listing(keys) => match keys
-            .iter()
-            .find(|k| key_fingerprint(k).as_deref() == Some(expected.fingerprint))
-        {
-            Some(key) => KeyVerdict {
-                observation: key_condition(key, expected, now),
-                found_id: Some(key.id),
-            },
-            None => KeyVerdict {
-                observation: Observation::definite(
-                    State::Missing,
-                    format!(
-                        "no deploy key with fingerprint {} among {} on the project",
-                        expected.fingerprint,
-                        keys.len()
+        KeyAnswer::Listing(keys) => {
+            match keys.iter().find(|k| keys::is_same_key(k, &expected.digest)) {
+                Some(key) => KeyVerdict {
+                    observation: key_condition(key, expected, now),
+                    found_id: Some(key.id),
+                },
+                None => KeyVerdict {
+                    observation: Observation::definite(
+                        State::Missing,
+                        format!(
+                            "no deploy key {} among {} on the project",
+                            expected.digest,
+                            keys.len()
+                        ),
                     ),
-                ),
-                found_id: None,
-            },
-        },
+                    found_id: None,
+                },
+            }
+        }
     }
 }
 
-/// GitLab's `fingerprint_sha256`, or one computed from the key (GitLab < 15.2).
-fn key_fingerprint(key: &DeployKey) -> Option<String> {
-    key.fingerprint_sha256
-        .clone()
-        .or_else(|| crate::keys::fingerprint_of(&key.key).ok())
-}
-
-fn key_condition(
-    key: &DeployKey,
-    expected: &KeyExpectation<'_>,
-    now: DateTime<Utc>,
-) -> Observation {
+fn key_condition(key: &DeployKey, expected: &KeyExpectation, now: DateTime<Utc>) -> Observation {
     if let Some(expires) = key.expires_at {
         if expires <= now {
             return Observation::definite(
@@ -389,6 +382,9 @@ pub enum HookAnswer<'a> {
 pub struct HookSelection<'a> {
     pub hook: Option<&'a Hook>,
     pub duplicates: Vec<u64>,
+    /// Hooks whose URL has URL variables (`{name}`) and may be ours:
+    /// GitLab never returns the variables' values, so this cannot be told.
+    pub unverifiable: Vec<u64>,
     /// Hooks on the project, when the list was read.
     pub listed: Option<usize>,
 }
@@ -397,8 +393,13 @@ pub struct HookSelection<'a> {
 pub fn select_hook<'a>(answer: HookAnswer<'a>, expected_url: &str) -> HookSelection<'a> {
     match answer {
         HookAnswer::ById(hook) => HookSelection {
-            hook: Some(hook),
+            hook: Some(hook).filter(|h| !has_url_variables(&h.url)),
             duplicates: Vec::new(),
+            unverifiable: [hook]
+                .iter()
+                .filter(|h| has_url_variables(&h.url))
+                .map(|h| h.id)
+                .collect(),
             listed: None,
         },
         HookAnswer::Listing(hooks) => {
@@ -407,6 +408,11 @@ pub fn select_hook<'a>(answer: HookAnswer<'a>, expected_url: &str) -> HookSelect
             HookSelection {
                 hook,
                 duplicates: matching.map(|h| h.id).collect(),
+                unverifiable: hooks
+                    .iter()
+                    .filter(|h| url_template_matches(&h.url, expected_url))
+                    .map(|h| h.id)
+                    .collect(),
                 listed: Some(hooks.len()),
             }
         }
@@ -422,6 +428,15 @@ pub fn webhook(
     now: DateTime<Utc>,
 ) -> Observation {
     let Some(hook) = selection.hook else {
+        if let Some(id) = selection.unverifiable.first() {
+            // Never "missing": a repair would create a second hook beside it.
+            return Observation::Unknown {
+                reason: format!(
+                    "hook {id} uses URL variables; GitLab does not return their values, so glwarden cannot verify whether it points at {}",
+                    expected.url
+                ),
+            };
+        }
         return Observation::definite(
             State::Missing,
             format!(
@@ -439,7 +454,13 @@ pub fn webhook(
             ids.join(", ")
         ));
     }
-    let differences = hook_differences(hook, expected);
+    let (differences, unreported) = hook_differences(hook, expected);
+    if !unreported.is_empty() {
+        notes.push(format!(
+            "not verifiable on this GitLab (the hook answer has no {})",
+            unreported.join(", ")
+        ));
+    }
     let disabled = disabled_detail(hook, now);
     let (state, mut detail) = if !differences.is_empty() {
         if let Some(d) = &disabled {
@@ -463,15 +484,23 @@ pub fn webhook(
     Observation::definite(state, detail)
 }
 
-/// Each field of our hook that differs from what the CI needs.
-fn hook_differences(hook: &Hook, expected: &HookExpectation<'_>) -> Vec<String> {
+/// Each field of our hook that differs from what the CI needs, and the
+/// expected event flags GitLab's answer lacks (a flag newer than the
+/// instance's version): those cannot be compared, so they are no difference.
+fn hook_differences<'e>(
+    hook: &Hook,
+    expected: &HookExpectation<'e>,
+) -> (Vec<String>, Vec<&'e str>) {
     let mut out = Vec::new();
+    let mut unreported = Vec::new();
     if hook.url != expected.url {
         out.push(format!("url is {}, expected {}", hook.url, expected.url));
     }
     for event in expected.events {
-        if !hook.event_enabled(event) {
-            out.push(format!("{event} is off"));
+        match hook.event(event) {
+            Some(true) => {}
+            Some(false) => out.push(format!("{event} is off")),
+            None => unreported.push(event.as_str()),
         }
     }
     if hook.enable_ssl_verification != expected.enable_ssl_verification {
@@ -480,10 +509,47 @@ fn hook_differences(hook: &Hook, expected: &HookExpectation<'_>) -> Vec<String> 
             hook.enable_ssl_verification, expected.enable_ssl_verification
         ));
     }
-    out
+    (out, unreported)
 }
 
-/// GitLab's auto-disable state (reference §2.3).
+/// Whether a hook URL has URL variables (`{name}`, GitLab 15.7+): GitLab
+/// returns the URL with the placeholders, never their values.
+pub fn has_url_variables(url: &str) -> bool {
+    url.find('{').is_some_and(|open| url[open..].contains('}'))
+}
+
+/// Whether `template`, a URL with `{name}` placeholders, could be `url` once
+/// filled in: its literal parts appear in `url` in order, the first at the
+/// start and the last at the end.
+pub fn url_template_matches(template: &str, url: &str) -> bool {
+    if !has_url_variables(template) {
+        return false;
+    }
+    let mut literals = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        literals.push(&rest[..open]);
+        rest = &rest[open + close + 1..];
+    }
+    literals.push(rest);
+    let (first, last) = (literals[0], literals[literals.len() - 1]);
+    if !url.starts_with(first) || !url[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut middle = &url[first.len()..url.len() - last.len()];
+    for literal in &literals[1..literals.len() - 1] {
+        match middle.find(literal) {
+            Some(at) => middle = &middle[at + literal.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// GitLab's auto-disable state (docs/gitlab-contract.md §10.6).
 fn disabled_detail(hook: &Hook, now: DateTime<Utc>) -> Option<String> {
     match hook.alert_status.as_deref() {
         Some("disabled") => Some("disabled by GitLab after repeated delivery failures".into()),
@@ -672,22 +738,26 @@ mod tests {
             State::Archived
         );
 
-        let mut low = project(7, "acme/app");
-        low.permissions = Some(Permissions {
-            project_access: Some(AccessLevel { access_level: 30 }),
-            group_access: Some(AccessLevel { access_level: 20 }),
+        // `permissions` below Maintainer is no evidence: the role may come
+        // through a group share (in neither field) or admin rights.
+        for (direct, group) in [(Some(30), Some(20)), (Some(30), None), (None, None)] {
+            let mut shared = project(7, "acme/app");
+            shared.permissions = Some(Permissions {
+                project_access: direct.map(|access_level| AccessLevel { access_level }),
+                group_access: group.map(|access_level| AccessLevel { access_level }),
+            });
+            assert_eq!(repository(&Ok(shared), "acme/app").state(), State::Ok);
+        }
+        // A 403 from an endpoint that needs Maintainer is the evidence.
+        let refused = access_refused(&ApiError {
+            method: "GET",
+            endpoint: "/projects/7/deploy_keys".into(),
+            kind: ErrorKind::Forbidden {
+                message: "403 Forbidden".into(),
+            },
         });
-        let lost = repository(&Ok(low), "acme/app");
-        assert_eq!(lost.state(), State::AccessLost);
-        assert!(lost.detail().contains("Developer"));
-
-        // A group role of Maintainer counts even with a lower direct role.
-        let mut via_group = project(7, "acme/app");
-        via_group.permissions = Some(Permissions {
-            project_access: Some(AccessLevel { access_level: 30 }),
-            group_access: Some(AccessLevel { access_level: 50 }),
-        });
-        assert_eq!(repository(&Ok(via_group), "acme/app").state(), State::Ok);
+        assert_eq!(refused.state(), State::AccessLost);
+        assert!(refused.detail().contains("/projects/7/deploy_keys"));
 
         let not_found = repository(
             &Err(err(ErrorKind::NotFound {
@@ -703,6 +773,18 @@ mod tests {
             "acme/app",
         );
         assert_eq!(forbidden.state(), State::AccessLost);
+    }
+
+    #[test]
+    fn the_legacy_deleted_rename_is_deletion_too() {
+        let p = project(42, "acme/app-deleted-42");
+        assert_eq!(
+            repository(&Ok(p), "acme/app").state(),
+            State::PendingDeletion
+        );
+        // Another project's id in the suffix: a rename like any other.
+        let other = project(42, "acme/app-deleted-7");
+        assert_eq!(repository(&Ok(other), "acme/app").state(), State::Moved);
     }
 
     #[test]
@@ -750,6 +832,9 @@ mod tests {
     }
 
     const OURS: &str = "SHA256:kKds9tDKJ3IvoRK1w0aZ2qcLLMUc6WL2bfUygodMVKY";
+    /// The same key as GitLab serves its fingerprint (no prefix).
+    const OURS_AS_GITLAB: &str = "kKds9tDKJ3IvoRK1w0aZ2qcLLMUc6WL2bfUygodMVKY";
+    const OTHER: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
     fn key(id: u64, fp: &str) -> DeployKey {
         DeployKey {
@@ -762,9 +847,9 @@ mod tests {
         }
     }
 
-    fn expect_key() -> KeyExpectation<'static> {
+    fn expect_key() -> KeyExpectation {
         KeyExpectation {
-            fingerprint: OURS,
+            digest: KeyDigest::parse(OURS).unwrap(),
             read_only: true,
             warning_days: 14,
         }
@@ -772,16 +857,19 @@ mod tests {
 
     #[test]
     fn deploy_key_states() {
-        let healthy = deploy_key(KeyAnswer::ById(&key(1, OURS)), &expect_key(), now());
-        assert_eq!(healthy.observation.state(), State::Healthy);
+        for form in [OURS, OURS_AS_GITLAB] {
+            let healthy = deploy_key(KeyAnswer::ById(&key(1, form)), &expect_key(), now());
+            assert_eq!(healthy.observation.state(), State::Healthy, "{form}");
+        }
 
-        let other = deploy_key(
-            KeyAnswer::ById(&key(1, "SHA256:other")),
-            &expect_key(),
-            now(),
-        );
+        let other = deploy_key(KeyAnswer::ById(&key(1, OTHER)), &expect_key(), now());
         assert_eq!(other.observation.state(), State::Mismatch);
-        assert!(other.observation.detail().contains("SHA256:other"));
+        assert!(
+            other
+                .observation
+                .detail()
+                .contains(&format!("SHA256:{OTHER}"))
+        );
 
         let mut expired = key(1, OURS);
         expired.expires_at = Some(now() - Duration::hours(1));
@@ -823,7 +911,7 @@ mod tests {
 
     #[test]
     fn deploy_key_listing_finds_ours_by_fingerprint_or_reports_missing() {
-        let keys = vec![key(3, "SHA256:someone-else"), key(9, OURS)];
+        let keys = vec![key(3, OTHER), key(9, OURS_AS_GITLAB)];
         let found = deploy_key(KeyAnswer::Listing(&keys), &expect_key(), now());
         assert_eq!(found.observation.state(), State::Healthy);
         assert_eq!(found.found_id, Some(9));
@@ -896,7 +984,7 @@ mod tests {
         );
 
         let mut h = hook(1, URL);
-        h.tag_push_events = false;
+        h.tag_push_events = Some(false);
         h.enable_ssl_verification = false;
         let mis = hook_state(&h, None);
         assert_eq!(mis.state(), State::Misconfigured);
@@ -943,6 +1031,115 @@ mod tests {
             State::Healthy
         );
         assert_eq!(hook_state(&hook(1, URL), Some(&[])).state(), State::Healthy);
+    }
+
+    #[test]
+    fn an_event_flag_gitlab_does_not_return_is_no_misconfiguration() {
+        // GitLab 16.0's entity has no `emoji_events`: the answer lacks it.
+        let ev = vec!["push_events".to_owned(), "emoji_events".to_owned()];
+        let exp = HookExpectation {
+            url: URL,
+            events: &ev,
+            enable_ssl_verification: true,
+        };
+        let h = hook(1, URL);
+        assert_eq!(h.event("emoji_events"), None);
+        let seen = webhook(&select_hook(HookAnswer::ById(&h), URL), &exp, None, now());
+        assert_eq!(seen.state(), State::Healthy, "{}", seen.detail());
+        assert!(seen.detail().contains("emoji_events"), "{}", seen.detail());
+        // Returned and off: a difference.
+        let mut off = hook(1, URL);
+        off.emoji_events = Some(false);
+        let seen = webhook(&select_hook(HookAnswer::ById(&off), URL), &exp, None, now());
+        assert_eq!(seen.state(), State::Misconfigured);
+    }
+
+    #[test]
+    fn url_templates_match_what_they_could_be() {
+        for (template, url, matches) in [
+            (
+                "https://{host}/hooks/7",
+                "https://ci.example.com/hooks/7",
+                true,
+            ),
+            (
+                "https://ci.example.com/{path}",
+                "https://ci.example.com/hooks/7",
+                true,
+            ),
+            ("{all}", "https://ci.example.com/hooks/7", true),
+            (
+                "https://{a}.example.com/{b}/7",
+                "https://ci.example.com/hooks/7",
+                true,
+            ),
+            (
+                "https://{host}/hooks/8",
+                "https://ci.example.com/hooks/7",
+                false,
+            ),
+            (
+                "http://{host}/hooks/7",
+                "https://ci.example.com/hooks/7",
+                false,
+            ),
+            (
+                "https://{a}/x/{b}/7",
+                "https://ci.example.com/hooks/7",
+                false,
+            ),
+            // No variables: only equality makes it ours, not a template.
+            (
+                "https://ci.example.com/hooks/7",
+                "https://ci.example.com/hooks/7",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                url_template_matches(template, url),
+                matches,
+                "{template} ~ {url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hook_with_url_variables_is_never_missing() {
+        let ev = events();
+        let exp = HookExpectation {
+            url: URL,
+            events: &ev,
+            enable_ssl_verification: true,
+        };
+        let hooks = vec![
+            hook(4, "https://other.example.com/x"),
+            hook(5, "https://{host}/hooks/7"),
+        ];
+        let seen = webhook(
+            &select_hook(HookAnswer::Listing(&hooks), URL),
+            &exp,
+            None,
+            now(),
+        );
+        assert_eq!(seen.state(), State::Unknown, "{}", seen.detail());
+        assert!(seen.detail().contains("hook 5") && seen.detail().contains("URL variables"));
+        // Our own hook, by id, edited to use variables: not verifiable either.
+        let seen = webhook(
+            &select_hook(HookAnswer::ById(&hooks[1]), URL),
+            &exp,
+            None,
+            now(),
+        );
+        assert_eq!(seen.state(), State::Unknown);
+        // A template that cannot be our URL does not hide a missing hook.
+        let unrelated = vec![hook(6, "https://{host}/elsewhere")];
+        let seen = webhook(
+            &select_hook(HookAnswer::Listing(&unrelated), URL),
+            &exp,
+            None,
+            now(),
+        );
+        assert_eq!(seen.state(), State::Missing);
     }
 
     #[test]

@@ -15,11 +15,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::config::{Config, MovedPolicy, Policy, RepairOverride, expand_url_template};
+use crate::config::{
+    Config, MovedPolicy, Policy, RepairOverride, WebhookReenable, expand_url_template,
+};
 use crate::custody::{Custody, CustodyError, SecretKind};
+use crate::gitlab::types::GitLabVersion;
 use crate::gitlab::{ApiError, GitLab};
 use crate::health::{Component, State};
-use crate::keys::{KeyError, fingerprint_of, generate_ed25519};
+use crate::keys::{KeyDigest, KeyError, digest_of, fingerprint_of, generate_ed25519, is_same_key};
 use crate::store::{HealthRow, JournalRow, NewEvent, ProjectRow, Store, StoreError};
 
 /// One thing glwarden can do to fix a component.
@@ -89,10 +92,30 @@ pub fn action_for(component: Component, state: State, detail: &str) -> Option<Ac
     }
 }
 
+/// Automatic repairs of one component that may fail in a row, at one
+/// state, before glwarden stops repairing it on its own (until the state
+/// changes or a person runs `glwarden regenerate`).
+pub const MAX_FAILED_REPAIRS: i64 = 3;
+
+/// The event that marks a component's automatic repair as stopped.
+pub const STOPPED_EVENT: &str = "repair_stopped";
+
 /// The rules in force for one decision.
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub confirm_checks: u32,
+    /// The project's repository state, `None` while it is unknown or
+    /// blocked: keys and hooks are repaired automatically only while it is
+    /// `ok` (GitLab refuses the writes, or they are pointless, on archived,
+    /// pending_deletion, access_lost and not_found projects; a `moved`
+    /// project is followed first).
+    pub repository: Option<State>,
+    /// Automatic repairs of this component that failed in a row since its
+    /// state last changed (a person's `regenerate` starts the count again).
+    pub failed_in_a_row: i64,
+    /// Why a disabled webhook cannot be re-enabled by a test delivery here
+    /// (`repair.webhook_reenable = "off"`, or a GitLab before 16.11).
+    pub no_hook_test: Option<String>,
     /// The storm guard's reason, when automatic repairs are paused.
     pub paused: Option<String>,
     pub budget_left: i64,
@@ -186,6 +209,18 @@ pub fn decide(
             health.consecutive, rules.confirm_checks
         ));
     }
+    if let (Action::ReenableWebhook, Some(why)) = (&action, &rules.no_hook_test) {
+        return Decision::Skip(why.clone());
+    }
+    if component != Component::Repository && rules.repository != Some(State::Ok) {
+        let repository = rules
+            .repository
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "not known".into());
+        return Decision::Skip(format!(
+            "repository is {repository}: no automatic {component} repair"
+        ));
+    }
     if !auto {
         let plan = format!(
             "would {} of {project_path}: {state} ({})",
@@ -203,7 +238,22 @@ pub fn decide(
     if rules.budget_left <= 0 {
         return Decision::Skip("hourly repair budget spent".into());
     }
+    if rules.failed_in_a_row >= MAX_FAILED_REPAIRS {
+        return Decision::Skip(stopped_reason(component, None));
+    }
     Decision::Repair(action)
+}
+
+/// Why a component's automatic repair is stopped (also the event's text):
+/// GitLab refused it for good (`refusal`), or it failed too often in a row.
+pub fn stopped_reason(component: Component, refusal: Option<&RepairError>) -> String {
+    let why = match refusal {
+        Some(e) => format!("GitLab refuses it for good ({e})"),
+        None => format!("it failed {MAX_FAILED_REPAIRS} times in a row"),
+    };
+    format!(
+        "automatic {component} repair stopped: {why}; it resumes when the state changes or after `glwarden regenerate`"
+    )
 }
 
 /// Whether a sweep saw a storm: more than `share` of `total` projects newly
@@ -224,6 +274,75 @@ pub enum RepairError {
     Key(#[from] KeyError),
     #[error("{0}")]
     Refused(String),
+}
+
+/// A key rotation's journal record (no secrets: the new private key is the
+/// entry's sealed `secret`). A record that does not parse is an error, never
+/// a rotation with empty values.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct KeyRotation {
+    old_key_id: Option<u64>,
+    old_fingerprint: Option<String>,
+    new_fingerprint: String,
+    public_key: String,
+    /// Set once GitLab has the new key.
+    #[serde(default)]
+    new_key_id: Option<u64>,
+    /// The project's key ids before the new key was added: a key that was
+    /// already there is never deleted as "the key we just added".
+    #[serde(default)]
+    keys_before: Option<Vec<u64>>,
+}
+
+impl KeyRotation {
+    fn from_journal(entry: &JournalRow) -> Result<Self, RepairError> {
+        serde_json::from_str(&entry.data).map_err(|e| {
+            RepairError::Refused(format!(
+                "journal entry {} ({}) is not a key rotation record: {e}",
+                entry.id, entry.action
+            ))
+        })
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("plain fields serialize")
+    }
+}
+
+/// Triggers `POST .../hooks/:id/test/:trigger` accepts and can build
+/// sample data for, in the order a re-enabling test prefers them
+/// (`deployment_events`, `feature_flag_events` and `confidential_note_events`
+/// answer 422 "Testing not available"; docs/gitlab-contract.md §10.4).
+pub const TESTABLE_TRIGGERS: &[&str] = &[
+    "push_events",
+    "tag_push_events",
+    "merge_requests_events",
+    "pipeline_events",
+    "job_events",
+    "issues_events",
+    "confidential_issues_events",
+    "note_events",
+    "wiki_page_events",
+    "releases_events",
+    "emoji_events",
+    "resource_access_token_events",
+];
+
+impl RepairError {
+    /// A refusal that repeating cannot change: GitLab refuses the hook URL
+    /// itself (422 `Invalid url given`, or `... is blocked`, when local
+    /// requests from hooks are not allowed; docs/gitlab-contract.md
+    /// §10.7). Reported once; not retried every cooldown.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            RepairError::GitLab(e) => matches!(
+                &e.kind,
+                crate::gitlab::ErrorKind::Rejected { status: 422, message }
+                    if message.contains("Invalid url given") || message.contains("is blocked")
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Carries repairs out and records them.
@@ -351,19 +470,21 @@ impl Repairer {
             SecretKind::DeployKey,
             key.private_openssh.as_bytes(),
         )?;
-        let data = json!({
-            "old_key_id": project.deploy_key_id,
-            "old_fingerprint": project.fingerprint,
-            "new_fingerprint": key.fingerprint,
-            "public_key": key.public_openssh,
-        });
+        let rotation = KeyRotation {
+            old_key_id: project.deploy_key_id.map(|id| id as u64),
+            old_fingerprint: project.fingerprint.clone(),
+            new_fingerprint: key.fingerprint.clone(),
+            public_key: key.public_openssh.clone(),
+            new_key_id: None,
+            keys_before: None,
+        };
         let entry = self
             .store
             .journal_begin(
                 project.id,
                 "deploy_key",
                 Action::RegenerateDeployKey.name(),
-                &data,
+                &rotation.to_json(),
                 Some(&sealed),
                 cause,
             )
@@ -371,36 +492,29 @@ impl Repairer {
         self.resume_key(client, project, &entry).await
     }
 
-    /// Finishes a key rotation from whatever step the journal says.
+    /// Finishes a key rotation from whatever step the journal says. Whatever
+    /// GitLab answers, it leaves at most one key of ours on the project: a
+    /// new key that cannot be confirmed as ours is deleted again (only if
+    /// this rotation added it) and the entry is closed, not resumed forever.
     async fn resume_key(
         &self,
         client: &GitLab,
         project: &ProjectRow,
         entry: &JournalRow,
     ) -> Result<(String, String), RepairError> {
-        let mut data: serde_json::Value = serde_json::from_str(&entry.data).unwrap_or_default();
+        let mut rotation = KeyRotation::from_journal(entry)?;
         let gitlab_id = project.gitlab_id as u64;
-        let new_fp = data["new_fingerprint"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let public_key = data["public_key"].as_str().unwrap_or_default().to_owned();
+        let new_digest = KeyDigest::of_public_key(&rotation.public_key)?;
         let sealed = entry
             .secret
             .clone()
             .ok_or_else(|| RepairError::Refused("journal entry has no key".into()))?;
-        let old_key_id = data["old_key_id"].as_u64();
-        let old_fp = data["old_fingerprint"].as_str().map(str::to_owned);
 
         // Add (idempotent at GitLab for the same key) unless it is already there.
-        let mut new_key_id = data["new_key_id"].as_u64();
-        if new_key_id.is_none() {
+        if rotation.new_key_id.is_none() {
             let existing = client.deploy_keys(gitlab_id).await?;
-            new_key_id = match existing
-                .iter()
-                .find(|k| k.fingerprint_sha256.as_deref() == Some(new_fp.as_str()))
-            {
-                Some(k) => Some(k.id),
+            let id = match existing.iter().find(|k| is_same_key(k, &new_digest)) {
+                Some(k) => k.id,
                 None => {
                     let can_push = !self.cfg.raw.expect.read_only_key;
                     let expires = self
@@ -409,61 +523,84 @@ impl Repairer {
                         .repair
                         .key_expires_days
                         .map(|d| Utc::now() + chrono::Duration::days(i64::from(d)));
-                    Some(
-                        client
-                            .add_deploy_key(
-                                gitlab_id,
-                                &self.key_title(project),
-                                &public_key,
-                                can_push,
-                                expires,
-                            )
-                            .await?
-                            .id,
-                    )
+                    client
+                        .add_deploy_key(
+                            gitlab_id,
+                            &self.key_title(project),
+                            &rotation.public_key,
+                            can_push,
+                            expires,
+                        )
+                        .await?
+                        .id
                 }
             };
-            data["new_key_id"] = json!(new_key_id);
-            self.store.journal_step(entry.id, "created", &data).await?;
+            rotation.keys_before = Some(existing.iter().map(|k| k.id).collect());
+            rotation.new_key_id = Some(id);
+            self.store
+                .journal_step(entry.id, "created", &rotation.to_json())
+                .await?;
         }
-        let new_key_id = new_key_id.unwrap_or_default();
+        let new_key_id = rotation.new_key_id.expect("set above");
 
-        // Confirm GitLab has it with our fingerprint before relying on it.
-        let confirmed = client.deploy_key(gitlab_id, new_key_id).await?;
-        let theirs = confirmed
-            .fingerprint_sha256
-            .clone()
-            .or_else(|| fingerprint_of(&confirmed.key).ok());
-        if theirs.as_deref() != Some(new_fp.as_str()) {
-            return Err(RepairError::Refused(format!(
-                "GitLab lists key {new_key_id} with fingerprint {}, expected {new_fp}",
-                theirs.unwrap_or_default()
-            )));
+        // Confirm GitLab has it, by its key material, before relying on it.
+        let confirmed = client.deploy_key(gitlab_id, new_key_id).await;
+        let unconfirmed = match &confirmed {
+            Ok(k) if is_same_key(k, &new_digest) => None,
+            Ok(k) => Some(format!(
+                "GitLab serves key {new_key_id} as {}, not the new key {new_digest}",
+                digest_of(k)
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "(unreadable)".into())
+            )),
+            Err(e) if e.is_not_found() => Some(format!(
+                "GitLab answers 404 for the new key {new_key_id} just added"
+            )),
+            // Transient: the entry stays for the next pass to confirm.
+            Err(_) => None,
+        };
+        if let Err(e) = confirmed {
+            if unconfirmed.is_none() {
+                return Err(e.into());
+            }
+        }
+        if let Some(why) = unconfirmed {
+            return Err(self
+                .undo_unconfirmed_key(client, project, entry, &rotation, why)
+                .await);
         }
         if entry.step != "stored" {
             self.store
-                .journal_step(entry.id, "confirmed", &data)
+                .journal_step(entry.id, "confirmed", &rotation.to_json())
                 .await?;
             self.store
                 .set_deploy_key(
                     project.id,
                     Some(new_key_id),
-                    &public_key,
-                    &new_fp,
+                    &rotation.public_key,
+                    &rotation.new_fingerprint,
                     Some(&sealed),
                 )
                 .await?;
             self.export_key_file(project, &sealed)?;
-            self.store.journal_step(entry.id, "stored", &data).await?;
+            self.store
+                .journal_step(entry.id, "stored", &rotation.to_json())
+                .await?;
         }
 
-        // Only now the old key goes (a 404 is success): never a moment without a working key.
-        if let Some(old) = old_key_id.filter(|old| *old != new_key_id) {
+        // Only now the old key goes (a 404 is success): never a moment
+        // without a working key. By id, then any other copy of its material.
+        if let Some(old) = rotation.old_key_id.filter(|old| *old != new_key_id) {
             client.delete_deploy_key(gitlab_id, old).await?;
         }
-        if let Some(old_fp) = old_fp.filter(|fp| *fp != new_fp) {
+        if let Some(old_digest) = rotation
+            .old_fingerprint
+            .as_deref()
+            .and_then(KeyDigest::parse)
+            .filter(|d| *d != new_digest)
+        {
             for k in client.deploy_keys(gitlab_id).await? {
-                if k.id != new_key_id && k.fingerprint_sha256.as_deref() == Some(old_fp.as_str()) {
+                if k.id != new_key_id && is_same_key(&k, &old_digest) {
                     client.delete_deploy_key(gitlab_id, k.id).await?;
                 }
             }
@@ -472,13 +609,61 @@ impl Repairer {
         Ok((
             format!(
                 "key {} {}",
-                old_key_id
+                rotation
+                    .old_key_id
                     .map(|k| k.to_string())
                     .unwrap_or_else(|| "-".into()),
-                old_fp_text(&data)
+                rotation.old_fingerprint.as_deref().unwrap_or("-")
             ),
-            format!("key {new_key_id} {new_fp}"),
+            format!("key {new_key_id} {}", rotation.new_fingerprint),
         ))
+    }
+
+    /// A new key GitLab will not confirm: deleted again by its id when this
+    /// rotation added it (it was not on the project before), the journal
+    /// entry closed, and why returned as the repair's failure.
+    async fn undo_unconfirmed_key(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        entry: &JournalRow,
+        rotation: &KeyRotation,
+        why: String,
+    ) -> RepairError {
+        let gitlab_id = project.gitlab_id as u64;
+        let Some(new_key_id) = rotation.new_key_id else {
+            return RepairError::Refused(why);
+        };
+        let added_by_us = rotation
+            .keys_before
+            .as_ref()
+            .is_some_and(|before| !before.contains(&new_key_id));
+        let undone = if added_by_us {
+            match client.delete_deploy_key(gitlab_id, new_key_id).await {
+                Ok(()) => format!("key {new_key_id} deleted again"),
+                // The entry stays: the next pass tries the delete again.
+                Err(e) => {
+                    return RepairError::Refused(format!(
+                        "{why}; deleting key {new_key_id} again failed: {e}"
+                    ));
+                }
+            }
+        } else {
+            format!("key {new_key_id} was on the project before, left alone")
+        };
+        let mut closed = rotation.clone();
+        closed.new_key_id = None;
+        let result = async {
+            self.store
+                .journal_step(entry.id, "abandoned", &closed.to_json())
+                .await?;
+            self.store.journal_finish(entry.id).await
+        }
+        .await;
+        if let Err(e) = result {
+            return e.into();
+        }
+        RepairError::Refused(format!("new key not confirmed: {why}; {undone}"))
     }
 
     async fn make_read_only(
@@ -504,13 +689,14 @@ impl Repairer {
             let private = self
                 .custody
                 .open(project.id, SecretKind::DeployKey, sealed)?;
-            crate::custody::write_private_file(dir, &project.gitlab_id.to_string(), &private)
-                .map_err(|e| {
-                    RepairError::Refused(format!(
-                        "cannot write the key file in {}: {e}",
-                        dir.display()
-                    ))
-                })?;
+            let file = crate::custody::key_file_path(dir, &project.connection, project.gitlab_id);
+            let (folder, name) = (
+                file.parent().expect("has a connection folder"),
+                file.file_name().expect("has a name").to_string_lossy(),
+            );
+            crate::custody::write_private_file(folder, &name, &private).map_err(|e| {
+                RepairError::Refused(format!("cannot write the key file {}: {e}", file.display()))
+            })?;
         }
         Ok(())
     }
@@ -586,7 +772,24 @@ impl Repairer {
     }
 
     /// Finishes a hook creation or fix from whatever step the journal says.
+    /// A write GitLab refuses for good (a blocked URL) changed nothing at
+    /// GitLab: the entry is closed rather than resumed on every pass.
     async fn resume_hook(
+        &self,
+        client: &GitLab,
+        project: &ProjectRow,
+        entry: &JournalRow,
+    ) -> Result<(String, String), RepairError> {
+        let result = self.resume_hook_steps(client, project, entry).await;
+        if let Err(e) = &result {
+            if e.is_permanent() {
+                self.store.journal_finish(entry.id).await?;
+            }
+        }
+        result
+    }
+
+    async fn resume_hook_steps(
         &self,
         client: &GitLab,
         project: &ProjectRow,
@@ -710,19 +913,33 @@ impl Repairer {
         let hook_id = project
             .hook_id
             .ok_or_else(|| RepairError::Refused("no webhook id of ours is known".into()))?;
+        // The test must be of an event the hook subscribes to: the CI's
+        // receiver sees what it would see for real.
+        let hook = client
+            .hook(project.gitlab_id as u64, hook_id as u64)
+            .await?;
+        let trigger = TESTABLE_TRIGGERS
+            .iter()
+            .find(|t| hook.event(t) == Some(true))
+            .ok_or_else(|| {
+                RepairError::Refused(format!(
+                    "hook {hook_id} subscribes to no event GitLab can test ({})",
+                    TESTABLE_TRIGGERS.join(", ")
+                ))
+            })?;
         // On failure (the receiver is down) the hook stays disabled and no
         // new hook is made: a new hook would fail the same way.
         client
-            .test_hook(project.gitlab_id as u64, hook_id as u64)
+            .test_hook(project.gitlab_id as u64, hook_id as u64, trigger)
             .await
             .map_err(|e| {
                 RepairError::Refused(format!(
-                    "test delivery failed, hook {hook_id} stays disabled: {e}"
+                    "test delivery ({trigger}) failed, hook {hook_id} stays disabled: {e}"
                 ))
             })?;
         Ok((
             format!("hook {hook_id} disabled"),
-            format!("hook {hook_id} re-enabled by a test delivery"),
+            format!("hook {hook_id} re-enabled by a test delivery ({trigger})"),
         ))
     }
 
@@ -878,11 +1095,12 @@ impl Repairer {
                 .to_openssh()
                 .map_err(|e| RepairError::Refused(e.to_string()))?;
             let fp = fingerprint_of(&public)?;
+            let digest = KeyDigest::of_public_key(&public)?;
             let found = client
                 .deploy_keys(gitlab_id)
                 .await?
                 .into_iter()
-                .find(|k| k.fingerprint_sha256.as_deref() == Some(fp.as_str()))
+                .find(|k| is_same_key(k, &digest))
                 .ok_or_else(|| {
                     RepairError::Refused(format!(
                         "GitLab has no deploy key with fingerprint {fp} on {}",
@@ -936,18 +1154,19 @@ impl Repairer {
     }
 }
 
-fn old_fp_text(data: &serde_json::Value) -> String {
-    data["old_fingerprint"].as_str().unwrap_or("-").to_owned()
-}
-
-/// Rules for `decide`, read from the store. `now` bounds the budget window.
+/// Rules for `decide`, read from the store. `health` is the component's
+/// stored row, `repository` the project's definite repository state and
+/// `version` the instance's release, all already in the caller's hands.
+#[allow(clippy::too_many_arguments)]
 pub async fn rules_for(
     store: &Store,
     cfg: &Config,
     project: &ProjectRow,
     component: Component,
+    health: &HealthRow,
+    repository: Option<State>,
+    version: Option<GitLabVersion>,
     now: DateTime<Utc>,
-    repairs_this_run: i64,
 ) -> Result<Rules, StoreError> {
     let r = &cfg.raw.repair;
     let used = store
@@ -957,12 +1176,33 @@ pub async fn rules_for(
         Some(t) => now - t >= chrono::Duration::minutes(r.cooldown_minutes as i64),
         None => true,
     };
+    let failed_in_a_row = store
+        .failed_repairs_in_a_row(project.id, component.as_str(), health.since)
+        .await?;
     Ok(Rules {
         confirm_checks: r.confirm_checks,
+        repository,
+        failed_in_a_row,
+        no_hook_test: no_hook_test(r.webhook_reenable, version),
         paused: store.repairs_paused().await?.map(|(reason, _)| reason),
-        budget_left: i64::from(r.budget_per_hour) - used.max(repairs_this_run),
+        budget_left: i64::from(r.budget_per_hour) - used,
         cooled_down,
     })
+}
+
+/// Why a disabled hook cannot be re-enabled by a test delivery, if it cannot.
+fn no_hook_test(setting: WebhookReenable, version: Option<GitLabVersion>) -> Option<String> {
+    match (setting, version) {
+        (WebhookReenable::Off, _) => Some(
+            "webhook re-enabling is off (repair.webhook_reenable = \"off\"): re-enable it in GitLab"
+                .into(),
+        ),
+        (WebhookReenable::Test, Some(v)) if !v.has_hook_test() => Some(format!(
+            "GitLab {v} has no hook test endpoint ({}+): re-enable the hook in GitLab",
+            GitLabVersion::HOOK_TEST
+        )),
+        (WebhookReenable::Test, _) => None,
+    }
 }
 
 #[cfg(test)]
@@ -987,6 +1227,9 @@ mod tests {
     fn rules() -> Rules {
         Rules {
             confirm_checks: 2,
+            repository: Some(State::Ok),
+            failed_in_a_row: 0,
+            no_hook_test: None,
             paused: None,
             budget_left: 10,
             cooled_down: true,
@@ -1166,6 +1409,86 @@ mod tests {
         assert!(
             matches!(decide("a/b", Component::DeployKey, &h, &AUTO, &spent), Decision::Skip(r) if r.contains("budget"))
         );
+    }
+
+    #[test]
+    fn keys_and_hooks_are_repaired_only_on_an_ok_repository() {
+        let key = health("missing", 2, None);
+        let hook = HealthRow {
+            component: "webhook".into(),
+            ..health("missing", 2, None)
+        };
+        for repository in [
+            Some(State::Archived),
+            Some(State::PendingDeletion),
+            Some(State::AccessLost),
+            Some(State::NotFound),
+            Some(State::Moved),
+            None,
+        ] {
+            let r = Rules {
+                repository,
+                ..rules()
+            };
+            for (component, h) in [(Component::DeployKey, &key), (Component::Webhook, &hook)] {
+                assert!(
+                    matches!(decide("a/b", component, h, &AUTO, &r), Decision::Skip(why) if why.starts_with("repository is")),
+                    "{component} on a {repository:?} repository"
+                );
+            }
+        }
+        // The move itself is still followed, whatever the repository is.
+        let moved = HealthRow {
+            component: "repository".into(),
+            ..health("moved", 2, None)
+        };
+        let r = Rules {
+            repository: Some(State::Moved),
+            ..rules()
+        };
+        assert_eq!(
+            decide("a/b", Component::Repository, &moved, &AUTO, &r),
+            Decision::Repair(Action::FollowRename)
+        );
+        assert_eq!(
+            decide("a/b", Component::DeployKey, &key, &AUTO, &rules()),
+            Decision::Repair(Action::RegenerateDeployKey)
+        );
+    }
+
+    #[test]
+    fn repairs_stop_after_three_failures_in_a_row() {
+        let h = health("missing", 2, None);
+        for (failed, repairs) in [(0, true), (2, true), (3, false), (7, false)] {
+            let r = Rules {
+                failed_in_a_row: failed,
+                ..rules()
+            };
+            let decision = decide("a/b", Component::DeployKey, &h, &AUTO, &r);
+            assert_eq!(
+                matches!(decision, Decision::Repair(_)),
+                repairs,
+                "{failed}: {decision:?}"
+            );
+            if !repairs {
+                assert!(
+                    matches!(decision, Decision::Skip(why) if why.contains("stopped") && why.contains("regenerate"))
+                );
+            }
+        }
+        // `report` still reports the plan: nothing is written anyway.
+        let report = Policies {
+            deploy_key: Policy::Report,
+            ..AUTO
+        };
+        let r = Rules {
+            failed_in_a_row: 5,
+            ..rules()
+        };
+        assert!(matches!(
+            decide("a/b", Component::DeployKey, &h, &report, &r),
+            Decision::Report(..)
+        ));
     }
 
     #[test]

@@ -104,9 +104,9 @@ pub async fn build(store: &Store, selection: &Selection) -> Result<Report, Store
     let line = |component: Component, subject: i64| {
         ComponentLine::from_row(health.get(&(component.as_str().to_owned(), subject)))
     };
-    let projects: Vec<ProjectLine> = rows
-        .into_iter()
-        .map(|p| ProjectLine {
+    let mut projects: Vec<ProjectLine> = Vec::with_capacity(rows.len());
+    for p in rows {
+        let mut project = ProjectLine {
             repository: line(Component::Repository, p.id),
             deploy_key: line(Component::DeployKey, p.id),
             webhook: line(Component::Webhook, p.id),
@@ -117,8 +117,27 @@ pub async fn build(store: &Store, selection: &Selection) -> Result<Report, Store
             },
             connection: p.connection,
             gitlab_id: p.gitlab_id,
-        })
-        .collect();
+        };
+        // A broken component whose automatic repair is stopped says so
+        // (few components are broken, so this is few reads).
+        for (component, c) in [
+            (Component::DeployKey, &mut project.deploy_key),
+            (Component::Webhook, &mut project.webhook),
+        ] {
+            if c.state.severity() != Severity::Broken {
+                continue;
+            }
+            let failed = store
+                .failed_repairs_in_a_row(p.id, component.as_str(), c.since)
+                .await?;
+            if failed >= crate::repair::MAX_FAILED_REPAIRS {
+                c.detail.push_str(
+                    "; automatic repair stopped after failing (see `glwarden events`); `glwarden regenerate` resumes it",
+                );
+            }
+        }
+        projects.push(project);
+    }
     let connections = connection_rows
         .into_iter()
         .filter(|(_, name)| {

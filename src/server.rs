@@ -1,5 +1,8 @@
 //! The daemon's HTTP listener (axum): `/metrics`, `/healthz`, `/readyz`, and
-//! nothing else. It binds to loopback unless configured otherwise.
+//! nothing else. It binds to loopback unless configured otherwise. [`serve`]
+//! bounds what any local client can hold: connections at once, the time to
+//! send a request's headers, and the time a connection lives, so that
+//! half-sent requests cannot use up the daemon's files.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -8,8 +11,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use secrecy::ExposeSecret;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -55,6 +59,52 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub liveness: Arc<Liveness>,
+    /// The bearer token `/metrics` asks for (`[http] metrics_token_file`).
+    pub metrics_token: Option<Arc<secrecy::SecretString>>,
+}
+
+/// Connections served at once; more are closed on arrival (Prometheus and a
+/// person's curl need a handful).
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection lives, requests and answers together.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` until `stop`, under the bounds above.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of files, say: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("HTTP connection limit reached; closing a new connection");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(slot);
+        });
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -66,7 +116,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.metrics_token {
+        let offered = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same_secret(offered.as_bytes(), token.expose_secret().as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is needed for /metrics\n",
+            )
+                .into_response();
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -74,6 +139,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Alive: the scheduler loop has turned recently.

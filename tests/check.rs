@@ -85,7 +85,7 @@ async fn deploy_key_states_come_from_gitlab_answers() {
         fx.sim
             .deploy_keys(id)
             .into_iter()
-            .find(|k| k.fingerprint_sha256 == fp)
+            .find(|k| k.ssh_fingerprint() == fp)
             .unwrap()
     };
     fx.sim
@@ -190,8 +190,17 @@ async fn webhook_states_come_from_gitlab_answers() {
     assert_eq!(state, State::Disabled);
     assert!(detail.contains("temporarily disabled"), "{detail}");
     let (state, detail) = component(&store, failing.id, Component::Webhook).await;
-    assert_eq!(state, State::Failing);
-    assert!(detail.contains("latest answered 502"), "{detail}");
+    if fx.version.has_hook_events() {
+        assert_eq!(state, State::Failing);
+        assert!(detail.contains("latest answered 502"), "{detail}");
+    } else {
+        // No delivery log before GitLab 17.3: judged without it, and said so.
+        assert_eq!(state, State::Healthy);
+        assert!(
+            detail.contains("has no hook events endpoint (17.3+)"),
+            "{detail}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -424,13 +433,7 @@ async fn discovery_finds_maintained_projects_of_a_group_and_its_subgroups() {
     );
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
-    let ids: Vec<i64> = store
-        .active_projects()
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.gitlab_id)
-        .collect();
+    let ids = active_ids(&store).await;
     assert!(
         ids.contains(&(a as i64)) && ids.contains(&(b as i64)),
         "{ids:?}"
@@ -631,4 +634,76 @@ async fn one_bad_answer_to_the_connection_probe_is_retried_not_a_blind_sweep() {
     assert_eq!(probes, vec![502, 200]);
     assert_eq!(connection_state(&store).await, State::Connected);
     assert_eq!(states(&store, p.id).await, HEALTHY);
+}
+
+// ---- GitLab's real answers (issue 13, docs/gitlab-contract.md) -------------
+
+#[tokio::test]
+async fn discovery_leaves_out_projects_shared_into_the_group() {
+    let fx = Fixture::new().await;
+    let group = fx.sim.add_group("platform");
+    fx.sim.set_group_member(group, fx.user, 40);
+    let own = fx.sim.add_project("platform/own");
+    // Another group's project, shared into ours: GitLab lists it under
+    // `GET /groups/:id/projects` unless `with_shared=false`.
+    let foreign = fx.sim.add_project("partners/their-app");
+    fx.sim.share_project(foreign, group, 40);
+    let config = fx.write_config(
+        &[],
+        "[[discover]]\nconnection = \"main\"\ngroup = \"platform\"\n",
+    );
+    let (checker, store) = fx.checker(&config).await;
+    fx.check(&checker).await;
+    let ids = active_ids(&store).await;
+    assert_eq!(ids, vec![own as i64]);
+    let listed: Vec<String> = fx
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/projects") && r.path.contains("/groups/"))
+        .map(|r| r.query)
+        .collect();
+    assert!(
+        listed
+            .iter()
+            .all(|q| q.contains("with_shared=false") && !q.contains("keyset")),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test]
+async fn maintainer_through_a_group_share_is_not_access_lost() {
+    let fx = Fixture::new().await;
+    // Developer directly, Maintainer through the project's share with a
+    // group the user maintains: `permissions` shows only the Developer role.
+    let p = fx.connect("acme/app");
+    fx.sim.set_member(p.id, fx.user, 30);
+    let team = fx.sim.add_group("ci-team");
+    fx.sim.set_group_member(team, fx.user, 40);
+    fx.sim.share_project(p.id, team, 40);
+    // Another, through a share that gives only Developer: GitLab refuses
+    // the deploy key endpoints, and that 403 is what `access_lost` rests on.
+    let q = fx.connect("acme/readonly");
+    fx.sim.set_member(q.id, fx.user, 30);
+    let readers = fx.sim.add_group("readers");
+    fx.sim.set_group_member(readers, fx.user, 40);
+    fx.sim.share_project(q.id, readers, 30);
+    for bulk in [false, true] {
+        let check_lines = if bulk {
+            "bulk_list_min_projects = 1\n"
+        } else {
+            "bulk_list_min_projects = 1000\n"
+        };
+        let config = fx.write_config_full(&[&p, &q], check_lines, "");
+        let (checker, store) = fx.checker(&config).await;
+        fx.check(&checker).await;
+        assert_eq!(states(&store, p.id).await, HEALTHY, "bulk listing {bulk}");
+        let (state, detail) = component(&store, q.id, Component::Repository).await;
+        assert_eq!(state, State::AccessLost, "bulk listing {bulk}: {detail}");
+        assert!(detail.contains("403"), "{detail}");
+        assert_eq!(
+            component(&store, q.id, Component::DeployKey).await.0,
+            State::Blocked
+        );
+    }
 }

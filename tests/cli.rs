@@ -320,3 +320,118 @@ async fn the_shipped_example_config_is_valid() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("glpat-example"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_warns_about_event_flags_older_gitlab_does_not_return() {
+    let fx = Fixture::new().await;
+    let config = fx.write_config(&[], "");
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_of.replace(
+            "[expect]\n",
+            "[expect]\nwebhook_events = [\"push_events\", \"resource_deploy_token_events\"]\n",
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let out = run(glwarden(&["--config", &config, "config", "check"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expect.webhook_events[1]")
+            && stderr.contains("`resource_deploy_token_events` only since 18.10"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("webhook_events[0]"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_on_two_connections_is_refused_with_the_candidates() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    // The same project through a second connection: one id, two projects.
+    let extra = format!(
+        "[connections.mirror]\nurl = {:?}\ntoken_file = {:?}\n\n\
+         [[projects]]\nconnection = \"mirror\"\nid = {}\ndeploy_key = {:?}\n\n",
+        fx.sim.base_url(),
+        fx.dir.path().join("token").display().to_string(),
+        p.id,
+        p.key.public_openssh
+    );
+    let config = fx.write_config(&[&p], &extra).display().to_string();
+    let out = run(glwarden(&["--config", &config, "check"])).await;
+    assert!(out.status.code().is_some(), "{}", text(&out));
+    let id = p.id.to_string();
+
+    let out = run(glwarden(&["--config", &config, "project", "remove", &id])).await;
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("names 2 projects")
+            && said.contains("connection main")
+            && said.contains("connection mirror")
+            && said.contains("--connection"),
+        "{said}"
+    );
+    // Nothing was removed.
+    let out = run(glwarden(&[
+        "--config", &config, "project", "list", "--format", "json",
+    ]))
+    .await;
+    assert_eq!(
+        text(&out).matches("\"gitlab_id\"").count(),
+        2,
+        "{}",
+        text(&out)
+    );
+
+    let out = run(glwarden(&[
+        "--config",
+        &config,
+        "--connection",
+        "mirror",
+        "project",
+        "remove",
+        &id,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(glwarden(&[
+        "--config", &config, "project", "list", "--format", "json",
+    ]))
+    .await;
+    let listed = text(&out);
+    assert_eq!(listed.matches("\"gitlab_id\"").count(), 1, "{listed}");
+    assert!(listed.contains("\"main\""), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn project_add_checks_the_webhook_url_as_the_config_does() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let config = fx.write_config(&[], "").display().to_string();
+    for bad in [
+        "http://ci.example.com/hooks",
+        "https://ci/{nope}",
+        "ftp://ci/x",
+    ] {
+        let out = run(glwarden(&[
+            "--config",
+            &config,
+            "project",
+            "add",
+            &p.id.to_string(),
+            "--webhook-url",
+            bad,
+        ]))
+        .await;
+        assert_eq!(out.status.code(), Some(3), "{bad}: {}", text(&out));
+        assert!(text(&out).contains("--webhook-url"), "{}", text(&out));
+    }
+    let out = run(glwarden(&[
+        "--config", &config, "project", "list", "--format", "json",
+    ]))
+    .await;
+    assert_eq!(text(&out).trim(), "[]", "nothing was added");
+}

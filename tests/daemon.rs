@@ -358,3 +358,116 @@ async fn sigterm_during_a_sweep_exits_0_with_every_started_check_recorded() {
     );
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_half_sent_requests_stop_neither_sweeps_nor_healthz() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (fx, _projects, config, listen) = setup(2, "*/1 * * * * *", 0.5, "").await;
+    let daemon = fx.start_daemon(&config, &listen).await;
+    let sweeps = "glwarden_sweeps_total{result=\"ok\"}";
+    let before = daemon.metric(sweeps).await.unwrap_or(0.0);
+
+    // Any local user: 300 connections, each with half a request, held open.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        if let Ok(mut c) = tokio::net::TcpStream::connect(&listen).await {
+            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+            held.push(c);
+        }
+    }
+    // Meanwhile the daemon goes on: /healthz answers and sweeps complete.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let healthz = format!("http://{listen}/healthz");
+    wait_until("/healthz to answer 200", Duration::from_secs(60), || {
+        let request = client.get(&healthz).send();
+        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    let metrics = format!("http://{listen}/metrics");
+    wait_until(
+        "two more successful sweeps",
+        Duration::from_secs(60),
+        || {
+            let request = client.get(&metrics).send();
+            async move {
+                let Ok(answer) = request.await else {
+                    return false;
+                };
+                let text = answer.text().await.unwrap_or_default();
+                text.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(sweeps)
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                    })
+                    .is_some_and(|n| n >= before + 2.0)
+            }
+        },
+    )
+    .await;
+    // Every half-sent request is closed by the daemon, none kept forever.
+    for (i, c) in held.iter_mut().enumerate() {
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection {i} still open");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_ask_for_the_bearer_token_when_one_is_configured() {
+    use std::os::unix::fs::PermissionsExt;
+    let (fx, _projects, config, listen) = setup(1, "*/1 * * * * *", 0.5, "").await;
+    let token_file = fx.dir.path().join("metrics-token");
+    std::fs::write(&token_file, "metrics-SECRET-0001\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "[http]\n",
+            &format!(
+                "[http]\nmetrics_token_file = {:?}\n",
+                token_file.display().to_string()
+            ),
+        ),
+    )
+    .unwrap();
+    let daemon = fx.start_daemon(&config, &listen).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{listen}/metrics");
+    let status =
+        |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status().as_u16() };
+    assert_eq!(status(client.get(&url)).await, 401);
+    assert_eq!(status(client.get(&url).bearer_auth("wrong")).await, 401);
+    assert_eq!(
+        status(client.get(&url).bearer_auth("metrics-SECRET-000")).await,
+        401
+    );
+    let answer = client
+        .get(&url)
+        .bearer_auth("metrics-SECRET-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("glwarden_connection_up")
+    );
+    // Health stays open: systemd and load balancers ask it without a token.
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+}

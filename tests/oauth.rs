@@ -151,3 +151,50 @@ async fn a_refused_refresh_makes_the_connection_not_connected() {
         assert!(!json.contains(secret));
     }
 }
+
+#[tokio::test]
+async fn an_oversized_token_answer_is_refused_within_the_body_limit() {
+    let fx = Fixture::new().await;
+    fx.sim.add_oauth_app(CLIENT_ID, CLIENT_SECRET);
+    // Two minutes left: the first check refreshes.
+    fx.sim
+        .add_oauth_token(fx.user, CLIENT_ID, ACCESS, REFRESH, &["api"], 120);
+    let p = fx.connect("acme/app");
+    let config = oauth_config(&fx, &[&p], REFRESH);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[check]\n", "[check]\nmax_response_bytes = 65536\n"),
+    )
+    .unwrap();
+    // The token endpoint answers 200 with a body far past the limit.
+    fx.sim.inject(
+        glwarden::sim::Fault::on(
+            "/oauth/token",
+            glwarden::sim::FaultKind::Oversized { bytes: 4 << 20 },
+        )
+        .method("POST"),
+    );
+    let (checker, store) = fx.checker(&config).await;
+    fx.check(&checker).await;
+    // Read no further than the limit and taken as transient: the stored
+    // pair is the configured one, nothing is `not_connected`.
+    let report = glwarden::report::build(&store, &glwarden::check::Selection::All)
+        .await
+        .unwrap();
+    assert_ne!(report.connections[0].health.state, State::NotConnected);
+    assert!(store.oauth_pair("main").await.unwrap().is_none());
+    assert!(refreshes(&fx) >= 1);
+    let details: Vec<String> = report
+        .projects
+        .iter()
+        .flat_map(|p| [&p.repository, &p.deploy_key, &p.webhook])
+        .map(|c| c.detail.clone())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("body larger than 65536 bytes")),
+        "{details:?}"
+    );
+}

@@ -227,7 +227,7 @@ async fn alerts_fire_and_resolve_on_a_real_prometheus() {
         .sim
         .deploy_keys(p0.id)
         .into_iter()
-        .find(|k| k.fingerprint_sha256 == p0.key.fingerprint)
+        .find(|k| k.ssh_fingerprint() == p0.key.fingerprint)
         .unwrap();
     fx.sim.remove_deploy_key(p0.id, key.id);
     let state = wait_alert(&prom, "GlwardenDeployKeyBroken", Some("acme/app"), true).await;

@@ -44,7 +44,7 @@ fn decode_all(bytes: &[u8]) {
         HookEvent
     );
     if let Ok(hook) = serde_json::from_slice::<Hook>(bytes) {
-        let _ = hook.event_enabled("push_events");
+        let _ = hook.event("push_events");
     }
     if let Ok(event) = serde_json::from_slice::<HookEvent>(bytes) {
         let _ = (event.status_code(), event.succeeded(), event.status_text());

@@ -66,7 +66,7 @@ async fn assert_one_matching_key(fx: &Fixture, store: &Store, gitlab_id: u64) {
     let keys = fx.sim.deploy_keys(gitlab_id);
     assert_eq!(keys.len(), 1, "exactly one key at GitLab: {keys:?}");
     assert_eq!(
-        Some(keys[0].fingerprint_sha256.clone()),
+        Some(keys[0].ssh_fingerprint()),
         row.fingerprint,
         "stored fingerprint is GitLab's"
     );
@@ -137,7 +137,7 @@ fn key_id(fx: &Fixture, p: &Connected) -> u64 {
     fx.sim
         .deploy_keys(p.id)
         .into_iter()
-        .find(|k| k.fingerprint_sha256 == p.key.fingerprint)
+        .find(|k| k.ssh_fingerprint() == p.key.fingerprint)
         .unwrap()
         .id
 }
@@ -239,7 +239,7 @@ async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
     let deleted = fx.connect("acme/deleted");
     let disabled_ok = fx.connect("acme/disabled-ok");
     let disabled_down = fx.connect("acme/disabled-down");
-    let sections = repair_sections(&fx, "auto", 1, "");
+    let sections = repair_sections(&fx, "auto", 1, "webhook_reenable = \"test\"\n");
     let config = fx.write_config(&[&wrong, &deleted, &disabled_ok, &disabled_down], &sections);
     let (checker, store) = fx.checker(&config).await;
     repair_run(&checker).await;
@@ -259,7 +259,15 @@ async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
     fx.sim
         .set_receiver_status(&Fixture::hook_url(disabled_down.id), 503);
     let summary = repair_run(&checker).await;
-    assert_eq!(summary.repairs.len(), 4, "{:?}", summary.repairs);
+    // Before GitLab 16.11 there is no test endpoint: a disabled hook is
+    // reported, never "re-enabled" by anything else.
+    let can_test = fx.version.has_hook_test();
+    assert_eq!(
+        summary.repairs.len(),
+        if can_test { 4 } else { 2 },
+        "{:?}",
+        summary.repairs
+    );
 
     // Fixed in place: same hook, settings right, our secret resent.
     assert_one_matching_hook(&fx, &store, wrong.id).await;
@@ -269,7 +277,7 @@ async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
     // Recreated with a fresh secret.
     assert_one_matching_hook(&fx, &store, deleted.id).await;
     assert_ne!(fx.sim.hooks(deleted.id)[0].id, deleted.hook_id);
-    for p in [&wrong, &deleted, &disabled_ok] {
+    for p in [&wrong, &deleted] {
         assert_eq!(
             component(&store, p.id, Component::Webhook).await.0,
             State::Healthy,
@@ -277,8 +285,29 @@ async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
             p.id
         );
     }
-    // Re-enabled by a successful test delivery.
+    if !can_test {
+        for p in [&disabled_ok, &disabled_down] {
+            assert_eq!(fx.sim.hooks(p.id).len(), 1);
+            assert_eq!(
+                component(&store, p.id, Component::Webhook).await.0,
+                State::Disabled
+            );
+        }
+        assert!(fx.sim.requests().iter().all(|r| !r.path.contains("/test/")));
+        return;
+    }
+    // Re-enabled by a successful test delivery, of an event it subscribes to.
+    assert_eq!(
+        component(&store, disabled_ok.id, Component::Webhook)
+            .await
+            .0,
+        State::Healthy
+    );
     assert_eq!(fx.sim.hooks(disabled_ok.id)[0].alert_status(), "executable");
+    assert!(fx.sim.requests().iter().any(|r| {
+        r.path
+            .ends_with(&format!("/hooks/{}/test/push_events", disabled_ok.hook_id))
+    }));
     // The receiver is down: the hook stays disabled and no new hook is made.
     let hooks = fx.sim.hooks(disabled_down.id);
     assert_eq!(hooks.len(), 1);
@@ -377,7 +406,7 @@ async fn report_policy_changes_nothing_at_gitlab_and_records_the_plan() {
         "one plan per component, recorded once: {plans:?}"
     );
     assert!(plans.iter().any(|e| e.after == format!(
-        "would regenerate deploy key of acme/app: missing (no deploy key with fingerprint {} among 0 on the project)",
+        "would regenerate deploy key of acme/app: missing (no deploy key {} among 0 on the project)",
         p.key.fingerprint
     )));
 }
@@ -725,8 +754,17 @@ async fn key_files_are_written_for_the_ci_and_replaced_on_rotation() {
     repair_run(&checker).await;
     fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
     repair_run(&checker).await;
-    let file = key_dir.join(p.id.to_string());
+    // One folder per connection: two instances' project 42 never share a file.
+    let file = key_dir.join("main").join(p.id.to_string());
     let first = std::fs::read_to_string(&file).expect("key file written");
+    for folder in [&key_dir, &key_dir.join("main")] {
+        assert_eq!(
+            std::fs::metadata(folder).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            folder.display()
+        );
+    }
     assert!(first.contains("BEGIN OPENSSH PRIVATE KEY"));
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
@@ -746,10 +784,28 @@ async fn key_files_are_written_for_the_ci_and_replaced_on_rotation() {
     assert_ne!(first, second, "replaced on rotation");
     assert_one_matching_key(&fx, &store, p.id).await;
     assert_eq!(
-        std::fs::read_dir(&key_dir).unwrap().count(),
+        std::fs::read_dir(key_dir.join("main")).unwrap().count(),
         1,
         "no temporary files left behind"
     );
+
+    // Removing the project from the inventory deletes the CI's copy too.
+    let config = config.display().to_string();
+    let out = run(glwarden(&[
+        "--config",
+        &config,
+        "project",
+        "remove",
+        &p.id.to_string(),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!file.exists(), "key file deleted with the project");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stay at GitLab"));
 }
 
 #[tokio::test]
@@ -788,4 +844,237 @@ async fn a_rotation_left_unfinished_is_resumed_never_begun_again() {
     assert_eq!(fx.sim.deploy_keys(p.id)[0].id, next);
     assert_eq!(states(&store, p.id).await, HEALTHY);
     assert!(store.journal().await.unwrap().is_empty());
+}
+
+// ---- GitLab's real answers (issue 13, docs/gitlab-contract.md) -------------
+
+#[tokio::test]
+async fn a_healthy_fleet_in_gitlabs_fingerprint_form_stays_healthy_and_gets_no_new_key() {
+    let fx = Fixture::new().await;
+    let fleet: Vec<Connected> = (0..5)
+        .map(|i| fx.connect(&format!("acme/app-{i}")))
+        .collect();
+    // The simulator serves `fingerprint_sha256` as GitLab does: no prefix.
+    let served = &fx.sim.deploy_keys(fleet[0].id)[0];
+    assert!(!served.fingerprint_sha256.starts_with("SHA256:"));
+    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
+    let config = fx.write_config(&fleet.iter().collect::<Vec<_>>(), &sections);
+    let (checker, store) = fx.checker(&config).await;
+    for sweep in 0..3 {
+        let summary = repair_run(&checker).await;
+        assert!(
+            summary.repairs.is_empty(),
+            "sweep {sweep}: {:?}",
+            summary.repairs
+        );
+        for p in &fleet {
+            assert_eq!(
+                states(&store, p.id).await,
+                HEALTHY,
+                "sweep {sweep}, project {}",
+                p.id
+            );
+            assert_eq!(fx.sim.deploy_keys(p.id).len(), 1, "sweep {sweep}: one key");
+        }
+    }
+    assert!(
+        writes(&fx).iter().all(|w| !w.contains("deploy_keys")),
+        "{:?}",
+        writes(&fx)
+    );
+}
+
+#[tokio::test]
+async fn a_new_key_gitlab_never_confirms_is_deleted_again_and_repairs_stop_after_three() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
+    let config = fx.write_config(&[&p], &sections);
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+    assert_eq!(states(&store, p.id).await, HEALTHY);
+
+    // GitLab loses our key, and from now on serves every key read by id
+    // with another key's material: no new key can ever be confirmed.
+    fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
+    fx.sim.inject(
+        Fault::on(
+            format!("/projects/{}/deploy_keys/", p.id),
+            FaultKind::ForeignKey,
+        )
+        .method("GET"),
+    );
+    let mut failed = 0;
+    for pass in 0..10 {
+        let summary = repair_run(&checker).await;
+        failed += summary
+            .repairs
+            .iter()
+            .filter(|(_, o)| *o == "failed")
+            .count();
+        let ours = fx
+            .sim
+            .deploy_keys(p.id)
+            .iter()
+            .filter(|k| k.title.starts_with("glwarden"))
+            .count();
+        assert!(
+            ours <= 1,
+            "pass {pass}: {ours} keys of glwarden's at GitLab"
+        );
+        assert!(
+            store.journal().await.unwrap().is_empty(),
+            "pass {pass}: the rotation is closed, not left at `created`"
+        );
+    }
+    assert_eq!(failed, 3, "three attempts, then automatic repair stops");
+    assert!(
+        fx.sim.deploy_keys(p.id).is_empty(),
+        "the unconfirmed keys were deleted again"
+    );
+    let events = store.events(None, None, 100).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "regenerate_deploy_key" && e.outcome.contains("not confirmed")),
+        "{events:?}"
+    );
+    let stopped: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "repair_stopped")
+        .collect();
+    assert_eq!(stopped.len(), 1, "{events:?}");
+    assert!(stopped[0].outcome.contains("failed 3 times"));
+    let (state, detail) = component(&store, p.id, Component::DeployKey).await;
+    assert_eq!(state, State::Missing);
+    assert!(detail.contains("automatic repair stopped"), "{detail}");
+
+    // A person's `regenerate` lifts the stop: automatic repairs try again.
+    fx.sim.clear_faults();
+    let row = store
+        .active_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.gitlab_id == p.id as i64)
+        .unwrap();
+    checker
+        .regenerate(&row, Component::DeployKey)
+        .await
+        .expect("regenerate");
+    assert_one_matching_key(&fx, &store, p.id).await;
+}
+
+#[tokio::test]
+async fn archived_or_deletion_scheduled_projects_get_no_key_or_hook_write() {
+    let fx = Fixture::new().await;
+    let archived = fx.connect("acme/archived");
+    let doomed = fx.connect("acme/doomed");
+    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
+    let config = fx.write_config(&[&archived, &doomed], &sections);
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+    for p in [&archived, &doomed] {
+        fx.sim.remove_deploy_key(p.id, key_id(&fx, p));
+        fx.sim.remove_hook(p.id, p.hook_id);
+    }
+    fx.sim.set_archived(archived.id, true);
+    fx.sim.schedule_deletion(doomed.id);
+    fx.sim.clear_requests();
+    for _ in 0..3 {
+        let summary = repair_run(&checker).await;
+        assert!(summary.repairs.is_empty(), "{:?}", summary.repairs);
+    }
+    assert!(writes(&fx).is_empty(), "{:?}", writes(&fx));
+    assert_eq!(
+        states(&store, archived.id).await,
+        [State::Archived, State::Missing, State::Missing]
+    );
+    assert_eq!(states(&store, doomed.id).await[0], State::PendingDeletion);
+}
+
+#[tokio::test]
+async fn a_hook_url_gitlab_refuses_is_reported_once_not_retried() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    fx.sim.remove_hook(p.id, p.hook_id);
+    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
+    // The CI's receiver is on a private address; GitLab's default refuses it.
+    let text = std::fs::read_to_string(fx.write_config(&[&p], &sections)).unwrap();
+    let config = fx.dir.path().join("private.toml");
+    std::fs::write(
+        &config,
+        text.replace(HOOK_TEMPLATE, "https://10.1.2.3/hooks/{id}"),
+    )
+    .unwrap();
+    let (checker, store) = fx.checker(&config).await;
+    for _ in 0..4 {
+        repair_run(&checker).await;
+    }
+    let events = store.events(None, None, 100).await.unwrap();
+    let attempts: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "create_webhook")
+        .collect();
+    assert_eq!(attempts.len(), 1, "{events:?}");
+    assert!(
+        attempts[0].outcome.contains("Invalid url given"),
+        "{:?}",
+        attempts[0]
+    );
+    let stopped: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "repair_stopped")
+        .collect();
+    assert_eq!(stopped.len(), 1, "{events:?}");
+    assert!(stopped[0].outcome.contains("refuses it for good"));
+    assert!(fx.sim.hooks(p.id).is_empty());
+}
+
+#[tokio::test]
+async fn on_gitlab_16_0_no_hook_test_or_events_request_and_nothing_stays_unknown() {
+    let fx = Fixture::new().await;
+    fx.sim.set_version(glwarden::sim::SimVersion::V16_0);
+    let healthy = fx.connect("acme/healthy");
+    let disabled = fx.connect("acme/disabled");
+    fx.sim.update_hook(disabled.id, disabled.hook_id, |h| {
+        h.recent_failures = 40;
+    });
+    let sections = repair_sections(
+        &fx,
+        "auto",
+        1,
+        "cooldown_minutes = 0\nwebhook_reenable = \"test\"\n",
+    );
+    let config = fx.write_config_full(
+        &[&healthy, &disabled],
+        "webhook_deliveries = true\n",
+        &sections,
+    );
+    let (checker, store) = fx.checker(&config).await;
+    for _ in 0..2 {
+        repair_run(&checker).await;
+    }
+    let asked: Vec<String> = fx.sim.requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        asked
+            .iter()
+            .all(|p| !p.contains("/events") && !p.contains("/test/")),
+        "{asked:?}"
+    );
+    let (state, detail) = component(&store, healthy.id, Component::Webhook).await;
+    assert_eq!(state, State::Healthy);
+    assert!(
+        detail.contains("GitLab 16.0 has no hook events endpoint"),
+        "{detail}"
+    );
+    assert_eq!(
+        component(&store, disabled.id, Component::Webhook).await.0,
+        State::Disabled
+    );
+    let events = store.events(None, None, 100).await.unwrap();
+    assert!(
+        events.iter().all(|e| e.action != "reenable_webhook"),
+        "{events:?}"
+    );
 }

@@ -1,10 +1,12 @@
 //! The GitLab simulator over real HTTP: auth errors, moved and
 //! deletion-scheduled projects, deploy keys, hooks (token reset, back-off,
 //! tests, events), pagination, OAuth, rate limits, faults and `/_sim`.
+//! The `contract_*` tests check the simulator against the rows of
+//! docs/gitlab-contract.md that name them.
 
 use std::time::{Duration, Instant};
 
-use glwarden::sim::{Fault, FaultKind, HookSpec, Sim};
+use glwarden::sim::{EndpointLimits, Fault, FaultKind, HookSpec, Sim, SimVersion};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -84,7 +86,12 @@ fn ed25519_public_key() -> (String, String) {
     let public = key.public_key();
     (
         public.to_openssh().expect("openssh"),
-        public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+        // GitLab's form: no `SHA256:` prefix (docs/gitlab-contract.md §1).
+        public
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .to_string()
+            .trim_start_matches("SHA256:")
+            .to_owned(),
     )
 }
 
@@ -320,6 +327,7 @@ async fn deploy_keys_post_is_idempotent_and_fingerprints_match_ssh_key() {
     assert_eq!(r.status(), 201);
     let k = body(r).await;
     assert_eq!(k["fingerprint_sha256"], fp);
+    assert_eq!(fp.len(), 43, "unpadded base64 of 32 bytes, no prefix");
     let md5 = k["fingerprint"].as_str().unwrap();
     assert_eq!(md5.split(':').count(), 16);
     assert_eq!(k["can_push"], false);
@@ -1327,4 +1335,820 @@ async fn shutdown_stops_serving() {
         .send()
         .await;
     assert!(r.is_err());
+}
+
+// ---- docs/gitlab-contract.md, row by row ----
+
+const APP_LIMIT_BODY: &str = "This endpoint has been requested too many times. Try again later.";
+
+/// A user with a token; returns the user id.
+fn user_with_token(env: &Env, name: &str, token: &str) -> u64 {
+    let u = env.sim.add_user(name);
+    env.sim.add_access_token(u, token, &["api"], None);
+    u
+}
+
+/// `type blob` of a fresh ed25519 key (no comment).
+fn bare_key() -> String {
+    let (public, _) = ed25519_public_key();
+    let mut parts = public.split_whitespace();
+    format!("{} {}", parts.next().unwrap(), parts.next().unwrap())
+}
+
+fn ids(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["id"].as_u64().expect("id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn contract_deploy_key_fingerprint_sha256_is_bare_unpadded_base64() {
+    let env = Env::new().await;
+    let (public, ssh_keygen_form) = ed25519_public_key();
+    let path = format!("/projects/{}/deploy_keys", env.project);
+    let r = env
+        .send(Method::POST, &path, json!({"title": "ci", "key": public}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let k = body(r).await;
+
+    let fp = k["fingerprint_sha256"].as_str().unwrap();
+    assert!(!fp.starts_with("SHA256:"), "{fp}");
+    assert_eq!(fp.len(), 43);
+    assert!(
+        fp.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'),
+        "standard base64 alphabet, no padding: {fp}"
+    );
+    assert_eq!(fp, ssh_keygen_form);
+
+    let md5 = k["fingerprint"].as_str().unwrap();
+    let pairs: Vec<&str> = md5.split(':').collect();
+    assert_eq!(pairs.len(), 16);
+    assert!(pairs.iter().all(|p| {
+        p.len() == 2
+            && p.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    }));
+
+    // `DeployKeysProject`: exactly these fields, no admin-only ones.
+    let mut fields: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "can_push",
+            "created_at",
+            "expires_at",
+            "fingerprint",
+            "fingerprint_sha256",
+            "id",
+            "key",
+            "title",
+            "usage_type",
+        ]
+    );
+    assert!(
+        ["auth_and_signing", "auth", "signing"].contains(&k["usage_type"].as_str().unwrap()),
+        "usage_type is one of the enum's names"
+    );
+    let listed = body(env.get(&path).await).await;
+    assert_eq!(listed[0]["fingerprint_sha256"], fp);
+    assert!(listed[0].get("projects_with_write_access").is_none());
+}
+
+#[tokio::test]
+async fn contract_deploy_key_stored_key_keeps_only_the_first_comment_word() {
+    let env = Env::new().await;
+    let bare = bare_key();
+    let (kind, blob) = bare.split_once(' ').unwrap();
+    let path = format!("/projects/{}/deploy_keys", env.project);
+    let sent = format!("  {kind}   {blob}  glwarden acme/app   (rotated) \n");
+    let r = env
+        .send(
+            Method::POST,
+            &path,
+            json!({"title": "first", "key": sent, "can_push": false}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let k = body(r).await;
+    let stored = format!("{kind} {blob} glwarden");
+    assert_eq!(k["key"], stored.as_str());
+    assert_eq!(env.sim.deploy_keys(env.project)[0].key, stored);
+    let one = body(env.get(&format!("{path}/{}", k["id"])).await).await;
+    assert_eq!(one["key"], stored.as_str());
+
+    // Re-POSTing the stored form is idempotent: 201, same id, and neither
+    // the title nor can_push changes.
+    let r = env
+        .send(
+            Method::POST,
+            &path,
+            json!({"title": "second", "key": stored, "can_push": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let again = body(r).await;
+    assert_eq!(again["id"], k["id"]);
+    assert_eq!(again["title"], "first");
+    assert_eq!(again["can_push"], false);
+
+    // The multi-word original is compared as text with the stored form,
+    // misses, and fails uniqueness.
+    let r = env
+        .send(Method::POST, &path, json!({"title": "third", "key": sent}))
+        .await;
+    assert_eq!(r.status(), 400);
+    let b = body(r).await;
+    assert_eq!(
+        b["message"]["deploy_key.fingerprint_sha256"],
+        json!(["has already been taken"])
+    );
+    assert_eq!(env.sim.deploy_keys(env.project).len(), 1);
+
+    let r = env
+        .send(Method::POST, &path, json!({"title": "no key"}))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(body(r).await, json!({"error": "key is missing"}));
+}
+
+#[tokio::test]
+async fn contract_deploy_key_routes_answer_403_to_a_developer() {
+    let env = Env::new().await;
+    let dev = user_with_token(&env, "dev", "dev-api");
+    env.sim.set_member(env.project, dev, 30);
+    let key = env
+        .sim
+        .add_deploy_key(env.project, "k", &bare_key(), false, None);
+    let base = format!("/projects/{}/deploy_keys", env.project);
+    let one = format!("{base}/{key}");
+    let calls = [
+        (Method::GET, base.clone(), json!({})),
+        (
+            Method::POST,
+            base.clone(),
+            json!({"title": "t", "key": bare_key()}),
+        ),
+        (Method::GET, one.clone(), json!({})),
+        (Method::PUT, one.clone(), json!({"can_push": true})),
+        (Method::DELETE, one.clone(), json!({})),
+        (Method::POST, format!("{one}/enable"), json!({})),
+    ];
+    for (method, path, payload) in &calls {
+        let r = env
+            .req(method.clone(), path, "dev-api")
+            .json(payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{method} {path}");
+        assert_eq!(body(r).await, json!({"message": "403 Forbidden"}));
+    }
+    assert_eq!(env.sim.deploy_keys(env.project).len(), 1, "nothing changed");
+    assert!(!env.sim.deploy_keys(env.project)[0].can_push);
+
+    let r = env.http.get(env.url(&base)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(body(r).await, json!({"message": "401 Unauthorized"}));
+
+    user_with_token(&env, "outsider", "outsider-api");
+    let r = env
+        .req(Method::PUT, &one, "outsider-api")
+        .json(&json!({"can_push": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(body(r).await, json!({"message": "404 Project Not Found"}));
+
+    // A Maintainer through a group share may manage deploy keys.
+    let team = env.sim.add_group("team");
+    let lead = user_with_token(&env, "lead", "lead-api");
+    env.sim.set_group_member(team, lead, 40);
+    env.sim.share_project(env.project, team, 40);
+    let r = env
+        .req(Method::GET, &base, "lead-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn contract_group_projects_list_shared_in_projects_unless_with_shared_false() {
+    let env = Env::new().await;
+    let group = env.sim.add_group("team");
+    env.sim.set_group_member(group, env.alice, 40);
+    let own = env.sim.add_project("team/own");
+    let elsewhere = env.sim.add_project("other/shared-in");
+    env.sim.share_project(elsewhere, group, 40);
+
+    let r = env.get("/groups/team/projects").await;
+    assert_eq!(r.status(), 200);
+    let mut listed = ids(&body(r).await);
+    listed.sort_unstable();
+    assert_eq!(listed, vec![own, elsewhere], "with_shared defaults to true");
+
+    let r = env.get("/groups/team/projects?with_shared=false").await;
+    assert_eq!(header(&r, "x-total").as_deref(), Some("1"));
+    assert_eq!(ids(&body(r).await), vec![own]);
+
+    let r = env
+        .get(&format!("/groups/{group}/projects?with_shared=true"))
+        .await;
+    let entries = body(r).await;
+    assert_eq!(entries.as_array().unwrap().len(), 2);
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("permissions").is_none() && p["archived"].is_boolean()),
+        "plain Project entity"
+    );
+}
+
+#[tokio::test]
+async fn contract_group_projects_ignore_keyset_and_page_by_offset() {
+    let env = Env::new().await;
+    let group = env.sim.add_group("many");
+    env.sim.set_group_member(group, env.alice, 40);
+    let mut all: Vec<u64> = (0..5)
+        .map(|i| env.sim.add_project(&format!("many/p{i}")))
+        .collect();
+
+    // Keyset with the default order would be a 405 on /projects; here the
+    // parameter is undeclared and ignored.
+    for query in [
+        "pagination=keyset&per_page=2",
+        "pagination=keyset&order_by=id&sort=asc&per_page=2",
+    ] {
+        let r = env.get(&format!("/groups/many/projects?{query}")).await;
+        assert_eq!(r.status(), 200, "{query}");
+        assert_eq!(header(&r, "x-total").as_deref(), Some("5"), "{query}");
+        assert_eq!(header(&r, "x-page").as_deref(), Some("1"));
+        assert_eq!(header(&r, "x-next-page").as_deref(), Some("2"));
+        let link = header(&r, "link").unwrap();
+        assert!(link.contains("rel=\"next\"") && link.contains("rel=\"last\""));
+        assert!(link.contains("page=2"), "{link}");
+        assert!(
+            !link.contains("id_after") && !link.contains("id_before"),
+            "{link}"
+        );
+        assert_eq!(body(r).await.as_array().unwrap().len(), 2);
+    }
+    let r = env
+        .get("/groups/many/projects?pagination=keyset&order_by=id&sort=asc&per_page=2&page=3")
+        .await;
+    assert_eq!(ids(&body(r).await), vec![all[4]]);
+
+    // id_after is a plain filter there, offset headers and all.
+    let r = env
+        .get(&format!(
+            "/groups/many/projects?order_by=id&sort=asc&id_after={}",
+            all[1]
+        ))
+        .await;
+    assert_eq!(header(&r, "x-total").as_deref(), Some("3"));
+    assert_eq!(ids(&body(r).await), all[2..].to_vec());
+
+    // Default order: created_at desc (newest first).
+    all.reverse();
+    let r = env.get("/groups/many/projects").await;
+    assert_eq!(ids(&body(r).await), all);
+}
+
+#[tokio::test]
+async fn contract_projects_keyset_needs_order_by_id() {
+    let env = Env::new().await;
+    let r = env.get("/projects?membership=true&pagination=keyset").await;
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        body(r).await,
+        json!({"error": "Keyset pagination is not yet available for this type of request"})
+    );
+    let r = env
+        .get("/projects?membership=true&pagination=keyset&order_by=id&sort=desc&per_page=1")
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "x-total").is_none());
+    assert!(header(&r, "x-page").is_none());
+    assert_eq!(ids(&body(r).await), vec![env.project]);
+}
+
+#[tokio::test]
+async fn contract_min_access_level_counts_a_maintainer_role_reached_through_a_share() {
+    let env = Env::new().await;
+    let bob = user_with_token(&env, "bob", "bob-api");
+    let team = env.sim.add_group("team");
+    env.sim.set_group_member(team, bob, 40);
+    let shared = env.sim.add_project("vendor/lib");
+    env.sim.set_member(shared, bob, 30);
+    env.sim.share_project(shared, team, 40);
+    // Developer only, directly: not listed at 40.
+    let plain = env.sim.add_project("vendor/docs");
+    env.sim.set_member(plain, bob, 30);
+
+    let r = env
+        .req(
+            Method::GET,
+            "/projects?membership=true&min_access_level=40&pagination=keyset&order_by=id&sort=asc",
+            "bob-api",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ids(&body(r).await), vec![shared]);
+    let r = env
+        .req(
+            Method::GET,
+            "/projects?membership=true&min_access_level=30&order_by=id&sort=asc",
+            "bob-api",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ids(&body(r).await), vec![shared, plain]);
+
+    // Neither permissions field shows the role the share gives.
+    let r = env
+        .req(Method::GET, &format!("/projects/{shared}"), "bob-api")
+        .send()
+        .await
+        .unwrap();
+    let p = body(r).await;
+    assert_eq!(p["permissions"]["project_access"]["access_level"], 30);
+    assert_eq!(p["permissions"]["group_access"], Value::Null);
+    // ... yet the share makes bob a Maintainer for the role-checked routes.
+    let r = env
+        .req(Method::GET, &format!("/projects/{shared}/hooks"), "bob-api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A share never raises a role above the share's own level.
+    env.sim.share_project(shared, team, 30);
+    let r = env
+        .req(
+            Method::GET,
+            "/projects?membership=true&min_access_level=40",
+            "bob-api",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r).await, json!([]));
+}
+
+#[tokio::test]
+async fn contract_version_answers_per_simulated_release() {
+    let env = Env::new().await;
+    for (v, prefix) in [
+        (SimVersion::V16_0, "16.0."),
+        (SimVersion::V16_11, "16.11."),
+        (SimVersion::V17_3, "17.3."),
+        (SimVersion::Latest, "18."),
+    ] {
+        env.sim.set_version(v);
+        let r = env.get("/version").await;
+        assert_eq!(r.status(), 200);
+        let b = body(r).await;
+        assert_eq!(b["version"], v.version_string());
+        assert!(b["version"].as_str().unwrap().starts_with(prefix));
+        assert!(b["revision"].is_string());
+        assert_eq!(b["enterprise"], false);
+        let kas = b["kas"].as_object().unwrap();
+        for k in ["enabled", "externalUrl", "version"] {
+            assert!(kas.contains_key(k), "{v:?}: kas.{k}");
+        }
+        assert_eq!(
+            kas.contains_key("externalK8sProxyUrl"),
+            v == SimVersion::Latest,
+            "{v:?}: externalK8sProxyUrl is 17.6+"
+        );
+    }
+    let r = env.http.get(env.url("/version")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(body(r).await, json!({"message": "401 Unauthorized"}));
+    env.sim
+        .add_access_token(env.alice, "profile", &["read_user"], None);
+    let r = env
+        .req(Method::GET, "/version", "profile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "read_user is enough");
+}
+
+/// The hook test and events routes and the hook fields of one release.
+async fn hook_surface(env: &Env, version: SimVersion) -> (StatusCode, StatusCode, Value) {
+    env.sim.set_version(version);
+    let id = env.sim.add_hook(
+        env.project,
+        HookSpec {
+            url: format!("https://ci.example.com/{version:?}"),
+            ..HookSpec::default()
+        },
+    );
+    let one = format!("/projects/{}/hooks/{id}", env.project);
+    let test = env
+        .send(Method::POST, &format!("{one}/test/push_events"), json!({}))
+        .await;
+    let test_status = test.status();
+    if test_status == 404 {
+        assert_eq!(body(test).await, json!({"error": "404 Not Found"}));
+    }
+    let events = env.get(&format!("{one}/events")).await;
+    let events_status = events.status();
+    if events_status == 404 {
+        assert_eq!(body(events).await, json!({"error": "404 Not Found"}));
+    }
+    let hook = body(env.get(&one).await).await;
+    (test_status, events_status, hook)
+}
+
+#[tokio::test]
+async fn contract_hook_routes_and_fields_follow_the_simulated_release() {
+    let env = Env::new().await;
+
+    let (test, events, h) = hook_surface(&env, SimVersion::V16_0).await;
+    assert_eq!(
+        (test, events),
+        (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND)
+    );
+    for absent in [
+        "emoji_events",
+        "custom_webhook_template",
+        "name",
+        "description",
+        "custom_headers",
+    ] {
+        assert!(h.get(absent).is_none(), "16.0 has no {absent}");
+    }
+    for present in [
+        "alert_status",
+        "disabled_until",
+        "url_variables",
+        "push_events",
+    ] {
+        assert!(h.get(present).is_some(), "16.0 has {present}");
+    }
+
+    let (test, events, h) = hook_surface(&env, SimVersion::V16_11).await;
+    assert_eq!((test, events), (StatusCode::CREATED, StatusCode::NOT_FOUND));
+    assert_eq!(h["emoji_events"], false);
+    assert!(h.get("custom_webhook_template").is_some());
+    for absent in [
+        "name",
+        "description",
+        "custom_headers",
+        "feature_flag_events",
+        "resource_access_token_events",
+        "branch_filter_strategy",
+    ] {
+        assert!(h.get(absent).is_none(), "16.11 has no {absent}");
+    }
+
+    let (test, events, h) = hook_surface(&env, SimVersion::V17_3).await;
+    assert_eq!((test, events), (StatusCode::CREATED, StatusCode::OK));
+    assert!(h.get("name").is_some() && h.get("description").is_some());
+    assert_eq!(h["custom_headers"], json!([]));
+    assert!(
+        h.get("milestone_events").is_none(),
+        "milestone_events is 18.2+"
+    );
+
+    let (test, events, h) = hook_surface(&env, SimVersion::Latest).await;
+    assert_eq!((test, events), (StatusCode::CREATED, StatusCode::OK));
+    for present in [
+        "milestone_events",
+        "resource_deploy_token_events",
+        "vulnerability_events",
+    ] {
+        assert_eq!(h[present], false, "latest has {present}");
+    }
+    for never in [
+        "token",
+        "member_events",
+        "subgroup_events",
+        "project_events",
+    ] {
+        assert!(h.get(never).is_none(), "a project hook never has {never}");
+    }
+}
+
+#[tokio::test]
+async fn contract_new_hook_defaults_and_nulls() {
+    let env = Env::new().await;
+    let path = format!("/projects/{}/hooks", env.project);
+    let r = env
+        .send(
+            Method::POST,
+            &path,
+            json!({"url": "https://ci.example.com/new", "token": "t0ken"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let h = body(r).await;
+    assert_eq!(h["push_events"], true);
+    assert_eq!(h["enable_ssl_verification"], true);
+    assert_eq!(h["branch_filter_strategy"], "wildcard");
+    assert_eq!(h["confidential_note_events"], Value::Null);
+    assert_eq!(h["push_events_branch_filter"], Value::Null);
+    assert_eq!(h["disabled_until"], Value::Null);
+    assert_eq!(h["alert_status"], "executable");
+    for off in [
+        "tag_push_events",
+        "merge_requests_events",
+        "note_events",
+        "job_events",
+    ] {
+        assert_eq!(h[off], false, "{off}");
+    }
+    assert!(h.get("token").is_none());
+    assert_eq!(h["url"], "https://ci.example.com/new");
+
+    let one = format!("{path}/{}", h["id"]);
+    let r = env
+        .send(Method::PUT, &one, json!({"confidential_note_events": true}))
+        .await;
+    assert_eq!(body(r).await["confidential_note_events"], true);
+}
+
+#[tokio::test]
+async fn contract_hook_list_omits_url_variables_and_a_single_get_masks_them() {
+    let env = Env::new().await;
+    let path = format!("/projects/{}/hooks", env.project);
+    let url = "https://ci.example.com/hook/{secret}";
+    let r = env
+        .send(
+            Method::POST,
+            &path,
+            json!({
+                "url": url,
+                "url_variables": [{"key": "secret", "value": "s3cr3t-value"}],
+            }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let id = body(r).await["id"].as_u64().unwrap();
+
+    let list = env.get(&path).await;
+    let text = list.text().await.unwrap();
+    assert!(!text.contains("s3cr3t-value"));
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert!(list[0].get("url_variables").is_none());
+    assert!(list[0].get("custom_headers").is_none());
+    assert_eq!(list[0]["url"], url, "the template, unmasked");
+
+    let one = env.get(&format!("{path}/{id}")).await;
+    let text = one.text().await.unwrap();
+    assert!(!text.contains("s3cr3t-value"));
+    let one: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(one["url_variables"], json!([{"key": "secret"}]));
+    assert_eq!(one["url"], url);
+}
+
+#[tokio::test]
+async fn contract_hook_urls_to_local_addresses_are_refused_unless_allowed() {
+    let env = Env::new().await;
+    let path = format!("/projects/{}/hooks", env.project);
+    for url in [
+        "http://127.0.0.1:9000/hook",
+        "http://10.1.2.3/hook",
+        "https://192.168.1.10/hook",
+        "http://localhost/hook",
+    ] {
+        let r = env.send(Method::POST, &path, json!({"url": url})).await;
+        assert_eq!(r.status(), 422, "{url}");
+        assert_eq!(body(r).await, json!({"error": "Invalid url given"}));
+    }
+    assert!(env.sim.hooks(env.project).is_empty());
+
+    let r = env
+        .send(
+            Method::POST,
+            &path,
+            json!({"url": "https://ci.example.com/h"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let one = format!("{path}/{}", body(r).await["id"]);
+    let r = env
+        .send(Method::PUT, &one, json!({"url": "http://10.0.0.7/h"}))
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(body(r).await, json!({"error": "Invalid url given"}));
+    assert_eq!(
+        env.sim.hooks(env.project)[0].url,
+        "https://ci.example.com/h"
+    );
+
+    env.sim.allow_local_hook_urls(true);
+    let r = env
+        .send(Method::PUT, &one, json!({"url": "http://10.0.0.7/h"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = env
+        .send(
+            Method::POST,
+            &path,
+            json!({"url": "http://127.0.0.1:9000/hook"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn contract_hook_url_change_without_token_resets_the_token() {
+    let env = Env::new().await;
+    let id = env.sim.add_hook(
+        env.project,
+        HookSpec {
+            url: "https://ci.example.com/old".into(),
+            token: Some("secret".into()),
+            ..HookSpec::default()
+        },
+    );
+    env.sim.update_hook(env.project, id, |h| {
+        h.custom_headers = vec![("X-Env".into(), "prod".into())];
+    });
+    let one = format!("/projects/{}/hooks/{id}", env.project);
+
+    // The same URL again is no change.
+    let r = env
+        .send(
+            Method::PUT,
+            &one,
+            json!({"url": "https://ci.example.com/old"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        env.sim.hooks(env.project)[0].token.as_deref(),
+        Some("secret")
+    );
+
+    let r = env
+        .send(
+            Method::PUT,
+            &one,
+            json!({"url": "https://ci.example.com/new"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let h = body(r).await;
+    assert!(h.get("token").is_none());
+    let stored = &env.sim.hooks(env.project)[0];
+    assert_eq!(stored.token, None, "a new URL without a token clears it");
+    assert!(stored.custom_headers.is_empty(), "and the custom headers");
+}
+
+#[tokio::test]
+async fn contract_hook_test_triggers_without_sample_data_are_422() {
+    let env = Env::new().await;
+    let id = env.sim.add_hook(
+        env.project,
+        HookSpec {
+            url: "https://ci.example.com/t".into(),
+            ..HookSpec::default()
+        },
+    );
+    let test = |trigger: &str| format!("/projects/{}/hooks/{id}/test/{trigger}", env.project);
+    // Five tests a minute per project and user: this test spends all five.
+    for trigger in ["deployment_events", "confidential_note_events"] {
+        let r = env.send(Method::POST, &test(trigger), json!({})).await;
+        assert_eq!(r.status(), 422, "{trigger}");
+        assert_eq!(
+            body(r).await,
+            json!({"message": "Testing not available for this hook"})
+        );
+    }
+    let r = env
+        .send(Method::POST, &test("tag_push_events"), json!({}))
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(body(r).await, json!({"message": "201 Created"}));
+
+    // Grape validates the trigger first: an unknown one on an unknown hook is a 400.
+    let r = env
+        .send(
+            Method::POST,
+            &format!("/projects/{}/hooks/999999/test/bogus_events", env.project),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        body(r).await,
+        json!({"error": "trigger does not have a valid value"})
+    );
+    let r = env
+        .send(
+            Method::POST,
+            &format!("/projects/{}/hooks/999999/test/push_events", env.project),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(body(r).await, json!({"message": "404 Not found"}));
+
+    // A receiver's error answer is a 422 carrying its body.
+    env.sim.set_receiver_status("https://ci.example.com/t", 503);
+    let r = env
+        .send(Method::POST, &test("push_events"), json!({}))
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(body(r).await, json!({"message": "Service Unavailable"}));
+    assert_eq!(env.sim.hooks(env.project)[0].recent_failures, 1);
+
+    // A 3xx is no API success (422) but counts as a good delivery: the
+    // hook is enabled again.
+    env.sim.update_hook(env.project, id, |h| {
+        h.recent_failures = 4;
+        h.disabled_until = Some(chrono::Utc::now() + chrono::Duration::minutes(5));
+    });
+    assert_eq!(
+        env.sim.hooks(env.project)[0].alert_status(),
+        "temporarily_disabled"
+    );
+    env.sim.set_receiver_status("https://ci.example.com/t", 302);
+    let r = env
+        .send(Method::POST, &test("push_events"), json!({}))
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(body(r).await, json!({"message": "Found"}));
+    let h = env.sim.hooks(env.project)[0].clone();
+    assert_eq!(
+        (h.alert_status(), h.recent_failures, h.disabled_until),
+        ("executable", 0, None)
+    );
+}
+
+#[tokio::test]
+async fn contract_endpoint_limits_answer_a_json_429_with_retry_after() {
+    let env = Env::new().await;
+    let group = env.sim.add_group("acme");
+    env.sim.set_group_member(group, env.alice, 40);
+    let bob = user_with_token(&env, "bob", "bob-api");
+    env.sim.set_member(env.project, bob, 40);
+    env.sim.set_endpoint_limits(Some(EndpointLimits {
+        project: 1,
+        projects: 1,
+        group_projects: 1,
+    }));
+
+    for (path, retry_after) in [
+        (format!("/projects/{}", env.project), "60"),
+        ("/projects?membership=true".to_string(), "600"),
+        (format!("/groups/{group}/projects"), "60"),
+    ] {
+        assert_eq!(env.get(&path).await.status(), 200, "{path}");
+        let r = env.get(&path).await;
+        assert_eq!(r.status(), 429, "{path}");
+        assert_eq!(
+            header(&r, "retry-after").as_deref(),
+            Some(retry_after),
+            "{path}"
+        );
+        assert!(
+            !r.headers()
+                .keys()
+                .any(|k| k.as_str().starts_with("ratelimit-")),
+            "{path}: no RateLimit-* headers"
+        );
+        assert_eq!(
+            header(&r, "content-type").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(body(r).await, json!({"message": {"error": APP_LIMIT_BODY}}));
+    }
+
+    // Other endpoints and other users are not affected.
+    let r = env.get(&format!("/projects/{}/hooks", env.project)).await;
+    assert_eq!(r.status(), 200);
+    let r = env
+        .req(
+            Method::GET,
+            &format!("/projects/{}", env.project),
+            "bob-api",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    env.sim.set_endpoint_limits(None);
+    assert_eq!(
+        env.get(&format!("/projects/{}", env.project))
+            .await
+            .status(),
+        200
+    );
 }

@@ -125,6 +125,7 @@ fn fault_name(kind: &FaultKind) -> String {
             retry_after: Some(_),
         } => "429 with Retry-After".into(),
         FaultKind::RateLimited { retry_after: None } => "429 without headers".into(),
+        FaultKind::ForeignKey => "another key's material".into(),
     }
 }
 
@@ -379,7 +380,7 @@ fn soak_config(fx: &Fixture, projects: &[Connected], listen: &str) -> std::path:
             "[schedule]\ncron = \"*/1 * * * * *\"\nspread = 0.3\nshutdown_grace_seconds = 10\n\n\
              [http]\nlisten = {listen:?}\n\n\
              [repair]\ndeploy_key = \"auto\"\nwebhook = \"auto\"\nmoved = \"follow\"\n\
-             confirm_checks = 2\ncooldown_minutes = 0\nbudget_per_hour = 100000\n\n\
+             confirm_checks = 2\ncooldown_minutes = 0\nbudget_per_hour = 100000\nwebhook_reenable = \"test\"\n\n\
              [custody]\nmaster_key_file = {:?}\n\n",
             key_file.display().to_string()
         ),
@@ -523,7 +524,7 @@ async fn soak() {
         let hooks = fx.sim.hooks(id);
         let key_ok = keys.len() == 1
             && !keys[0].can_push
-            && Some(&keys[0].fingerprint_sha256) == fingerprint.as_ref();
+            && Some(&keys[0].ssh_fingerprint()) == fingerprint.as_ref();
         let hook_ok = hooks.len() == 1
             && hooks[0].url == Fixture::hook_url(id)
             && hooks[0].push_events

@@ -36,6 +36,8 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_response_bytes: usize,
+    /// Most entries [`GitLab::get_all`] holds from one list.
+    pub max_list_items: usize,
     /// Longest 429 pause after which the request is retried once.
     pub max_rate_limit_wait: Duration,
     /// Request budget per minute; `None` for no client-side pacing.
@@ -55,6 +57,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: 8 * 1024 * 1024,
+            max_list_items: 50_000,
             max_rate_limit_wait: Duration::from_secs(120),
             requests_per_minute: None,
             observer: None,
@@ -135,15 +138,30 @@ type Pacer = governor::RateLimiter<
     governor::clock::DefaultClock,
 >;
 
+/// GitLab's application limits on single endpoints, per user, by endpoint
+/// class: (class, requests, window in seconds). GitLab.com's figures, and
+/// self-managed defaults since 18.1 (docs/gitlab-contract.md §8). Each is
+/// paced on its own, a full window's budget at once and then refilled at
+/// the window's rate, so one fleet's lookups never spend another's.
+const ENDPOINT_BUDGETS: &[(&str, u32, u64)] = &[
+    ("project", 400, 60),
+    ("projects", 2_000, 600),
+    ("group_projects", 600, 60),
+];
+
 /// Per-connection pacing: the request budget, a pause after a 429 or when
 /// GitLab says the window is spent, and back-off after 5xx and timeouts.
-/// Shared by every request of the connection.
+/// Shared by every request of the connection. A 429 from an application
+/// limit of one endpoint pauses that endpoint class only.
 #[derive(Default)]
 pub struct RateGate {
     paused_until: Mutex<Option<Instant>>,
+    /// Endpoint classes paused by their own application limit.
+    endpoint_paused_until: Mutex<std::collections::HashMap<&'static str, Instant>>,
     info: Mutex<RateLimitInfo>,
     consecutive_failures: std::sync::atomic::AtomicU32,
     pacer: Option<Pacer>,
+    endpoint_pacers: std::collections::HashMap<&'static str, Pacer>,
 }
 
 impl RateGate {
@@ -157,19 +175,61 @@ impl RateGate {
             governor::Quota::with_period(Duration::from_secs_f64(60.0 / f64::from(rate)))
                 .map(|q| governor::RateLimiter::direct(q.allow_burst(burst)))
         });
+        let endpoint_pacers = ENDPOINT_BUDGETS
+            .iter()
+            .filter_map(|&(class, limit, window)| {
+                let burst = std::num::NonZeroU32::new(limit)?;
+                let quota = governor::Quota::with_period(Duration::from_secs(window) / limit)?
+                    .allow_burst(burst);
+                Some((class, governor::RateLimiter::direct(quota)))
+            })
+            .collect();
         Self {
             pacer,
+            endpoint_pacers,
             ..Self::default()
         }
     }
 
-    /// Waits for the budget and until no pause is in force.
-    async fn wait(&self) {
+    /// Waits for the budgets and until no pause is in force.
+    async fn wait(&self, class: &'static str) {
         self.wait_pause().await;
+        self.wait_endpoint_pause(class).await;
+        if let Some(pacer) = self.endpoint_pacers.get(class) {
+            pacer.until_ready().await;
+        }
         if let Some(pacer) = &self.pacer {
             pacer.until_ready().await;
-            // A pause may have started while we waited for a slot.
-            self.wait_pause().await;
+        }
+        // A pause may have started while we waited for a slot.
+        self.wait_pause().await;
+        self.wait_endpoint_pause(class).await;
+    }
+
+    async fn wait_endpoint_pause(&self, class: &'static str) {
+        loop {
+            let until = self
+                .endpoint_paused_until
+                .lock()
+                .expect("rate gate lock")
+                .get(class)
+                .copied();
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Pauses one endpoint class until `now + d` (never shortens a pause).
+    fn pause_endpoint_for(&self, class: &'static str, d: Duration) {
+        let Some(until) = Instant::now().checked_add(d) else {
+            return;
+        };
+        let mut pauses = self.endpoint_paused_until.lock().expect("rate gate lock");
+        let entry = pauses.entry(class).or_insert(until);
+        if *entry < until {
+            *entry = until;
         }
     }
 
@@ -185,7 +245,9 @@ impl RateGate {
 
     /// Pauses the connection until `now + d` (never shortens a longer pause).
     fn pause_for(&self, d: Duration) {
-        let until = Instant::now() + d;
+        let Some(until) = Instant::now().checked_add(d) else {
+            return;
+        };
         let mut guard = self.paused_until.lock().expect("rate gate lock");
         if guard.is_none_or(|t| t < until) {
             *guard = Some(until);
@@ -266,6 +328,9 @@ impl GitLab {
             }
         });
         let mut builder = reqwest::Client::builder()
+            // `HTTP(S)_PROXY` from the environment is not followed: a token
+            // must not travel in clear to a proxy nobody configured here.
+            .no_proxy()
             .user_agent(concat!("glwarden/", env!("CARGO_PKG_VERSION")))
             .timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout)
@@ -341,7 +406,7 @@ impl GitLab {
                         .map_err(&fail)?;
                 }
             }
-            self.gate.wait().await;
+            self.gate.wait(class).await;
             self.requests.fetch_add(1, Ordering::Relaxed);
             // A refreshing session's token changes, so its header is made
             // each time; the configured token's was made once.
@@ -378,7 +443,17 @@ impl GitLab {
             if status == StatusCode::TOO_MANY_REQUESTS {
                 self.observe(class, "429", started);
                 let wait = retry_after(&headers);
-                self.gate.pause_for(wait.unwrap_or(Duration::from_secs(60)));
+                // Never longer than the configured cap, whatever GitLab says.
+                let pause = wait
+                    .unwrap_or(Duration::from_secs(60))
+                    .min(self.options.max_rate_limit_wait);
+                if is_endpoint_limit(&headers) {
+                    // One endpoint's application limit (a JSON 429 without
+                    // `RateLimit-*`): the rest of the connection goes on.
+                    self.gate.pause_endpoint_for(class, pause);
+                } else {
+                    self.gate.pause_for(pause);
+                }
                 if !retried && wait.is_some_and(|w| w <= self.options.max_rate_limit_wait) {
                     retried = true;
                     tracing::warn!(
@@ -431,7 +506,7 @@ impl GitLab {
     ) -> Result<(), ErrorKind> {
         let url = self.web.join("oauth/token").expect("static path");
         session
-            .refresh(&self.http, url, seen)
+            .refresh(&self.http, url, seen, self.options.max_response_bytes)
             .await
             .map_err(|e| match e {
                 oauth::RefreshError::Refused(reason) => {
@@ -450,32 +525,8 @@ impl GitLab {
     }
 
     /// Reads the body, refusing more than `max_response_bytes`.
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ErrorKind> {
-        let status = response.status().as_u16();
-        let limit = self.options.max_response_bytes;
-        let announced = response.content_length().unwrap_or(0) as usize;
-        if announced > limit {
-            return Err(ErrorKind::BadResponse {
-                status,
-                message: format!("body larger than {limit} bytes"),
-            });
-        }
-        let mut body = Vec::with_capacity(announced);
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > limit {
-                        return Err(ErrorKind::BadResponse {
-                            status,
-                            message: format!("body larger than {limit} bytes"),
-                        });
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body),
-                Err(e) => return Err(transport_error(&e)),
-            }
-        }
+    async fn read_body(&self, response: reqwest::Response) -> Result<Vec<u8>, ErrorKind> {
+        read_bounded(response, self.options.max_response_bytes).await
     }
 
     fn observe(&self, class: &'static str, status_class: &'static str, started: Instant) {
@@ -500,7 +551,10 @@ impl GitLab {
         if let (Some(0), Some(reset)) = (info.remaining, info.reset) {
             let now = chrono::Utc::now().timestamp().max(0) as u64;
             if reset > now {
-                self.gate.pause_for(Duration::from_secs(reset - now));
+                // A far-future reset must not stall the connection for good.
+                self.gate.pause_for(
+                    Duration::from_secs(reset - now).min(self.options.max_rate_limit_wait),
+                );
             }
         }
         if let Some(o) = &self.options.observer {
@@ -627,12 +681,14 @@ impl GitLab {
         }
     }
 
-    /// `POST /projects/:id/hooks/:hook_id/test/push_events`: a test delivery;
-    /// a 2xx from the receiver re-enables a disabled hook.
-    pub async fn test_hook(&self, project: u64, hook: u64) -> Result<(), ApiError> {
+    /// `POST /projects/:id/hooks/:hook_id/test/:trigger` (GitLab 16.11+): a
+    /// test delivery of sample data for `trigger` to the hook's receiver,
+    /// with the hook's real token; a 2xx from the receiver re-enables a
+    /// disabled hook, a failure counts as one more failure.
+    pub async fn test_hook(&self, project: u64, hook: u64, trigger: &str) -> Result<(), ApiError> {
         self.write(
             Method::POST,
-            &format!("projects/{project}/hooks/{hook}/test/push_events"),
+            &format!("projects/{project}/hooks/{hook}/test/{trigger}"),
             None,
         )
         .await
@@ -646,12 +702,29 @@ impl GitLab {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<Vec<T>, ApiError> {
+        let limit = self.options.max_list_items;
         let mut all = Vec::new();
+        let mut over = false;
         self.for_each_page(path, query, |page: Vec<T>| {
-            all.extend(page);
-            std::future::ready(true)
+            over = all.len() + page.len() > limit;
+            if !over {
+                all.extend(page);
+            }
+            std::future::ready(!over)
         })
         .await?;
+        if over {
+            return Err(ApiError {
+                method: "GET",
+                endpoint: endpoint_of(path),
+                kind: ErrorKind::BadResponse {
+                    status: 200,
+                    message: format!(
+                        "list longer than {limit} entries (check.max_list_items); not read further"
+                    ),
+                },
+            });
+        }
         Ok(all)
     }
 
@@ -775,6 +848,11 @@ impl GitLab {
         retry_transient(|| self.get("user")).await
     }
 
+    /// `GET /version`: which endpoints this GitLab has.
+    pub async fn version(&self) -> Result<VersionInfo, ApiError> {
+        self.get("version").await
+    }
+
     pub async fn access_token_self(&self) -> Result<AccessTokenInfo, ApiError> {
         self.get("personal_access_tokens/self").await
     }
@@ -803,7 +881,11 @@ impl GitLab {
         self.get(&format!("groups/{}", encode_id(id_or_path))).await
     }
 
-    /// Every project of a group (optionally with subgroups) where we are Maintainer or higher.
+    /// Every project of a group (optionally with subgroups) where we are
+    /// Maintainer or higher. `with_shared=false`: GitLab otherwise lists
+    /// projects of other groups shared into this one, and glwarden would
+    /// install keys and hooks on them. Offset pagination: the route has no
+    /// keyset mode (docs/gitlab-contract.md §3).
     pub async fn group_projects(
         &self,
         group: &str,
@@ -814,10 +896,10 @@ impl GitLab {
             &format!("groups/{}/projects", encode_id(group)),
             &[
                 ("include_subgroups", subgroups),
+                ("with_shared", "false"),
                 ("min_access_level", "40"),
                 ("order_by", "id"),
                 ("sort", "asc"),
-                ("pagination", "keyset"),
             ],
         )
         .await
@@ -875,6 +957,7 @@ pub fn endpoint_class(endpoint: &str) -> &'static str {
     let parts: Vec<&str> = endpoint.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["user"] => "user",
+        ["version"] => "version",
         ["personal_access_tokens", ..] => "token",
         ["oauth", ..] => "oauth",
         ["projects"] => "projects",
@@ -934,11 +1017,51 @@ fn transport_error(e: &reqwest::Error) -> ErrorKind {
     }
 }
 
+/// Reads a body of at most `limit` bytes: every answer glwarden reads
+/// (API and OAuth) goes through here, so no answer can grow memory unbounded.
+pub(crate) async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ErrorKind> {
+    let status = response.status().as_u16();
+    let too_large = || ErrorKind::BadResponse {
+        status,
+        message: format!("body larger than {limit} bytes"),
+    };
+    let announced = response.content_length().unwrap_or(0) as usize;
+    if announced > limit {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(announced);
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(transport_error(&e)),
+        }
+    }
+}
+
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Whether a 429 comes from an application limit on one endpoint
+/// (`check_rate_limit!`: a JSON body, no `RateLimit-*` headers) rather than
+/// from Rack::Attack's per-user throttle (plain text `Retry later`, with
+/// `RateLimit-Name` and friends); docs/gitlab-contract.md §8.
+fn is_endpoint_limit(headers: &HeaderMap) -> bool {
+    let json = header_str(headers, "content-type")
+        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"));
+    json && !headers.contains_key("ratelimit-name") && !headers.contains_key("ratelimit-limit")
 }
 
 /// How long GitLab asks us to wait: `Retry-After` seconds, else the
@@ -1071,6 +1194,108 @@ mod tests {
         let wait = retry_after(&h).unwrap().as_secs();
         assert!((29..=30).contains(&wait), "{wait}");
         assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn an_endpoints_own_limit_is_told_from_the_users_throttle() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        // `check_rate_limit!`: JSON, no RateLimit-* (maybe a Retry-After).
+        assert!(is_endpoint_limit(&headers(&[
+            ("content-type", "application/json"),
+            ("retry-after", "60"),
+        ])));
+        // Rack::Attack: plain text with the RateLimit-* set.
+        assert!(!is_endpoint_limit(&headers(&[
+            ("content-type", "text/plain"),
+            ("ratelimit-name", "throttle_authenticated_api"),
+            ("ratelimit-limit", "2000"),
+            ("retry-after", "30"),
+        ])));
+        assert!(!is_endpoint_limit(&headers(&[("retry-after", "30")])));
+    }
+
+    #[tokio::test]
+    async fn a_next_link_that_never_ends_stops_at_the_item_limit() {
+        use std::sync::atomic::AtomicUsize;
+        // A hostile GitLab: every page links to a new next page, forever.
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        let app = axum::Router::new().route(
+            "/api/v4/projects/1/hooks",
+            axum::routing::get(
+                move |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >,
+                      headers: axum::http::HeaderMap| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                        let host = headers
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let hooks: Vec<serde_json::Value> = (0..100)
+                            .map(|i| serde_json::json!({"id": page * 100 + i, "url": "https://ci/x"}))
+                            .collect();
+                        (
+                            [(
+                                "link",
+                                format!(
+                                    "<http://{host}/api/v4/projects/1/hooks?page={}&per_page=100>; rel=\"next\"",
+                                    page + 1
+                                ),
+                            )],
+                            axum::Json(hooks),
+                        )
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = GitLab::new(
+            &Url::parse(&format!("http://{addr}")).unwrap(),
+            TokenKind::AccessToken,
+            SecretString::from("glpat-test".to_owned()),
+            ClientOptions {
+                max_list_items: 1_000,
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        let err = client.hooks(1).await.unwrap_err();
+        assert!(
+            err.to_string().contains("longer than 1000 entries"),
+            "{err}"
+        );
+        assert_eq!(served.load(Ordering::Relaxed), 11, "pages read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_pause_holds_that_endpoint_only() {
+        let gate = RateGate::new(None);
+        gate.pause_endpoint_for("project", Duration::from_secs(60));
+        let start = Instant::now();
+        gate.wait("hooks").await;
+        gate.wait("deploy_keys").await;
+        assert_eq!(Instant::now(), start, "other endpoints go on at once");
+        gate.wait("project").await;
+        assert!(Instant::now() - start >= Duration::from_secs(60));
+        // A duration no clock can add does not panic; it pauses nothing.
+        gate.pause_endpoint_for("project", Duration::MAX);
+        gate.pause_for(Duration::MAX);
+        let again = Instant::now();
+        gate.wait("project").await;
+        assert_eq!(Instant::now(), again);
     }
 
     #[test]

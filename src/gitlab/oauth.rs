@@ -19,6 +19,13 @@ use serde::Deserialize;
 /// Refresh this long before the access token expires.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// When a token given `seconds` of life at `now` expires. `expires_in` comes
+/// from GitLab's answer: a value no clock can reach (2^62 seconds, say) is
+/// "no known expiry", never a panic.
+fn expiry_after(now: DateTime<Utc>, seconds: i64) -> Option<DateTime<Utc>> {
+    now.checked_add_signed(chrono::TimeDelta::try_seconds(seconds)?)
+}
+
 /// An access token and the refresh token that replaces it.
 #[derive(Clone)]
 pub struct OAuthPair {
@@ -98,8 +105,7 @@ impl OAuthSession {
 
     /// Records the access token's remaining life (from `/oauth/token/info`).
     pub fn set_expires_in(&self, seconds: i64) {
-        self.current.lock().expect("oauth lock").expires_at =
-            Some(Utc::now() + chrono::Duration::seconds(seconds));
+        self.current.lock().expect("oauth lock").expires_at = expiry_after(Utc::now(), seconds);
     }
 
     /// True when the access token expires within the refresh margin.
@@ -117,6 +123,7 @@ impl OAuthSession {
         http: &reqwest::Client,
         token_url: url::Url,
         seen: &SecretString,
+        max_bytes: usize,
     ) -> Result<(), RefreshError> {
         let _single_flight = self.refresh_lock.lock().await;
         let (current_access, refresh_token) = {
@@ -150,10 +157,9 @@ impl OAuthSession {
             })
         })?;
         let status = answer.status();
-        let body = answer
-            .bytes()
+        let body = super::read_bounded(answer, max_bytes)
             .await
-            .map_err(|_| RefreshError::Transient("answer cut off".into()))?;
+            .map_err(|e| RefreshError::Transient(format!("token answer unreadable: {e}")))?;
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(RefreshError::Transient(format!("HTTP {status}")));
         }
@@ -170,9 +176,7 @@ impl OAuthSession {
         let pair = OAuthPair {
             access: SecretString::from(parsed.access_token),
             refresh: SecretString::from(parsed.refresh_token),
-            expires_at: parsed
-                .expires_in
-                .map(|s| Utc::now() + chrono::Duration::seconds(s)),
+            expires_at: parsed.expires_in.and_then(|s| expiry_after(Utc::now(), s)),
         };
         // Durable first: the old refresh token is already dead at GitLab.
         if let Err(e) = (self.persist)(pair.clone()).await {
@@ -181,5 +185,22 @@ impl OAuthSession {
         *self.current.lock().expect("oauth lock") = pair;
         tracing::info!("OAuth access token refreshed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_from_the_answer_never_panics() {
+        let now = Utc::now();
+        assert_eq!(
+            expiry_after(now, 7200),
+            Some(now + chrono::TimeDelta::seconds(7200))
+        );
+        for huge in [1_i64 << 62, i64::MAX, i64::MIN] {
+            assert_eq!(expiry_after(now, huge), None, "{huge}");
+        }
     }
 }

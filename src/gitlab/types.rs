@@ -14,6 +14,53 @@ pub struct User {
     pub state: Option<String>,
 }
 
+/// `GET /version` (`lib/api/version.rb`; the same body as `/metadata`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct VersionInfo {
+    /// e.g. `17.3.1-ee`, `16.11.0-pre`.
+    pub version: String,
+}
+
+/// A GitLab release, major and minor: what decides which endpoints exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GitLabVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl GitLabVersion {
+    /// `POST /projects/:id/hooks/:hook_id/test/:trigger` (docs/gitlab-contract.md §10.4).
+    pub const HOOK_TEST: GitLabVersion = GitLabVersion::new(16, 11);
+    /// `GET /projects/:id/hooks/:hook_id/events` (docs/gitlab-contract.md §10.5).
+    pub const HOOK_EVENTS: GitLabVersion = GitLabVersion::new(17, 3);
+
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Self { major, minor }
+    }
+
+    /// `17.3.1-ee` -> 17.3; `None` for anything without a major and minor.
+    pub fn parse(version: &str) -> Option<Self> {
+        let mut parts = version.trim().split(['.', '-', '+']);
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(Self { major, minor })
+    }
+
+    pub fn has_hook_test(self) -> bool {
+        self >= Self::HOOK_TEST
+    }
+
+    pub fn has_hook_events(self) -> bool {
+        self >= Self::HOOK_EVENTS
+    }
+}
+
+impl std::fmt::Display for GitLabVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
 /// `GET /personal_access_tokens/self` (also project and group access tokens).
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccessTokenInfo {
@@ -110,12 +157,27 @@ pub struct DeployKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// The first GitLab release whose `ProjectHook` entity returns an event flag,
+/// for flags that are not in every release glwarden supports (16.0 and
+/// later); docs/gitlab-contract.md §10. Before it the flag cannot be verified.
+pub fn hook_event_since(event: &str) -> Option<GitLabVersion> {
+    let (major, minor) = match event {
+        "emoji_events" => (16, 11),
+        "feature_flag_events" | "resource_access_token_events" => (17, 3),
+        "vulnerability_events" => (17, 7),
+        "milestone_events" => (18, 2),
+        "resource_deploy_token_events" => (18, 10),
+        _ => return None,
+    };
+    Some(GitLabVersion::new(major, minor))
+}
+
 /// Declares [`Hook`] with a field for every event flag GitLab knows, and the
 /// list of their names, from one list. Plain fields decode several times
 /// faster than a flattened map of unknown keys, which serde buffers whole.
 macro_rules! webhook_with_events {
     ($($event:ident),* $(,)?) => {
-        /// Webhook event flags GitLab knows for project hooks (reference §2.1).
+        /// Webhook event flags GitLab knows for project hooks (docs/gitlab-contract.md §10.1).
         pub const HOOK_EVENTS: &[&str] = &[$(stringify!($event)),*];
 
         /// A project webhook.
@@ -131,17 +193,20 @@ macro_rules! webhook_with_events {
             #[serde(default)]
             pub disabled_until: Option<DateTime<Utc>>,
             $(
+                /// `None` when this GitLab's `ProjectHook` entity does not
+                /// return the flag (it is newer than the version).
                 #[serde(default, deserialize_with = "null_is_false")]
-                pub $event: bool,
+                pub $event: Option<bool>,
             )*
         }
 
         impl Hook {
-            /// Whether the event flag `name` (e.g. `push_events`) is on.
-            pub fn event_enabled(&self, name: &str) -> bool {
+            /// The event flag `name` (e.g. `push_events`): `None` when
+            /// GitLab did not return it.
+            pub fn event(&self, name: &str) -> Option<bool> {
                 match name {
                     $(stringify!($event) => self.$event,)*
-                    _ => false,
+                    _ => None,
                 }
             }
         }
@@ -169,9 +234,11 @@ webhook_with_events!(
     vulnerability_events,
 );
 
-/// An event flag GitLab sends as `null` is off.
-fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+/// An event flag GitLab sends as `null` is off (a new hook's
+/// `confidential_note_events`, docs/gitlab-contract.md §10.9); one it
+/// does not send at all stays `None` (serde's default).
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(Some(Option::<bool>::deserialize(d)?.unwrap_or(false)))
 }
 
 /// One delivery in a hook's log (`GET /projects/:id/hooks/:hook_id/events`).
@@ -213,6 +280,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn versions_parse_and_gate_endpoints() {
+        for (text, version) in [
+            ("17.3.1-ee", Some((17, 3))),
+            ("16.11.0-pre", Some((16, 11))),
+            ("16.0.0", Some((16, 0))),
+            ("18.10.2+ee.0", Some((18, 10))),
+            ("", None),
+            ("seventeen", None),
+            ("17", None),
+        ] {
+            assert_eq!(
+                GitLabVersion::parse(text),
+                version.map(|(major, minor)| GitLabVersion::new(major, minor)),
+                "{text}"
+            );
+        }
+        let v = |s| GitLabVersion::parse(s).unwrap();
+        assert!(!v("16.0.0").has_hook_test() && !v("16.0.0").has_hook_events());
+        assert!(!v("16.10.9").has_hook_test());
+        assert!(v("16.11.0").has_hook_test() && !v("16.11.0").has_hook_events());
+        assert!(!v("17.2.9").has_hook_events());
+        assert!(v("17.3.0").has_hook_events() && v("18.0.0").has_hook_events());
+        assert_eq!(v("16.11.3").to_string(), "16.11");
+    }
+
+    #[test]
     fn hook_reads_event_flags_and_ignores_unknown_fields() {
         let hook: Hook = serde_json::from_str(
             r#"{"id":1,"url":"https://ci/x","push_events":true,"tag_push_events":false,
@@ -220,13 +313,14 @@ mod tests {
                 "custom_headers":[{"key":"Authorization"}],"brand_new_field":{"a":1}}"#,
         )
         .unwrap();
-        assert!(hook.event_enabled("push_events"));
-        assert!(!hook.event_enabled("tag_push_events"));
-        assert!(!hook.event_enabled("merge_requests_events"));
-        assert!(!hook.event_enabled("no_such_events"));
+        assert_eq!(hook.event("push_events"), Some(true));
+        assert_eq!(hook.event("tag_push_events"), Some(false));
+        // Not in the answer (a flag this GitLab version lacks): not known.
+        assert_eq!(hook.event("merge_requests_events"), None);
+        assert_eq!(hook.event("no_such_events"), None);
         let nulls: Hook =
             serde_json::from_str(r#"{"id":2,"url":"https://ci/y","push_events":null}"#).unwrap();
-        assert!(!nulls.event_enabled("push_events"));
+        assert_eq!(nulls.event("push_events"), Some(false), "null is off");
         assert!(
             nulls.enable_ssl_verification,
             "verification is on unless GitLab says off"

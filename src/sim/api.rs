@@ -235,11 +235,31 @@ fn route(w: &mut World, r: &Req) -> Res {
         ["projects"] => {
             allow(r, &["GET"])?;
             let c = auth::authenticate(w, r.token, Need::Read)?;
+            project_read_limit(w, r, c.user, ProjectRead::List)?;
             list_projects(w, r, &c)
+        }
+        ["version"] => {
+            allow(r, &["GET"])?;
+            auth::authenticate(w, r.token, Need::ReadUser)?;
+            Ok(Reply::ok(entities::version(w.version)))
         }
         ["projects", id, rest @ ..] => {
             let route = project_route(r, rest)?;
+            // Routes a release does not have are Grape's plain 404, before
+            // authentication (docs/gitlab-contract.md §9, §10.4, §10.5).
+            match route {
+                ProjectRoute::HookTest(..) if !w.version.has_hook_test() => {
+                    return Err(Reply::route_not_found());
+                }
+                ProjectRoute::HookEvents(_) if !w.version.has_hook_events() => {
+                    return Err(Reply::route_not_found());
+                }
+                _ => {}
+            }
             let c = auth::authenticate(w, r.token, need_for(r))?;
+            if let ProjectRoute::Show = route {
+                project_read_limit(w, r, c.user, ProjectRead::One)?;
+            }
             let pid = find_project(w, r, &c, id, &raw[2..])?;
             project_action(w, r, &c, pid, route)
         }
@@ -252,6 +272,7 @@ fn route(w: &mut World, r: &Req) -> Res {
         ["groups", id, "projects"] => {
             allow(r, &["GET"])?;
             let c = auth::authenticate(w, r.token, Need::Read)?;
+            project_read_limit(w, r, c.user, ProjectRead::Group)?;
             let gid = find_group(w, &c, id)?;
             list_group_projects(w, r, &c, gid)
         }
@@ -353,6 +374,7 @@ fn project_action(w: &mut World, r: &Req, c: &Caller, pid: u64, route: ProjectRo
             Ok(Reply::ok(entities::hook(
                 hook.ok_or_else(Reply::record_not_found)?,
                 true,
+                w.version,
             )))
         }
         Hook(h) if r.method == "PUT" => update_hook(w, r, pid, h),
@@ -418,12 +440,42 @@ fn key_accessible(w: &World, key: u64, user: u64) -> bool {
     })
 }
 
+/// `POST /projects/:id/deploy_keys` as `lib/api/deploy_keys.rb` does it: the
+/// stripped `key` parameter is compared, as text, with the stored
+/// (sanitised) keys, first those on this project (the existing link comes
+/// back, 201, title and `can_push` untouched), then the caller's accessible
+/// keys (linked with this `can_push`). Anything else is a new key, which
+/// fails uniqueness (400) when its material is already stored: so a key
+/// re-posted with a multi-word comment is refused (docs/gitlab-contract.md §2).
 fn create_key(w: &mut World, r: &Req, c: &Caller, pid: u64) -> Res {
     r.require(&["key", "title"])?;
     let can_push = r.boolean("can_push")?.unwrap_or(false);
     let expires_at = parse_time(r, "expires_at")?;
     let title = r.string("title").unwrap_or_default();
-    let Some(parsed) = keys::parse(&r.string("key").unwrap_or_default()) else {
+    let raw = r.string("key").unwrap_or_default().trim().to_string();
+    let same_text = |id: &u64| w.deploy_keys.get(id).is_some_and(|k| k.key == raw);
+    let here = w.projects[&pid].deploy_keys.keys().copied().find(same_text);
+    if let Some(id) = here {
+        let link = &w.projects[&pid].deploy_keys[&id];
+        return Ok(Reply::created(entities::deploy_key(
+            &w.deploy_keys[&id],
+            Some(link),
+        )));
+    }
+    let accessible = w
+        .deploy_keys
+        .keys()
+        .copied()
+        .find(|id| same_text(id) && key_accessible(w, *id, c.user));
+    if let Some(id) = accessible {
+        w.link_key(pid, id, can_push);
+        let link = &w.projects[&pid].deploy_keys[&id];
+        return Ok(Reply::created(entities::deploy_key(
+            &w.deploy_keys[&id],
+            Some(link),
+        )));
+    }
+    let Some(parsed) = keys::parse(&raw) else {
         return Err(Reply::json(
             400,
             json!({ "message": {
@@ -432,20 +484,17 @@ fn create_key(w: &mut World, r: &Req, c: &Caller, pid: u64) -> Res {
             }}),
         ));
     };
-    let fp = keys::fingerprint_sha256(&parsed.blob);
-    if let Some(existing) = w.key_by_fingerprint(&fp) {
-        let linked = w.projects[&pid].deploy_keys.contains_key(&existing);
-        if !linked && !key_accessible(w, existing, c.user) {
-            return Err(Reply::json(
-                400,
-                json!({ "message": {
-                    "deploy_key.fingerprint": ["has already been taken"],
-                    "deploy_key.fingerprint_sha256": ["has already been taken"],
-                }}),
-            ));
-        }
+    if w.key_by_fingerprint(&keys::fingerprint_sha256(&parsed.blob))
+        .is_some()
+    {
+        return Err(Reply::json(
+            400,
+            json!({ "message": {
+                "deploy_key.fingerprint": ["has already been taken"],
+                "deploy_key.fingerprint_sha256": ["has already been taken"],
+            }}),
+        ));
     }
-    // Idempotent: an identical key already on the project comes back as is.
     let id = w.link_or_create_key(pid, &title, &parsed, can_push, expires_at, Some(c.user));
     let link = &w.projects[&pid].deploy_keys[&id];
     Ok(Reply::created(entities::deploy_key(
@@ -530,24 +579,33 @@ const HOOK_TEXT: &[&str] = &[
     "custom_webhook_template",
 ];
 
-/// Test triggers and the log trigger name each produces.
-const TRIGGERS: &[(&str, &str)] = &[
-    ("push_events", "push_hooks"),
-    ("tag_push_events", "tag_push_hooks"),
-    ("issues_events", "issue_hooks"),
-    ("confidential_issues_events", "confidential_issue_hooks"),
-    ("note_events", "note_hooks"),
-    ("merge_requests_events", "merge_request_hooks"),
-    ("job_events", "job_hooks"),
-    ("pipeline_events", "pipeline_hooks"),
-    ("wiki_page_events", "wiki_page_hooks"),
-    ("releases_events", "release_hooks"),
-    ("emoji_events", "emoji_hooks"),
+/// Triggers `POST .../hooks/:id/test/:trigger` accepts (`ProjectHook.triggers`;
+/// anything else is Grape's 400) and the log trigger name a test produces,
+/// `None` for the ones `TestHooks::ProjectService` has no sample data for:
+/// those answer 422 `Testing not available for this hook`
+/// (docs/gitlab-contract.md §10.4).
+const TRIGGERS: &[(&str, Option<&str>)] = &[
+    ("push_events", Some("push_hooks")),
+    ("tag_push_events", Some("tag_push_hooks")),
+    ("issues_events", Some("issue_hooks")),
+    (
+        "confidential_issues_events",
+        Some("confidential_issue_hooks"),
+    ),
+    ("note_events", Some("note_hooks")),
+    ("confidential_note_events", None),
+    ("merge_requests_events", Some("merge_request_hooks")),
+    ("job_events", Some("job_hooks")),
+    ("pipeline_events", Some("pipeline_hooks")),
+    ("wiki_page_events", Some("wiki_page_hooks")),
+    ("deployment_events", None),
+    ("feature_flag_events", None),
+    ("releases_events", Some("release_hooks")),
+    ("emoji_events", Some("emoji_hooks")),
     (
         "resource_access_token_events",
-        "resource_access_token_hooks",
+        Some("resource_access_token_hooks"),
     ),
-    ("deployment_events", "deployment_hooks"),
 ];
 
 fn valid_hook_url(s: &str) -> bool {
@@ -617,19 +675,49 @@ fn merge_pairs(into: &mut Vec<(String, String)>, new: Option<Vec<(String, String
 fn list_hooks(w: &World, r: &Req, pid: u64) -> Res {
     let o = pagination::offset(r.query, 20, 100, false)?;
     let p = &w.projects[&pid];
-    offset_list(w, r, p.hooks.values(), o, |h| entities::hook(h, false))
+    offset_list(w, r, p.hooks.values(), o, |h| {
+        entities::hook(h, false, w.version)
+    })
+}
+
+/// GitLab's default on self-managed (`allow_local_requests_from_web_hooks_and_services`
+/// false): a hook URL to a loopback, private or link-local address is a 422
+/// `{"error":"Invalid url given"}` (docs/gitlab-contract.md §10.7).
+fn refuse_local_url(w: &World, r: &Req) -> Result<(), Reply> {
+    if w.allow_local_hook_urls {
+        return Ok(());
+    }
+    let local = r
+        .string("url")
+        .and_then(|u| url::Url::parse(&u).ok())
+        .is_some_and(|u| match u.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => {
+                ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+            }
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
+            None => false,
+        });
+    if local {
+        return Err(Reply::error(422, "Invalid url given"));
+    }
+    Ok(())
 }
 
 fn create_hook(w: &mut World, r: &Req, pid: u64) -> Res {
     r.require(&["url"])?;
+    refuse_local_url(w, r)?;
     let mut hook = world::new_hook(pid, HookSpec::default());
     apply_hook_params(&mut hook, r)?;
     let id = w.insert_hook(pid, hook);
+    let version = w.version;
     let stored = w.hook_mut(pid, id).expect("just added");
-    Ok(Reply::created(entities::hook(stored, true)))
+    Ok(Reply::created(entities::hook(stored, true, version)))
 }
 
 fn update_hook(w: &mut World, r: &Req, pid: u64, hid: u64) -> Res {
+    refuse_local_url(w, r)?;
+    let version = w.version;
     let h = w.hook_mut(pid, hid).ok_or_else(Reply::record_not_found)?;
     let any = HOOK_FLAGS
         .iter()
@@ -642,28 +730,68 @@ fn update_hook(w: &mut World, r: &Req, pid: u64, hid: u64) -> Res {
     let mut copy = h.clone();
     apply_hook_params(&mut copy, r)?;
     *h = copy;
-    Ok(Reply::ok(entities::hook(h, true)))
+    Ok(Reply::ok(entities::hook(h, true, version)))
 }
 
 /// GitLab's application rate limits (`check_rate_limit!`): 5 per minute
 /// per scope and user, answered with the JSON 429 of §5.3 and no
 /// `RateLimit-*` headers. Hook tests are scoped by project, resends by hook.
 fn app_rate_limit(w: &mut World, name: &'static str, scope: u64, user: u64) -> Result<(), Reply> {
-    const LIMIT: u32 = 5;
+    app_limit(w, name, scope, user, 5, std::time::Duration::from_secs(60))
+}
+
+/// One application limit: `limit` requests per `window` and scope and user,
+/// then the JSON 429 with `Retry-After: <window seconds>` and no
+/// `RateLimit-*` headers (docs/gitlab-contract.md §8).
+fn app_limit(
+    w: &mut World,
+    name: &'static str,
+    scope: u64,
+    user: u64,
+    limit: u32,
+    window: std::time::Duration,
+) -> Result<(), Reply> {
     let slot = w.app_limits.entry((name, scope, user)).or_default();
-    let (count, left) = Window::hit(
-        slot,
-        std::time::Duration::from_secs(60),
-        std::time::Instant::now(),
-    );
-    if count <= LIMIT {
+    let (count, _) = Window::hit(slot, window, std::time::Instant::now());
+    if count <= limit {
         return Ok(());
     }
+    // Newer `API::Helpers::RateLimiter` sends the limit's whole interval.
     Err(Reply::json(
         429,
         json!({ "message": { "error": "This endpoint has been requested too many times. Try again later." } }),
     )
-    .header("retry-after", left.as_secs().max(1).to_string()))
+    .header("retry-after", window.as_secs().max(1).to_string()))
+}
+
+/// The per-user limits on project reads (`project_api`, `projects_api`,
+/// `group_projects_api`), when the simulator has them switched on.
+fn project_read_limit(w: &mut World, r: &Req, user: u64, what: ProjectRead) -> Result<(), Reply> {
+    let Some(limits) = w.endpoint_limits else {
+        return Ok(());
+    };
+    if !r.is_read() {
+        return Ok(());
+    }
+    let minute = std::time::Duration::from_secs(60);
+    match what {
+        ProjectRead::One => app_limit(w, "project_api", 0, user, limits.project, minute),
+        ProjectRead::List => app_limit(w, "projects_api", 0, user, limits.projects, minute * 10),
+        ProjectRead::Group => app_limit(
+            w,
+            "group_projects_api",
+            0,
+            user,
+            limits.group_projects,
+            minute,
+        ),
+    }
+}
+
+enum ProjectRead {
+    One,
+    List,
+    Group,
 }
 
 /// Delivers to the hook's receiver (its status set by
@@ -687,12 +815,17 @@ fn hook_url(w: &World, pid: u64, hid: u64) -> Result<String, Reply> {
         .ok_or_else(Reply::record_not_found)
 }
 
+/// Grape validates `trigger` before the route body finds the hook; the
+/// rate limit counts every test that reaches the service, testable or not.
 fn test_hook(w: &mut World, c: &Caller, pid: u64, hid: u64, trigger: &str) -> Res {
-    let url = hook_url(w, pid, hid)?;
-    let Some((_, log_trigger)) = TRIGGERS.iter().find(|(t, _)| *t == trigger) else {
+    let Some(&(_, log_trigger)) = TRIGGERS.iter().find(|(t, _)| *t == trigger) else {
         return Err(Reply::error(400, "trigger does not have a valid value"));
     };
+    let url = hook_url(w, pid, hid)?;
     app_rate_limit(w, "web_hook_test_api_endpoint", pid, c.user)?;
+    let Some(log_trigger) = log_trigger else {
+        return Err(Reply::message(422, "Testing not available for this hook"));
+    };
     deliver(w, pid, hid, &url, log_trigger)?;
     Ok(Reply::created(json!({ "message": "201 Created" })))
 }
@@ -745,14 +878,31 @@ fn hook_events(w: &World, r: &Req, pid: u64, hid: u64) -> Res {
 struct ListOpts {
     keyset: bool,
     ascending: bool,
-    cursor: Option<u64>,
+    /// `id_after` / `id_before`: plain filters on the project id whatever
+    /// the pagination (`ProjectsFinder#by_ids`, docs/gitlab-contract.md §3, §4).
+    id_after: Option<u64>,
+    id_before: Option<u64>,
     min_level: u32,
     archived: Option<bool>,
     page: Offset,
 }
 
-fn list_opts(r: &Req) -> Result<ListOpts, Reply> {
-    let keyset = r.string("pagination").as_deref() == Some("keyset");
+impl ListOpts {
+    /// Where a walk in the requested order may start (the other bound is
+    /// left to [`keep`]).
+    fn cursor(&self) -> Option<u64> {
+        if self.ascending {
+            self.id_after
+        } else {
+            self.id_before
+        }
+    }
+}
+
+/// `keyset_route`: whether `pagination=keyset` means anything here
+/// (`GET /projects`); elsewhere it is an undeclared parameter, ignored.
+fn list_opts(r: &Req, keyset_route: bool) -> Result<ListOpts, Reply> {
+    let keyset = keyset_route && r.string("pagination").as_deref() == Some("keyset");
     let order_by = r.string("order_by").unwrap_or_else(|| "created_at".into());
     if keyset && order_by != "id" {
         return Err(Reply::error(
@@ -760,16 +910,11 @@ fn list_opts(r: &Req) -> Result<ListOpts, Reply> {
             "Keyset pagination is not yet available for this type of request",
         ));
     }
-    let ascending = r.string("sort").as_deref() == Some("asc");
-    let cursor = if ascending {
-        r.number("id_after")?
-    } else {
-        r.number("id_before")?
-    };
     Ok(ListOpts {
         keyset,
-        ascending,
-        cursor: cursor.filter(|_| keyset),
+        ascending: r.string("sort").as_deref() == Some("asc"),
+        id_after: r.number("id_after")?,
+        id_before: r.number("id_before")?,
         min_level: r.number("min_access_level")?.unwrap_or(0) as u32,
         archived: r.boolean("archived")?,
         page: pagination::offset(r.query, 20, 100, false)?,
@@ -777,8 +922,10 @@ fn list_opts(r: &Req) -> Result<ListOpts, Reply> {
 }
 
 fn keep(w: &World, user: u64, o: &ListOpts, pid: u64) -> bool {
-    w.access_level(pid, user)
-        .is_some_and(|l| l >= o.min_level.max(GUEST))
+    o.id_after.is_none_or(|a| pid > a)
+        && o.id_before.is_none_or(|b| pid < b)
+        && w.access_level(pid, user)
+            .is_some_and(|l| l >= o.min_level.max(GUEST))
         && w.projects
             .get(&pid)
             .is_some_and(|p| o.archived.is_none_or(|a| p.archived == a))
@@ -825,10 +972,10 @@ fn project_page(
 /// `GET /projects`: the caller's projects from the per-user index, so a
 /// keyset page is a B-tree range walk.
 fn list_projects(w: &World, r: &Req, c: &Caller) -> Res {
-    let o = list_opts(r)?;
+    let o = list_opts(r, true)?;
     let empty = Default::default();
     let mine = w.user_projects.get(&c.user).unwrap_or(&empty);
-    let ids: Box<dyn Iterator<Item = u64>> = match (o.ascending, o.cursor) {
+    let ids: Box<dyn Iterator<Item = u64>> = match (o.ascending, o.cursor()) {
         (true, Some(after)) => Box::new(
             mine.range((Bound::Excluded(after), Bound::Unbounded))
                 .map(|(&k, _)| k),
@@ -877,32 +1024,28 @@ fn show_group(w: &World, r: &Req, c: &Caller, gid: u64) -> Res {
     Ok(Reply::ok(v))
 }
 
-/// `GET /groups/:id/projects`: keyset pages merge at most one page from
-/// each group of the subtree; offset pages sort the whole set.
+/// `GET /groups/:id/projects`: offset pagination only (`pagination=keyset`
+/// is ignored, as GitLab's route does, even with the default `order_by`;
+/// `id_after` / `id_before` still filter), and projects shared into the
+/// group listed too unless `with_shared=false` (docs/gitlab-contract.md §3).
 fn list_group_projects(w: &World, r: &Req, c: &Caller, gid: u64) -> Res {
-    let o = list_opts(r)?;
+    let o = list_opts(r, false)?;
     let groups = if r.boolean("include_subgroups")?.unwrap_or(false) {
         w.group_subtree(gid)
     } else {
         vec![gid]
     };
-    let limit = if o.keyset {
-        o.page.per_page + 1
-    } else {
-        usize::MAX
-    };
+    let with_shared = r.boolean("with_shared")?.unwrap_or(true);
     let mut ids: Vec<u64> = Vec::new();
     for g in &groups {
-        let set = &w.groups[g].projects;
-        let it: Box<dyn Iterator<Item = &u64>> = match (o.ascending, o.cursor) {
-            (true, Some(after)) => Box::new(set.range((Bound::Excluded(after), Bound::Unbounded))),
-            (true, None) => Box::new(set.iter()),
-            (false, Some(before)) => Box::new(set.range(..before).rev()),
-            (false, None) => Box::new(set.iter().rev()),
-        };
-        ids.extend(it.copied().filter(|&p| keep(w, c.user, &o, p)).take(limit));
+        ids.extend(w.groups[g].projects.iter().copied());
+    }
+    if with_shared {
+        ids.extend(w.groups[&gid].shared_projects.iter().copied());
     }
     ids.sort_unstable();
+    ids.dedup();
+    ids.retain(|&p| keep(w, c.user, &o, p));
     if !o.ascending {
         ids.reverse();
     }

@@ -4,8 +4,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use super::SimHook;
 use super::world::{AccessToken, DeployKey, Group, HookEvent, KeyLink, Project, User, World};
+use super::{SimHook, SimVersion};
 
 pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -238,11 +238,12 @@ pub(crate) fn deploy_key(k: &DeployKey, link: Option<&KeyLink>) -> Value {
 
 /// `Entities::ProjectHook`: never the token; header and variable values
 /// masked; the list view omits both collections.
-pub(crate) fn hook(h: &SimHook, full: bool) -> Value {
+pub(crate) fn hook(h: &SimHook, full: bool, version: SimVersion) -> Value {
     let mut v = serde_json::to_value(h).unwrap_or_default();
     let Some(m) = v.as_object_mut() else {
         return v;
     };
+    m.retain(|field, _| version.hook_has_field(field));
     for k in [
         "token",
         "recent_failures",
@@ -258,10 +259,28 @@ pub(crate) fn hook(h: &SimHook, full: bool) -> Value {
         let keys = |kv: &[(String, String)]| -> Value {
             kv.iter().map(|(k, _)| json!({ "key": k })).collect()
         };
-        m.insert("custom_headers".into(), keys(&h.custom_headers));
+        if version.hook_has_field("custom_headers") {
+            m.insert("custom_headers".into(), keys(&h.custom_headers));
+        }
         m.insert("url_variables".into(), keys(&h.url_variables));
     }
     v
+}
+
+/// `GET /version` (`lib/api/metadata.rb`): `version`, `revision`, and since
+/// 15.6 `kas` (camelCase keys; `externalK8sProxyUrl` since 17.6) and
+/// `enterprise` (docs/gitlab-contract.md §6).
+pub(crate) fn version(v: SimVersion) -> Value {
+    let mut body = json!({
+        "version": v.version_string(),
+        "revision": "6f5e2b3c1a0",
+        "kas": { "enabled": false, "externalUrl": null, "version": null },
+        "enterprise": false,
+    });
+    if v.has_kas_k8s_proxy_url() {
+        body["kas"]["externalK8sProxyUrl"] = Value::Null;
+    }
+    body
 }
 
 pub(crate) fn hook_event(e: &HookEvent) -> Value {

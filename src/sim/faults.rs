@@ -130,8 +130,41 @@ fn wrong_shape(v: Value) -> Value {
 }
 
 /// The real answer, damaged as `kind` says.
+/// A fixed Ed25519 key that is nobody's: what [`FaultKind::ForeignKey`] serves.
+const FOREIGN_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC5hh88F3Gy9/e6mU6cIsVL1+G53OxMQQ/Mw7pplXECb foreign";
+
+fn foreign_key(v: Value) -> Value {
+    match v {
+        Value::Object(mut m) if m.contains_key("key") => {
+            if let Some(parsed) = super::keys::parse(FOREIGN_KEY) {
+                m.insert("key".into(), json!(parsed.text));
+                m.insert(
+                    "fingerprint_sha256".into(),
+                    json!(super::keys::fingerprint_sha256(&parsed.blob)),
+                );
+                m.insert(
+                    "fingerprint".into(),
+                    json!(super::keys::fingerprint_md5(&parsed.blob)),
+                );
+            }
+            Value::Object(m)
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(foreign_key).collect()),
+        other => other,
+    }
+}
+
 pub(crate) fn damage(kind: Option<&FaultKind>, reply: Reply) -> axum::response::Response {
     match kind {
+        Some(FaultKind::ForeignKey) => match reply.body {
+            ReplyBody::Json(v) => Reply {
+                body: ReplyBody::Json(foreign_key(v)),
+                ..reply
+            }
+            .into_response(),
+            _ => reply.into_response(),
+        },
         Some(FaultKind::TruncatedJson) => {
             let (bytes, ctype) = reply.body_bytes();
             let cut = bytes[..bytes.len() / 2].to_vec();

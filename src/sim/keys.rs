@@ -6,9 +6,10 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use sha2::{Digest, Sha256};
 
-/// A validated OpenSSH public key: `<type> <base64>` plus its decoded blob.
+/// A validated OpenSSH public key: its stored text plus its decoded blob.
 pub(crate) struct ParsedKey {
-    /// Normalised `<type> <base64>`, comment dropped.
+    /// As GitLab stores it: `<type> <base64>` and the comment's first word
+    /// only (`Gitlab::SSHPublicKey.sanitize`, docs/gitlab-contract.md §1).
     pub text: String,
     pub blob: Vec<u8>,
 }
@@ -22,15 +23,19 @@ pub(crate) fn parse(openssh: &str) -> Option<ParsedKey> {
     let b64 = parts.next()?;
     let blob = STANDARD.decode(b64).ok()?;
     ssh_key::PublicKey::from_openssh(&format!("{kind} {b64}")).ok()?;
-    Some(ParsedKey {
-        text: format!("{kind} {b64}"),
-        blob,
-    })
+    let text = match parts.next() {
+        Some(comment) => format!("{kind} {b64} {comment}"),
+        None => format!("{kind} {b64}"),
+    };
+    Some(ParsedKey { text, blob })
 }
 
-/// `"SHA256:" + unpadded base64(sha256(blob))`, as `ssh-keygen -lf`.
+/// Unpadded base64 of sha256(blob), *without* `SHA256:`: GitLab strips the
+/// prefix before storing (`app/models/key.rb`, `generate_fingerprint`) and
+/// reads the 32 bytes back unpadded (`sha256_attribute`), whatever its API
+/// docs' example shows (docs/gitlab-contract.md §1).
 pub fn fingerprint_sha256(blob: &[u8]) -> String {
-    format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(blob)))
+    STANDARD_NO_PAD.encode(Sha256::digest(blob))
 }
 
 /// MD5 of the blob as colon-separated lowercase hex.

@@ -15,6 +15,7 @@ mod pagination;
 mod reply;
 mod server;
 mod throttle;
+mod version;
 mod world;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use keys::{fingerprint_md5, fingerprint_sha256};
+pub use version::SimVersion;
 use world::World;
 
 /// Handle on a running simulator. Dropping it stops the server.
@@ -39,13 +41,31 @@ pub struct Sim {
 pub struct SimDeployKey {
     pub id: u64,
     pub title: String,
-    /// The key as stored: `<type> <base64>` (without the comment).
+    /// The key as GitLab stores it: `<type> <base64> [first comment word]`.
     pub key: String,
     pub fingerprint: String,
+    /// As GitLab serves it: unpadded base64, no `SHA256:` prefix.
     pub fingerprint_sha256: String,
     pub can_push: bool,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+impl SimDeployKey {
+    /// The fingerprint as `ssh-keygen -lf` (and glwarden) writes it.
+    pub fn ssh_fingerprint(&self) -> String {
+        format!("SHA256:{}", self.fingerprint_sha256)
+    }
+}
+
+/// Per-user application limits on project reads: `GET /projects/:id` per
+/// minute, `GET /projects` per 10 minutes, `GET /groups/:id/projects` per
+/// minute (GitLab.com: 400, 2,000, 600).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointLimits {
+    pub project: u32,
+    pub projects: u32,
+    pub group_projects: u32,
 }
 
 /// What a test wants a new hook to look like; the rest takes GitLab defaults.
@@ -85,7 +105,8 @@ pub struct SimHook {
     pub description: Option<String>,
     pub token: Option<String>,
     pub push_events: bool,
-    pub push_events_branch_filter: String,
+    /// `null` until set (a text column without default).
+    pub push_events_branch_filter: Option<String>,
     pub branch_filter_strategy: String,
     pub tag_push_events: bool,
     pub merge_requests_events: bool,
@@ -93,7 +114,8 @@ pub struct SimHook {
     pub issues_events: bool,
     pub confidential_issues_events: bool,
     pub note_events: bool,
-    pub confidential_note_events: bool,
+    /// `null` on a new hook until set (docs/gitlab-contract.md §10.9).
+    pub confidential_note_events: Option<bool>,
     pub pipeline_events: bool,
     pub wiki_page_events: bool,
     pub deployment_events: bool,
@@ -240,6 +262,9 @@ pub enum FaultKind {
         #[serde(default)]
         retry_after: Option<u64>,
     },
+    /// The answer's deploy keys carry another key's material (`key` and
+    /// fingerprints): GitLab never confirms the key glwarden added.
+    ForeignKey,
 }
 
 impl FaultKind {
@@ -282,6 +307,21 @@ impl Sim {
             addr,
             shutdown,
         })
+    }
+
+    /// Acts as GitLab `version` from now on (the latest release by default).
+    pub fn set_version(&self, version: SimVersion) {
+        self.w().version = version;
+    }
+
+    /// Switches the per-endpoint application limits on (or off with `None`).
+    pub fn set_endpoint_limits(&self, limits: Option<EndpointLimits>) {
+        self.w().endpoint_limits = limits;
+    }
+
+    /// The admin setting that lets hooks point at local and private addresses.
+    pub fn allow_local_hook_urls(&self, allow: bool) {
+        self.w().allow_local_hook_urls = allow;
     }
 
     /// "http://127.0.0.1:PORT": API under /api/v4, OAuth under /oauth.
@@ -356,6 +396,11 @@ impl Sim {
 
     pub fn add_project(&self, path_with_namespace: &str) -> u64 {
         self.w().add_project(path_with_namespace)
+    }
+
+    /// Shares `project` with `group` at most at `max_level` (0 removes it).
+    pub fn share_project(&self, project: u64, group: u64, max_level: u32) {
+        self.w().share_project(project, group, max_level)
     }
 
     pub fn set_member(&self, project: u64, user: u64, access_level: u32) {

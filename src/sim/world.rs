@@ -100,6 +100,8 @@ pub(crate) struct Group {
     pub members: BTreeMap<u64, u32>,
     pub projects: BTreeSet<u64>,
     pub subgroups: BTreeSet<u64>,
+    /// Projects of other groups shared into this one (`project_group_links`).
+    pub shared_projects: BTreeSet<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +126,9 @@ pub(crate) struct Project {
     pub last_activity_at: DateTime<Utc>,
     pub marked_for_deletion_on: Option<NaiveDate>,
     pub members: BTreeMap<u64, u32>,
+    /// Groups the project is shared with, and the highest role the share
+    /// gives (`project_group_links.group_access`).
+    pub shared_with: BTreeMap<u64, u32>,
     pub deploy_keys: BTreeMap<u64, KeyLink>,
     pub hooks: BTreeMap<u64, SimHook>,
     /// Effective access per user (direct or inherited), mirrored in
@@ -246,6 +251,14 @@ pub(crate) enum Lookup {
 #[derive(Debug, Serialize)]
 pub(crate) struct World {
     pub base_url: String,
+    /// The GitLab release the simulator acts as.
+    pub version: super::SimVersion,
+    /// Application limits on project reads, when switched on (GitLab.com,
+    /// and self-managed defaults since 18.1); off as on older self-managed.
+    pub endpoint_limits: Option<super::EndpointLimits>,
+    /// The admin setting `allow_local_requests_from_web_hooks_and_services`
+    /// (false by default, as on a new self-managed GitLab).
+    pub allow_local_hook_urls: bool,
     #[serde(skip)]
     ids: Ids,
     pub users: BTreeMap<u64, User>,
@@ -288,6 +301,9 @@ impl World {
     pub fn new(base_url: &str) -> World {
         World {
             base_url: base_url.to_string(),
+            version: super::SimVersion::default(),
+            allow_local_hook_urls: false,
+            endpoint_limits: None,
             ids: Ids::default(),
             users: BTreeMap::new(),
             tokens: HashMap::new(),
@@ -451,6 +467,7 @@ impl World {
                 members: BTreeMap::new(),
                 projects: BTreeSet::new(),
                 subgroups: BTreeSet::new(),
+                shared_projects: BTreeSet::new(),
             },
         );
         if let Some(p) = parent_id.and_then(|p| self.groups.get_mut(&p)) {
@@ -501,11 +518,29 @@ impl World {
             .group_subtree(group)
             .iter()
             .filter_map(|g| self.groups.get(g))
-            .flat_map(|g| g.projects.iter().copied())
+            .flat_map(|g| g.projects.iter().chain(&g.shared_projects).copied())
             .collect();
         for p in projects {
             self.recompute_access(p);
         }
+    }
+
+    /// Shares `project` with `group` (Settings > Members > Invite group):
+    /// the group's members get the lower of their own role and `max_level`
+    /// on the project. `max_level` 0 removes the share.
+    pub fn share_project(&mut self, project: u64, group: u64, max_level: u32) {
+        let (Some(p), Some(g)) = (self.projects.get_mut(&project), self.groups.get_mut(&group))
+        else {
+            return;
+        };
+        if max_level == 0 {
+            p.shared_with.remove(&group);
+            g.shared_projects.remove(&project);
+        } else {
+            p.shared_with.insert(group, max_level);
+            g.shared_projects.insert(project);
+        }
+        self.recompute_access(project);
     }
 
     /// The highest level a user holds through the project's group chain.
@@ -522,10 +557,22 @@ impl World {
             return;
         };
         let mut eff: HashMap<u64, u32> = p.members.iter().map(|(&u, &l)| (u, l)).collect();
+        let mut grant = |u: u64, l: u32| {
+            let e = eff.entry(u).or_insert(l);
+            *e = (*e).max(l);
+        };
         for g in self.group_chain(p.namespace_id) {
             for (&u, &l) in &g.members {
-                let e = eff.entry(u).or_insert(l);
-                *e = (*e).max(l);
+                grant(u, l);
+            }
+        }
+        // A share gives the lower of the member's role and the share's
+        // (GitLab's project_authorizations; docs/gitlab-contract.md §4).
+        for (&shared, &max) in &p.shared_with {
+            for g in self.group_chain(shared) {
+                for (&u, &l) in &g.members {
+                    grant(u, l.min(max));
+                }
             }
         }
         let p = self.projects.get_mut(&pid).expect("checked above");
@@ -569,6 +616,7 @@ impl World {
                 last_activity_at: now,
                 marked_for_deletion_on: None,
                 members: BTreeMap::new(),
+                shared_with: BTreeMap::new(),
                 deploy_keys: BTreeMap::new(),
                 hooks: BTreeMap::new(),
                 effective: HashMap::new(),
@@ -870,15 +918,16 @@ impl World {
     }
 
     /// Executes a delivery answered with `status` (0 = connection error):
-    /// logs it, then re-enables on 2xx or backs off on failure. Returns
-    /// false when the hook does not exist.
+    /// logs it, then re-enables on 2xx or 3xx (`response_category` `:ok`)
+    /// or backs off on anything else. Returns false when the hook does not
+    /// exist.
     pub fn record_delivery(&mut self, project: u64, hook: u64, status: u16, trigger: &str) -> bool {
         let event_id = next(&mut self.ids.event);
         let Some(h) = self.hook_mut(project, hook) else {
             return false;
         };
         let now = Utc::now();
-        let ok = (200..300).contains(&status);
+        let ok = (200..400).contains(&status);
         if ok {
             // WebHook#enable!
             h.recent_failures = 0;
@@ -996,7 +1045,7 @@ pub(crate) fn new_hook(project: u64, spec: HookSpec) -> SimHook {
         description: None,
         token: spec.token,
         push_events: spec.push_events,
-        push_events_branch_filter: String::new(),
+        push_events_branch_filter: None,
         branch_filter_strategy: "wildcard".to_string(),
         tag_push_events: spec.tag_push_events,
         merge_requests_events: spec.merge_requests_events,
@@ -1004,7 +1053,8 @@ pub(crate) fn new_hook(project: u64, spec: HookSpec) -> SimHook {
         issues_events: false,
         confidential_issues_events: false,
         note_events: false,
-        confidential_note_events: false,
+        // The column has no default: a new hook answers `null`.
+        confidential_note_events: None,
         pipeline_events: false,
         wiki_page_events: false,
         deployment_events: false,

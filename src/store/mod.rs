@@ -17,7 +17,7 @@ mod quiet;
 mod repairs;
 mod summary;
 
-pub use repairs::{EventRow, JournalRow, NewEvent};
+pub use repairs::{EventRow, JournalRow, MANUAL_CAUSE, NewEvent};
 pub use summary::{HealthSummary, Problem};
 
 use crate::gitlab::oauth::OAuthPair;
@@ -145,6 +145,14 @@ impl HealthRow {
             .or(self.state.as_deref())
             .and_then(|s| State::from_str(s).ok())
             .unwrap_or(State::Unknown)
+    }
+
+    /// The last definite state, unless an unknown or blocked check hides it.
+    pub fn definite_state(&self) -> Option<State> {
+        if self.pending.is_some() {
+            return None;
+        }
+        self.state.as_deref().and_then(|s| State::from_str(s).ok())
     }
 
     /// The detail to show, with the last known state when it is hidden by a pending condition.
@@ -781,11 +789,16 @@ const FOLD_OBSERVATION: &str = "
                              ELSE excluded.pending_since END";
 
 /// Creates `path` with mode 0600 if it does not exist, so that SQLite never
-/// creates it with the process umask; an existing file is tightened to 0600.
+/// creates it with the process umask (its folders 0700); an existing file is
+/// tightened to 0600 through its own descriptor. A symbolic link is refused:
+/// tightening or writing through it would act on a file someone else chose.
 fn create_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
     }
     match std::fs::OpenOptions::new()
         .write(true)
@@ -795,9 +808,18 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is a symbolic link; glwarden does not follow one to its database",
+                ));
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)?;
+            if file.metadata()?.permissions().mode() & 0o077 != 0 {
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             }
             Ok(())
         }
@@ -1176,6 +1198,30 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("sub"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700,
+            "its folder is glwarden's own"
+        );
+        // A symbolic link in its place is refused, and its target untouched.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = Store::open(&link).await.unwrap_err().to_string();
+        assert!(
+            err.contains("symbolic link") && err.contains("link.db"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            0o644
         );
 
         let conn = store

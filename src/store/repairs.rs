@@ -53,6 +53,9 @@ pub struct NewEvent<'a> {
 /// Actions that change GitLab, counted against the budget and cooldown.
 const REPAIR_ACTIONS: &str = "('regenerate_deploy_key','make_key_read_only','create_webhook','fix_webhook','reenable_webhook','delete_duplicate_hooks','follow_rename')";
 
+/// The cause recorded for a person's `glwarden regenerate`.
+pub const MANUAL_CAUSE: &str = "glwarden regenerate";
+
 impl Store {
     pub async fn project(&self, id: i64) -> Result<Option<ProjectRow>, StoreError> {
         Ok(
@@ -231,6 +234,43 @@ impl Store {
         .bind(t)
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    /// Automatic repairs of a component that failed one after another, newest
+    /// first, since `since` (its state's last change): the count stops at a
+    /// repair that worked and at a person's `glwarden regenerate`. A
+    /// `repair_stopped` event reached before either counts as
+    /// [`crate::repair::MAX_FAILED_REPAIRS`] (GitLab refused for good).
+    pub async fn failed_repairs_in_a_row(
+        &self,
+        project_id: i64,
+        component: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<i64, StoreError> {
+        let recent: Vec<(String, String, String)> = sqlx::query_as(&format!(
+            "SELECT action, outcome, cause FROM events
+             WHERE project_id = ?1 AND component = ?2
+               AND (action IN {REPAIR_ACTIONS} OR action = ?4)
+               AND (?3 IS NULL OR at >= ?3)
+             ORDER BY id DESC LIMIT 20"
+        ))
+        .bind(project_id)
+        .bind(component)
+        .bind(since)
+        .bind(crate::repair::STOPPED_EVENT)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut failed = 0;
+        for (action, outcome, cause) in &recent {
+            if action == crate::repair::STOPPED_EVENT {
+                return Ok(failed.max(crate::repair::MAX_FAILED_REPAIRS));
+            }
+            if !outcome.starts_with("failed") || cause == MANUAL_CAUSE {
+                break;
+            }
+            failed += 1;
+        }
+        Ok(failed)
     }
 
     /// When a component of a project was last repaired, for the cooldown.

@@ -12,7 +12,7 @@ use glwarden::check::{Checker, Selection};
 use glwarden::config::Config;
 use glwarden::health::{Component, State};
 use glwarden::keys::{GeneratedKey, generate_ed25519};
-use glwarden::sim::{HookSpec, Sim};
+use glwarden::sim::{HookSpec, Sim, SimVersion};
 use glwarden::store::Store;
 
 pub const TOKEN: &str = "glpat-fixture-SECRET-token-0001";
@@ -20,6 +20,8 @@ pub const HOOK_TEMPLATE: &str = "https://ci.example.com/hooks/{id}";
 
 pub struct Fixture {
     pub sim: Sim,
+    /// The GitLab release the simulator acts as (`GLWARDEN_SIM_VERSION`).
+    pub version: SimVersion,
     pub dir: tempfile::TempDir,
     pub user: u64,
     /// The connection's request budget in configs written from now on.
@@ -36,6 +38,12 @@ pub struct Connected {
 impl Fixture {
     pub async fn new() -> Fixture {
         let sim = Sim::start().await.expect("simulator starts");
+        // .ci/run runs the check and repair suites once per GitLab release
+        // the simulator can act as (docs/gitlab-contract.md).
+        let version: SimVersion = std::env::var("GLWARDEN_SIM_VERSION")
+            .map(|v| v.parse().expect("GLWARDEN_SIM_VERSION"))
+            .unwrap_or_default();
+        sim.set_version(version);
         let user = sim.add_user("ci-bot");
         sim.add_access_token(user, TOKEN, &["api"], None);
         let dir = tempfile::tempdir().unwrap();
@@ -50,6 +58,7 @@ impl Fixture {
         f.write_all(TOKEN.as_bytes()).unwrap();
         Fixture {
             sim,
+            version,
             dir,
             user,
             requests_per_minute: 60_000.into(),
@@ -128,6 +137,17 @@ impl Fixture {
     pub async fn check(&self, checker: &Checker) {
         checker.run(&Selection::All).await.expect("check runs");
     }
+}
+
+/// The GitLab ids of the projects in the inventory.
+pub async fn active_ids(store: &Store) -> Vec<i64> {
+    store
+        .active_projects()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.gitlab_id)
+        .collect()
 }
 
 /// The shown states of a project's components, by GitLab id.
