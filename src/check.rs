@@ -121,6 +121,12 @@ impl Checker {
         store: Store,
         metrics: Option<&Arc<Metrics>>,
     ) -> Result<Self, CheckError> {
+        // Before any request or write: stored ids go only to their instance.
+        store.verify_connections(cfg.connection_urls()).await?;
+        // What repairs may rewrite: hooks to a URL glwarden was configured for.
+        if let Some(template) = &cfg.raw.expect.webhook_url {
+            store.remember_hook_url_template(template).await?;
+        }
         let mut clients = BTreeMap::new();
         for (name, conn) in &cfg.connections {
             let oauth = match &conn.oauth {
@@ -181,21 +187,33 @@ impl Checker {
             tracing::info!(resumed, failed, "repair journal replayed");
         }
         let now = Utc::now();
+        // Connections are asked at the same time: one that GitLab slows
+        // down or pauses delays no other.
+        let probed = futures::future::join_all(self.clients.iter().map(|(name, client)| {
+            let conn = &self.cfg.connections[name];
+            async move {
+                let id = self
+                    .store
+                    .connection_id(name, conn.base_url.as_str())
+                    .await?;
+                // Each sweep asks a connection again, whatever an earlier
+                // sweep was told to wait beyond the cap.
+                client.forget_refusal();
+                let verdict = probe_connection(
+                    client,
+                    conn.kind,
+                    self.cfg.raw.check.token_expiry_warning_days,
+                )
+                .await;
+                Ok::<_, StoreError>((name, client, id, verdict))
+            }
+        }))
+        .await;
         let mut handles = BTreeMap::new();
         let mut verdicts = BTreeMap::new();
         let mut batch = Vec::new();
-        for (name, client) in &self.clients {
-            let conn = &self.cfg.connections[name];
-            let id = self
-                .store
-                .connection_id(name, conn.base_url.as_str())
-                .await?;
-            let verdict = probe_connection(
-                client,
-                conn.kind,
-                self.cfg.raw.check.token_expiry_warning_days,
-            )
-            .await;
+        for probed in probed {
+            let (name, client, id, verdict) = probed?;
             tracing::info!(connection = %name, state = %verdict.observation.state(), detail = verdict.observation.detail(), "connection checked");
             batch.push((Component::Connection, id, verdict.observation.clone()));
             handles.insert(
@@ -220,103 +238,118 @@ impl Checker {
         summary.problems = synced.problems;
 
         // A whole sweep streams the inventory from the store rather than
-        // holding it: at 100,000 projects the rows would be tens of MB.
-        let (counts, projects): (std::collections::HashMap<String, usize>, ProjectStream<'_>) =
-            match selection {
-                Selection::All => (
-                    self.store.active_counts().await?,
-                    self.store.stream_active_projects(),
-                ),
-                Selection::One(_) => {
-                    let mut rows: Vec<CheckTarget> = selection
-                        .projects(&self.store)
-                        .await?
-                        .iter()
-                        .map(CheckTarget::from)
-                        .collect();
-                    // The order of the stream and of the bulk listing.
-                    rows.sort_by(|a, b| {
-                        (a.connection_id, a.gitlab_id).cmp(&(b.connection_id, b.gitlab_id))
-                    });
-                    let mut counts = std::collections::HashMap::new();
-                    for p in &rows {
-                        *counts.entry(p.connection.clone()).or_default() += 1;
+        // holding it: at 100,000 projects the rows would be tens of MB. Each
+        // connection's projects go through a pipeline of their own (its bulk
+        // listing, its spread, `check.concurrency` checks in flight), so a
+        // connection that GitLab slows down holds up no other's checks.
+        let mut per_connection: BTreeMap<String, ProjectStream<'_>> = BTreeMap::new();
+        let counts: std::collections::HashMap<String, usize> = match selection {
+            Selection::All => {
+                let counts = self.store.active_counts().await?;
+                for (name, handle) in &handles {
+                    if counts.get(name).is_some_and(|n| *n > 0) {
+                        per_connection
+                            .insert(name.clone(), self.store.stream_active_projects(handle.id));
                     }
-                    (
-                        counts,
-                        futures::stream::iter(rows.into_iter().map(Ok)).boxed(),
-                    )
                 }
-            };
-        let total = counts.values().sum::<usize>().max(1) as u32;
-        // Each project takes its entry of the bulk listing as the listing
-        // passes it (in order, one at a time), then the checks run
-        // concurrently. The step owns the listings while it waits on one.
-        let listings = self.start_bulk_listings(&handles, &counts);
-        let projects = futures::stream::unfold(
-            (projects, listings),
-            |(mut projects, mut listings)| async move {
-                let taken = match projects.next().await? {
-                    Ok(project) => {
-                        let from_list = match listings.get_mut(&project.connection) {
-                            Some(listing) => listing.take(project.gitlab_id as u64).await,
-                            None => None,
-                        };
-                        Ok((project, from_list))
-                    }
-                    Err(e) => Err(e),
-                };
-                Some((taken, (projects, listings)))
-            },
-        )
-        .boxed();
+                counts
+            }
+            Selection::One(_) => {
+                let mut rows: BTreeMap<String, Vec<CheckTarget>> = BTreeMap::new();
+                for p in selection.projects(&self.store).await? {
+                    rows.entry(p.connection.clone())
+                        .or_default()
+                        .push(CheckTarget::from(&p));
+                }
+                let mut counts = std::collections::HashMap::new();
+                for (name, mut rows) in rows {
+                    // The order of the stream and of the bulk listing.
+                    rows.sort_by_key(|p| p.gitlab_id);
+                    counts.insert(name.clone(), rows.len());
+                    per_connection.insert(
+                        name,
+                        futures::stream::iter(rows.into_iter().map(Ok)).boxed(),
+                    );
+                }
+                counts
+            }
+        };
+        let mut listings = self.start_bulk_listings(&handles, &counts);
         let started_at = tokio::time::Instant::now();
         let cancel = options.cancel.clone().unwrap_or_default();
         let checks = self.project_checks();
         let verdicts = Arc::new(verdicts);
-        let mut outcomes = projects
-            .enumerate()
-            .map(|(i, project)| {
-                let project = project.map(|(project, from_list)| {
-                    let client = self.clients[&project.connection].clone();
-                    (project, client, from_list)
-                });
-                // Project i starts no earlier than i/n of the way through the spread.
-                let start = started_at
-                    + options
-                        .spread
-                        .map(|s| s / total * i as u32)
-                        .unwrap_or_default();
-                let (cancel, checks, verdicts) = (cancel.clone(), checks.clone(), verdicts.clone());
-                async move {
-                    let (project, client, from_list) = project?;
-                    // Unpaced (or late) checks start at once: a timer per
-                    // project would cost a trip through the timer wheel.
-                    if start > tokio::time::Instant::now() {
-                        tokio::select! {
-                            biased;
-                            _ = cancel.cancelled() => return Ok(None),
-                            _ = tokio::time::sleep_until(start) => {}
+        let concurrency = self.cfg.raw.check.concurrency;
+        let pipelines = per_connection.into_iter().map(|(name, projects)| {
+            let total = counts.get(&name).copied().unwrap_or(0).max(1) as u32;
+            let client = self.clients[&name].clone();
+            // Each project takes its entry of the bulk listing as the
+            // listing passes it (in order, one at a time), then the checks
+            // run concurrently. The step owns the listing while it waits.
+            let projects = futures::stream::unfold(
+                (projects, listings.remove(&name)),
+                |(mut projects, mut listing)| async move {
+                    let taken = match projects.next().await? {
+                        Ok(project) => {
+                            let from_list = match listing.as_mut() {
+                                Some(listing) => listing.take(project.gitlab_id as u64).await,
+                                None => None,
+                            };
+                            Ok((project, from_list))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Some((taken, (projects, listing)))
+                },
+            );
+            let (cancel, checks, verdicts) = (cancel.clone(), checks.clone(), verdicts.clone());
+            projects
+                .enumerate()
+                .map(move |(i, project)| {
+                    // Project i starts no earlier than i/n of the way through the spread.
+                    let start = started_at
+                        + options
+                            .spread
+                            .map(|s| s / total * i as u32)
+                            .unwrap_or_default();
+                    let (cancel, checks, verdicts, client) = (
+                        cancel.clone(),
+                        checks.clone(),
+                        verdicts.clone(),
+                        client.clone(),
+                    );
+                    async move {
+                        let (project, from_list) = project?;
+                        // Unpaced (or late) checks start at once: a timer per
+                        // project would cost a trip through the timer wheel.
+                        if start > tokio::time::Instant::now() {
+                            tokio::select! {
+                                biased;
+                                _ = cancel.cancelled() => return Ok(None),
+                                _ = tokio::time::sleep_until(start) => {}
+                            }
+                        }
+                        if cancel.is_cancelled() {
+                            return Ok(None);
+                        }
+                        let task = tokio::spawn(async move {
+                            let verdict = &verdicts[&project.connection];
+                            checks
+                                .check_project(&client, verdict, project, from_list)
+                                .await
+                        });
+                        // Aborted if the sweep is dropped before it completes.
+                        match tokio_util::task::AbortOnDropHandle::new(task).await {
+                            Ok(outcome) => Ok::<_, StoreError>(Some(outcome)),
+                            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                            Err(_) => Ok(None),
                         }
                     }
-                    if cancel.is_cancelled() {
-                        return Ok(None);
-                    }
-                    let task = tokio::spawn(async move {
-                        let verdict = &verdicts[&project.connection];
-                        checks
-                            .check_project(&client, verdict, project, from_list)
-                            .await
-                    });
-                    // Aborted if the sweep is dropped before it completes.
-                    match tokio_util::task::AbortOnDropHandle::new(task).await {
-                        Ok(outcome) => Ok::<_, StoreError>(Some(outcome)),
-                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                        Err(_) => Ok(None),
-                    }
-                }
-            })
-            .buffer_unordered(self.cfg.raw.check.concurrency);
+                })
+                .buffer_unordered(concurrency)
+                .boxed()
+        });
+        let mut outcomes = futures::stream::select_all(pipelines);
 
         // Writes go to their own task, so that the store never holds up the
         // requests in flight; a bounded channel keeps memory flat.

@@ -113,6 +113,9 @@ enum Command {
     /// Print a project's deploy key for the CI that clones with it.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Work with the connections the store knows.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
     /// Run a check against the built-in GitLab simulator, seeded with projects
     /// in every state. Needs no network and no setup.
     Demo(DemoArgs),
@@ -190,6 +193,21 @@ enum KeyCommand {
     Private {
         /// Numeric GitLab project id or path.
         project: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectionCommand {
+    /// Point a connection's stored project, key and hook ids at a new address
+    /// of the same GitLab instance (after a move or rename). Only you can
+    /// confirm it is the same instance: ids applied to another GitLab would
+    /// touch other people's projects.
+    Move {
+        /// The connection's name, as in the configuration.
+        name: String,
+        /// Its new base URL; must be the `url` the configuration now gives it.
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 
@@ -302,6 +320,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let store = Store::open(&cfg.raw.store.path).await?;
+    if let Command::Connection(ConnectionCommand::Move { name, to }) = command {
+        let outcome = move_connection(&cfg, &store, &name, &to).await;
+        store.close().await;
+        return outcome;
+    }
+    // Every other command works with stored ids: never against another instance.
+    store.verify_connections(cfg.connection_urls()).await?;
     let named = Named {
         store: &store,
         connection: cli.connection.as_deref(),
@@ -379,10 +404,43 @@ async fn execute(command: Command, cfg: Arc<Config>, named: Named<'_>) -> anyhow
             Ok(0)
         }
         Command::Project(cmd) => project_command(cmd, cfg, named).await,
-        Command::Config(_) | Command::Demo(_) | Command::Run => {
+        Command::Config(_) | Command::Demo(_) | Command::Run | Command::Connection(_) => {
             unreachable!("handled before the store is opened")
         }
     }
+}
+
+/// `glwarden connection move NAME --to URL`.
+async fn move_connection(cfg: &Config, store: &Store, name: &str, to: &str) -> anyhow::Result<u8> {
+    let conn = cfg.connections.get(name).with_context(|| {
+        format!(
+            "connection `{name}` is not in {}: add it there with url = \"{to}\" first",
+            cfg.file.display()
+        )
+    })?;
+    let to = crate::config::parse_base_url(to).map_err(|e| anyhow::anyhow!("--to `{to}`: {e}"))?;
+    // The store keeps the form the configuration is parsed into.
+    if to.as_str() != conn.base_url.as_str() {
+        anyhow::bail!(
+            "connection `{name}` has url {} in {}, not {to}: edit the file first, then move to the same url",
+            conn.base_url,
+            cfg.file.display()
+        );
+    }
+    match store.move_connection(name, conn.base_url.as_str()).await? {
+        Some((was, _)) if was == conn.base_url.as_str() => {
+            println!("connection `{name}` is already at {was}; nothing changed");
+        }
+        Some((was, projects)) => println!(
+            "connection `{name}` moved from {was} to {}: the stored ids of its {projects} projects now refer to it",
+            conn.base_url
+        ),
+        None => println!(
+            "connection `{name}` has nothing in the store yet; it will be registered at {} on first use",
+            conn.base_url
+        ),
+    }
+    Ok(0)
 }
 
 /// How PROJECT arguments are resolved: by numeric id, path or config name,

@@ -232,6 +232,10 @@ pub struct ScheduleConfig {
     /// On SIGTERM, how long checks already started may take to finish.
     #[serde(default = "default_grace")]
     pub shutdown_grace_seconds: u64,
+    /// A sweep still running after this many intervals is cancelled: its
+    /// started checks finish, the rest wait for the next sweep.
+    #[serde(default = "default_sweep_deadline")]
+    pub sweep_deadline_intervals: f64,
 }
 
 impl Default for ScheduleConfig {
@@ -240,6 +244,7 @@ impl Default for ScheduleConfig {
             cron: default_cron(),
             spread: default_spread(),
             shutdown_grace_seconds: default_grace(),
+            sweep_deadline_intervals: default_sweep_deadline(),
         }
     }
 }
@@ -252,6 +257,13 @@ fn default_spread() -> f64 {
 }
 fn default_grace() -> u64 {
     30
+}
+
+/// Generous: a sweep longer than its interval is normal for a large fleet
+/// under a request budget (ticks meanwhile are skipped, never queued); the
+/// deadline is for a sweep that no longer gets anywhere.
+fn default_sweep_deadline() -> f64 {
+    4.0
 }
 
 /// Parses a cron expression the way the scheduler does (seconds required).
@@ -650,6 +662,13 @@ impl fmt::Debug for Connection {
 }
 
 impl Config {
+    /// Each connection's name and `url` in the form the store keeps.
+    pub fn connection_urls(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.connections
+            .iter()
+            .map(|(name, conn)| (name.as_str(), conn.base_url.as_str()))
+    }
+
     /// What is valid but may not work everywhere: expected event flags that
     /// older GitLab releases do not return (a hook there is judged without
     /// them; the detail says so). Each names the key at fault.
@@ -800,7 +819,8 @@ fn strip_key_suffix(message: &str) -> String {
     }
 }
 
-fn parse_base_url(raw: &str) -> Result<Url, String> {
+/// A connection's `url`, checked, in the form the store keeps it.
+pub fn parse_base_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("`{raw}` must be an http:// or https:// URL"));
@@ -868,6 +888,16 @@ fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
     }
     if !(0.0..=1.0).contains(&raw.schedule.spread) {
         return Err(("schedule.spread".into(), "must be between 0 and 1".into()));
+    }
+    // Past the spread, or a paced sweep would be cancelled before its last check.
+    if !(raw.schedule.sweep_deadline_intervals.is_finite()
+        && raw.schedule.sweep_deadline_intervals > raw.schedule.spread
+        && raw.schedule.sweep_deadline_intervals <= 1000.0)
+    {
+        return Err((
+            "schedule.sweep_deadline_intervals".into(),
+            "must be more than schedule.spread and at most 1000".into(),
+        ));
     }
     raw.http
         .listen

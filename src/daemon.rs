@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::check::{Checker, RunOptions, RunSummary, Selection};
 use crate::config::{Config, parse_cron};
 use crate::health::{Severity, State};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SweepOutcome};
 use crate::server::{AppState, Liveness};
 use crate::store::Store;
 
@@ -40,6 +40,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let store = Store::open(&cfg.raw.store.path).await?;
+    // Refused before anything is served or asked: see `connection move`.
+    store.verify_connections(cfg.connection_urls()).await?;
     let metrics = Metrics::new(cfg.raw.metrics.per_project);
     // What was last known is served from the first scrape on.
     metrics.publish(&store.health_summary(per_project_all(&cfg)).await?);
@@ -121,6 +123,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         checker: Arc::new(Checker::new(cfg, store.clone(), Some(&metrics)).await?),
         cancel: CancellationToken::new(),
+        running: None,
     };
     // The first sweep starts now rather than at the first cron tick.
     let mut sweep: Option<JoinHandle<SweepResult>> = Some(daemon.start_sweep());
@@ -132,6 +135,33 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
+                // A sweep past its deadline is told to stop starting checks;
+                // one still running long after that is stuck, and the loop
+                // stops vouching for the daemon so that systemd restarts it.
+                if let Some(running) = daemon.running.as_mut().filter(|_| sweep.is_some()) {
+                    let ran = running.started.elapsed();
+                    let deadline = sweep_deadline(&daemon.cfg);
+                    if ran > deadline && !running.cancel.is_cancelled() {
+                        tracing::warn!(
+                            ran_seconds = ran.as_secs(),
+                            deadline_seconds = deadline.as_secs(),
+                            "sweep past its deadline (schedule.sweep_deadline_intervals): no new checks start; the rest wait for the next sweep"
+                        );
+                        running.cancel.cancel();
+                    }
+                    let stuck_after = deadline
+                        + Duration::from_secs(daemon.cfg.raw.schedule.shutdown_grace_seconds)
+                        + cron_interval(&daemon.cfg);
+                    if ran > stuck_after {
+                        let why = format!(
+                            "sweep running for {}s, cancelled at its deadline and still not finished: the watchdog is no longer fed",
+                            ran.as_secs()
+                        );
+                        tracing::error!("{why}");
+                        liveness.stalled(Some(why));
+                        continue;
+                    }
+                }
                 liveness.beat();
                 notify(&[NotifyState::Watchdog]);
                 let overdue = (cron_interval(&daemon.cfg) * 2).max(Duration::from_secs(2));
@@ -208,6 +238,13 @@ struct Daemon {
     checker: Arc<Checker>,
     /// Cancelled on shutdown: running sweeps start no further checks.
     cancel: CancellationToken,
+    /// The running sweep's start and its own cancellation (its deadline).
+    running: Option<Running>,
+}
+
+struct Running {
+    started: tokio::time::Instant,
+    cancel: CancellationToken,
 }
 
 /// Hands the memory a sweep freed back to the system. Allocators keep freed
@@ -248,11 +285,17 @@ fn purge_jemalloc() -> std::ffi::c_int {
 }
 
 impl Daemon {
-    fn start_sweep(&self) -> JoinHandle<SweepResult> {
+    fn start_sweep(&mut self) -> JoinHandle<SweepResult> {
         let checker = self.checker.clone();
+        // Shutdown cancels it too.
+        let cancel = self.cancel.child_token();
+        self.running = Some(Running {
+            started: tokio::time::Instant::now(),
+            cancel: cancel.clone(),
+        });
         let options = RunOptions {
             spread: Some(sweep_spread(&self.cfg)),
-            cancel: Some(self.cancel.clone()),
+            cancel: Some(cancel),
             repair: true,
         };
         tokio::spawn(async move {
@@ -263,14 +306,29 @@ impl Daemon {
     }
 
     /// Publishes a finished sweep; returns the one-line status for systemd.
-    async fn finish_sweep(&self, result: Result<SweepResult, tokio::task::JoinError>) -> String {
+    async fn finish_sweep(
+        &mut self,
+        result: Result<SweepResult, tokio::task::JoinError>,
+    ) -> String {
         let result = result.map_err(anyhow::Error::from).and_then(|r| r);
+        // Cancelled, but not by shutdown: its deadline.
+        let past_deadline = self
+            .running
+            .take()
+            .is_some_and(|r| r.cancel.is_cancelled() && !self.cancel.is_cancelled());
         let status = match result {
             Ok((summary, elapsed)) => {
                 // A sweep succeeds when every connection could be asked.
                 let ok = summary.observed.iter().all(|((component, state), _)| {
                     *component != crate::health::Component::Connection || *state != State::Unknown
                 });
+                let outcome = if past_deadline {
+                    SweepOutcome::Deadline
+                } else if ok {
+                    SweepOutcome::Ok
+                } else {
+                    SweepOutcome::Failed
+                };
                 self.metrics.count_checks(&summary.observed);
                 self.metrics.repair_pass(
                     &summary.repairs,
@@ -278,7 +336,7 @@ impl Daemon {
                     summary.repairs_stopped,
                     summary.journal_entries,
                 );
-                self.metrics.sweep_finished(elapsed, ok);
+                self.metrics.sweep_finished(elapsed, outcome);
                 let (broken, unknown) =
                     summary
                         .observed
@@ -294,10 +352,10 @@ impl Daemon {
                     summary.projects_checked,
                     elapsed.as_secs_f64(),
                     summary.requests,
-                    if summary.not_started > 0 {
-                        format!(", {} not started (stopping)", summary.not_started)
-                    } else {
-                        String::new()
+                    match (summary.not_started, past_deadline) {
+                        (0, _) => String::new(),
+                        (n, true) => format!(", {n} not started (past its deadline)"),
+                        (n, false) => format!(", {n} not started (stopping)"),
                     }
                 );
                 tracing::info!(
@@ -313,7 +371,8 @@ impl Daemon {
                 status
             }
             Err(e) => {
-                self.metrics.sweep_finished(Duration::ZERO, false);
+                self.metrics
+                    .sweep_finished(Duration::ZERO, SweepOutcome::Failed);
                 tracing::error!(error = format!("{e:#}"), "sweep failed");
                 format!("last sweep failed: {e:#}")
             }
@@ -359,6 +418,13 @@ fn per_project_all(cfg: &Config) -> bool {
 /// How long a sweep's checks are spread over: a share of the interval.
 fn sweep_spread(cfg: &Config) -> Duration {
     cron_interval(cfg).mul_f64(cfg.raw.schedule.spread)
+}
+
+/// How long a sweep may run before it is cancelled.
+fn sweep_deadline(cfg: &Config) -> Duration {
+    cron_interval(cfg)
+        .max(Duration::from_secs(1))
+        .mul_f64(cfg.raw.schedule.sweep_deadline_intervals)
 }
 
 /// The time between the next two scheduled sweeps.

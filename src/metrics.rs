@@ -21,6 +21,27 @@ use crate::gitlab::{RateLimitInfo, RequestObserver};
 use crate::health::{Component, State};
 use crate::store::HealthSummary;
 
+/// How a sweep ended, the `result` label of `glwarden_sweeps_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepOutcome {
+    /// Every connection could be asked.
+    Ok,
+    /// A connection could not be asked, or the sweep failed.
+    Failed,
+    /// Cancelled past `schedule.sweep_deadline_intervals`.
+    Deadline,
+}
+
+impl SweepOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            SweepOutcome::Ok => "ok",
+            SweepOutcome::Failed => "failed",
+            SweepOutcome::Deadline => "deadline",
+        }
+    }
+}
+
 /// Every metric glwarden exports.
 pub struct Metrics {
     registry: Registry,
@@ -266,12 +287,10 @@ impl Metrics {
         }
     }
 
-    pub fn sweep_finished(&self, duration: Duration, ok: bool) {
+    pub fn sweep_finished(&self, duration: Duration, outcome: SweepOutcome) {
         self.sweep_duration.observe(duration.as_secs_f64());
-        self.sweeps
-            .with_label_values(&[if ok { "ok" } else { "failed" }])
-            .inc();
-        if ok {
+        self.sweeps.with_label_values(&[outcome.label()]).inc();
+        if outcome == SweepOutcome::Ok {
             self.last_success.set(chrono::Utc::now().timestamp() as f64);
         }
     }

@@ -25,6 +25,27 @@ use crate::health::{Component, State};
 use crate::keys::{KeyDigest, KeyError, digest_of, fingerprint_of, generate_ed25519, is_same_key};
 use crate::store::{HealthRow, JournalRow, NewEvent, ProjectRow, Store, StoreError};
 
+/// Whether `url` is a webhook URL glwarden was configured to give the
+/// project: one of its templates (past or present, migration 0009) or the
+/// project's own `webhook_url`, with `{id}` the project's id and `{path}`
+/// any path (the project may have moved since).
+pub fn is_our_hook_url(
+    templates: &[String],
+    own: Option<&String>,
+    gitlab_id: i64,
+    url: &str,
+) -> bool {
+    let id = gitlab_id.to_string();
+    templates.iter().chain(own).any(|template| {
+        let template = template.replace("{id}", &id);
+        if template.contains("{path}") {
+            crate::probe::url_template_matches(&template, url)
+        } else {
+            template == url
+        }
+    })
+}
+
 /// One thing glwarden can do to fix a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -589,19 +610,37 @@ impl Repairer {
         }
 
         // Only now the old key goes (a 404 is success): never a moment
-        // without a working key. By id, then any other copy of its material.
-        if let Some(old) = rotation.old_key_id.filter(|old| *old != new_key_id) {
-            client.delete_deploy_key(gitlab_id, old).await?;
-        }
-        if let Some(old_digest) = rotation
+        // without a working key. The key under the old id and any other copy
+        // of the old material, but only where the material was glwarden's:
+        // an id that names someone else's key leaves it alone.
+        let old_digest = rotation
             .old_fingerprint
             .as_deref()
             .and_then(KeyDigest::parse)
-            .filter(|d| *d != new_digest)
-        {
+            .filter(|d| *d != new_digest);
+        let old_id = rotation.old_key_id.filter(|old| *old != new_key_id);
+        if old_id.is_some() || old_digest.is_some() {
+            let owned: Vec<KeyDigest> = self
+                .store
+                .owned_key_fingerprints(project.id)
+                .await?
+                .iter()
+                .filter_map(|f| KeyDigest::parse(f))
+                .collect();
             for k in client.deploy_keys(gitlab_id).await? {
-                if k.id != new_key_id && is_same_key(&k, &old_digest) {
+                let old =
+                    Some(k.id) == old_id || old_digest.as_ref().is_some_and(|d| is_same_key(&k, d));
+                if k.id == new_key_id || !old {
+                    continue;
+                }
+                if owned.iter().any(|d| is_same_key(&k, d)) {
                     client.delete_deploy_key(gitlab_id, k.id).await?;
+                } else {
+                    tracing::warn!(
+                        project = %project.path,
+                        key_id = k.id,
+                        "the old key id names a key glwarden never held; left in place"
+                    );
                 }
             }
         }
@@ -815,7 +854,29 @@ impl Repairer {
             let existing = client.hooks(gitlab_id).await?;
             let mut candidates: Vec<u64> = Vec::new();
             if entry.action == "fix_webhook" {
-                candidates.extend(data["old_hook_id"].as_u64());
+                // Rewritten only while its URL is one of glwarden's: a hook
+                // someone pointed elsewhere (or an id naming another's hook)
+                // is left alone, and ours is created beside it.
+                let templates = self.store.hook_url_templates().await?;
+                let old = data["old_hook_id"].as_u64();
+                match existing.iter().find(|h| Some(h.id) == old) {
+                    Some(h)
+                        if is_our_hook_url(
+                            &templates,
+                            project.webhook_url.as_ref(),
+                            project.gitlab_id,
+                            &h.url,
+                        ) =>
+                    {
+                        candidates.push(h.id)
+                    }
+                    Some(h) => tracing::warn!(
+                        project = %project.path,
+                        hook_id = h.id,
+                        "the hook's URL is not one glwarden was configured for; left in place, a new hook is created"
+                    ),
+                    None => {}
+                }
             }
             candidates.extend(existing.iter().filter(|h| h.url == url).map(|h| h.id).max());
             let mut fixed = None;
@@ -1488,6 +1549,39 @@ mod tests {
         assert!(matches!(
             decide("a/b", Component::DeployKey, &h, &report, &r),
             Decision::Report(..)
+        ));
+    }
+
+    #[test]
+    fn hooks_are_ours_by_the_urls_glwarden_was_configured_for() {
+        let templates = vec![
+            "https://ci.example.com/hooks/{id}".to_owned(),
+            "https://old-ci.example.com/{path}/hook".to_owned(),
+        ];
+        let own = "https://special.example.com/receiver".to_owned();
+        let cases: &[(Option<&String>, &str, bool)] = &[
+            (None, "https://ci.example.com/hooks/42", true),
+            (None, "https://ci.example.com/hooks/43", false),
+            (None, "https://ci.example.com/hooks/42/more", false),
+            // `{path}` is any path: the project may have moved since.
+            (None, "https://old-ci.example.com/acme/app/hook", true),
+            (None, "https://old-ci.example.com/acme/app/other", false),
+            (None, "https://special.example.com/receiver", false),
+            (Some(&own), "https://special.example.com/receiver", true),
+            (None, "https://attacker.example.com/hooks/42", false),
+        ];
+        for (own, url, ours) in cases {
+            assert_eq!(
+                is_our_hook_url(&templates, *own, 42, url),
+                *ours,
+                "{url} with {own:?}"
+            );
+        }
+        assert!(!is_our_hook_url(
+            &[],
+            None,
+            42,
+            "https://ci.example.com/hooks/42"
         ));
     }
 

@@ -26,6 +26,9 @@ pub struct Liveness {
     first_sweep_done: AtomicBool,
     /// Silence after which the loop counts as wedged.
     max_silence: Duration,
+    /// Why the loop stopped vouching for itself (a sweep that outlived its
+    /// deadline and the grace after it), while it lasts.
+    stalled: std::sync::Mutex<Option<String>>,
 }
 
 impl Liveness {
@@ -34,6 +37,7 @@ impl Liveness {
             heartbeat_ms: AtomicI64::new(0),
             first_sweep_done: AtomicBool::new(false),
             max_silence,
+            stalled: std::sync::Mutex::new(None),
         };
         l.beat();
         l
@@ -46,6 +50,12 @@ impl Liveness {
 
     pub fn sweep_done(&self) {
         self.first_sweep_done.store(true, Ordering::Relaxed);
+        self.stalled(None);
+    }
+
+    /// Sets (or clears) why `/healthz` fails although the loop turns.
+    pub fn stalled(&self, why: Option<String>) {
+        *self.stalled.lock().expect("liveness lock") = why;
     }
 
     fn silence(&self) -> Duration {
@@ -147,8 +157,17 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Alive: the scheduler loop has turned recently.
+/// Alive: the scheduler loop has turned recently and its sweep is not stuck.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(why) = state
+        .liveness
+        .stalled
+        .lock()
+        .expect("liveness lock")
+        .clone()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    }
     let silence = state.liveness.silence();
     if silence <= state.liveness.max_silence {
         (StatusCode::OK, "ok\n".to_owned())

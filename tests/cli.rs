@@ -435,3 +435,81 @@ async fn project_add_checks_the_webhook_url_as_the_config_does() {
     .await;
     assert_eq!(text(&out).trim(), "[]", "nothing was added");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_pointed_at_another_gitlab_refuses_to_start_and_writes_nothing() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    fx.sim.remove_hook(p.id, p.hook_id); // something a repair would write
+    let config = fx.write_config(&[&p], "[repair]\nwebhook = \"auto\"\nconfirm_checks = 1\n");
+    let cfg = config.to_str().unwrap();
+    let out = run(glwarden(&["--config", cfg, "check"])).await;
+    assert!(out.status.code().is_some(), "{}", text(&out));
+
+    // Another instance where the same project id holds someone else's key and hook.
+    let other = glwarden::sim::Sim::start().await.unwrap();
+    let user = other.add_user("ci-bot");
+    other.add_access_token(user, TOKEN, &["api"], None);
+    let theirs = other.add_project("someone/else");
+    assert_eq!(theirs, p.id, "the same id names another project there");
+    other.set_member(theirs, user, 40);
+    let their_key = glwarden::keys::generate_ed25519("theirs").unwrap();
+    other.add_deploy_key(theirs, "theirs", &their_key.public_openssh, true, None);
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    let repointed = text_before.replace(&fx.sim.base_url(), &other.base_url());
+    assert_ne!(repointed, text_before);
+    std::fs::write(&config, &repointed).unwrap();
+    let moved_to = glwarden::config::parse_base_url(&other.base_url()).unwrap();
+
+    fx.sim.clear_requests();
+    for args in [
+        vec!["check"],
+        vec!["repair"],
+        vec!["regenerate", "acme/app", "--deploy-key"],
+        vec!["key", "private", "acme/app"],
+        vec!["run"],
+    ] {
+        let mut full = vec!["--config", cfg];
+        full.extend(&args);
+        // `run` would serve forever if it started: it must exit at once.
+        let out = tokio::time::timeout(std::time::Duration::from_secs(120), run(glwarden(&full)))
+            .await
+            .unwrap_or_else(|_| panic!("`{}` started against another instance", args.join(" ")));
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        let said = text(&out);
+        assert!(
+            said.contains(&format!("glwarden connection move main --to {moved_to}")),
+            "{args:?}: {said}"
+        );
+    }
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    assert!(fx.sim.requests().is_empty(), "{:?}", fx.sim.requests());
+    assert_eq!(other.deploy_keys(theirs).len(), 1);
+    assert!(other.hooks(theirs).is_empty());
+
+    // A person says it is the same instance: the ids go with it, but only
+    // to the url the file now gives.
+    for (to, said) in [
+        (
+            "https://elsewhere.example.com".to_owned(),
+            "edit the file first",
+        ),
+        (other.base_url(), "moved from"),
+    ] {
+        let out = run(glwarden(&[
+            "--config",
+            cfg,
+            "connection",
+            "move",
+            "main",
+            "--to",
+            &to,
+        ]))
+        .await;
+        assert_eq!(out.status.success(), said == "moved from", "{}", text(&out));
+        assert!(text(&out).contains(said), "{}", text(&out));
+    }
+    let out = run(glwarden(&["--config", cfg, "check"])).await;
+    assert!(out.status.code().is_some(), "{}", text(&out));
+    assert!(!other.requests().is_empty());
+}

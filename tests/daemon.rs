@@ -471,3 +471,155 @@ async fn metrics_ask_for_the_bearer_token_when_one_is_configured() {
     // Health stays open: systemd and load balancers ask it without a token.
     assert_eq!(daemon.get("/healthz").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_told_to_wait_for_ever_holds_up_no_other() {
+    let fx = Fixture::new().await;
+    let projects: Vec<Connected> = (0..3).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
+    // A second GitLab (its name sorts first) that first answers `Retry-After: 2^64-1`, then says on
+    // every answer that its window is spent until the year 2300.
+    let other = glwarden::sim::Sim::start().await.unwrap();
+    let user = other.add_user("ci-bot");
+    other.add_access_token(user, TOKEN, &["api"], None);
+    let theirs = other.add_project("far/away");
+    other.set_member(theirs, user, 40);
+    other.inject(
+        Fault::on(
+            "/api/v4/user",
+            FaultKind::RateLimited {
+                retry_after: Some(u64::MAX),
+            },
+        )
+        .times(1),
+    );
+    other.inject(Fault::on(
+        "/api/v4/",
+        FaultKind::SpentWindow {
+            reset: 10_413_792_000,
+        },
+    ));
+    let (sections, listen) = Fixture::daemon_sections("*/1 * * * * *", 0.2);
+    let extra = format!(
+        "{sections}[connections.distant]\nurl = {:?}\ntoken_file = {:?}\n\n\
+         [[projects]]\nconnection = \"distant\"\nid = {theirs}\n\n",
+        other.base_url(),
+        fx.dir.path().join("token").display().to_string(),
+    );
+    let refs: Vec<&Connected> = projects.iter().collect();
+    let config = fx.write_config(&refs, &extra);
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+
+    // Both answers were seen, and neither stalled the daemon.
+    wait_until(
+        "the distant connection's `unknown`",
+        Duration::from_secs(60),
+        || async {
+            daemon
+                .metric("glwarden_connection_state{connection=\"distant\",state=\"unknown\"}")
+                .await
+                == Some(1.0)
+        },
+    )
+    .await;
+    let sweeps = || async { metric_sum(&daemon.metrics().await, "glwarden_sweeps_total", &[]) };
+    let start = sweeps().await;
+    fx.sim.clear_requests();
+    other.clear_requests();
+    // Three whole sweeps later, each of main's projects was checked in each.
+    wait_until("three more sweeps", Duration::from_secs(120), || async {
+        sweeps().await >= start + 3.0
+    })
+    .await;
+    let (status, body) = daemon.get("/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let asked = other.requests();
+    let main_requests = fx.sim.requests();
+    let finished = sweeps().await - start;
+    assert!(daemon.stop().await.success());
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    for p in &projects {
+        let checks = main_requests
+            .iter()
+            .filter(|r| r.path == format!("/api/v4/projects/{}", p.id))
+            .count();
+        assert!(
+            checks as f64 >= finished - 1.0,
+            "project {}: {checks} checks in {finished} sweeps",
+            p.id
+        );
+    }
+    // The paused GitLab is asked again once a sweep, not once a project.
+    assert!(
+        asked.len() as f64 <= 2.0 * (finished + 1.0),
+        "{} requests in {finished} sweeps: {asked:?}",
+        asked.len()
+    );
+
+    let store = glwarden::store::Store::open(&fx.db_path()).await.unwrap();
+    let id = store
+        .connection_id(
+            "distant",
+            glwarden::config::parse_base_url(&other.base_url())
+                .unwrap()
+                .as_str(),
+        )
+        .await
+        .unwrap();
+    let row = store
+        .health(glwarden::health::Component::Connection, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let said = row.pending_detail.unwrap_or(row.detail);
+    assert!(said.contains("rate limited until 2300-01-01"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_past_its_deadline_is_cancelled_and_a_stuck_one_fails_healthz() {
+    let fx = Fixture::new().await;
+    let projects: Vec<Connected> = (0..3).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
+    let listen = format!("127.0.0.1:{}", free_port());
+    // One check at a time, a request may take 20 s: one hanging answer holds
+    // the sweep well past its deadline (1.5 s) and the grace after it.
+    let sections = format!(
+        "[schedule]\ncron = \"*/1 * * * * *\"\nspread = 0.2\nshutdown_grace_seconds = 1\n\
+         sweep_deadline_intervals = 1.5\n\n[http]\nlisten = {listen:?}\n\n"
+    );
+    let refs: Vec<&Connected> = projects.iter().collect();
+    let config = fx.write_config_full(&refs, "concurrency = 1\n", &sections);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "request_timeout_seconds = 2\n",
+        "request_timeout_seconds = 20\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+
+    fx.sim.inject(
+        Fault::on(
+            format!("/projects/{}/hooks", projects[0].id),
+            FaultKind::Hang,
+        )
+        .times(1),
+    );
+    wait_until("/healthz to fail", Duration::from_secs(60), || async {
+        let (status, body) = daemon.get("/healthz").await;
+        status == 503 && body.contains("the watchdog is no longer fed")
+    })
+    .await;
+    // The hanging request times out, the sweep ends, counted as cut short.
+    wait_until(
+        "the sweep to end past its deadline",
+        Duration::from_secs(90),
+        || async {
+            daemon
+                .metric("glwarden_sweeps_total{result=\"deadline\"}")
+                .await
+                .is_some_and(|n| n >= 1.0)
+                && daemon.get("/healthz").await.0 == 200
+        },
+    )
+    .await;
+    assert!(daemon.stop().await.success());
+    let log = daemon.log();
+    assert!(log.contains("sweep past its deadline"), "{log}");
+}

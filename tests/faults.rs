@@ -1480,13 +1480,7 @@ async fn sigkill_mid_repair_then_restart() {
         store.journal().await.unwrap().is_empty(),
         "journal finished"
     );
-    let row = store
-        .active_projects()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.gitlab_id == p as i64)
-        .unwrap();
+    let row = stored_project(&store, p).await;
     assert_eq!(
         row.fingerprint.as_deref(),
         Some(keys[0].ssh_fingerprint().as_str())

@@ -56,13 +56,7 @@ fn writes(fx: &Fixture) -> Vec<String> {
 /// The project's stored key material and what GitLab holds agree: exactly
 /// one key of ours, its fingerprint ours, and the private key opens to it.
 async fn assert_one_matching_key(fx: &Fixture, store: &Store, gitlab_id: u64) {
-    let row = store
-        .active_projects()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.gitlab_id == gitlab_id as i64)
-        .unwrap();
+    let row = stored_project(store, gitlab_id).await;
     let keys = fx.sim.deploy_keys(gitlab_id);
     assert_eq!(keys.len(), 1, "exactly one key at GitLab: {keys:?}");
     assert_eq!(
@@ -96,13 +90,7 @@ async fn assert_one_matching_key(fx: &Fixture, store: &Store, gitlab_id: u64) {
 
 /// The stored hook token opens and equals the one GitLab holds; one hook of ours.
 async fn assert_one_matching_hook(fx: &Fixture, store: &Store, gitlab_id: u64) {
-    let row = store
-        .active_projects()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.gitlab_id == gitlab_id as i64)
-        .unwrap();
+    let row = stored_project(store, gitlab_id).await;
     let ours: Vec<_> = fx
         .sim
         .hooks(gitlab_id)
@@ -236,19 +224,32 @@ async fn broken_deploy_keys_are_regenerated_without_a_moment_without_a_key() {
 async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
     let fx = Fixture::new().await;
     let wrong = fx.connect("acme/wrong");
+    let elsewhere = fx.connect("acme/elsewhere");
     let deleted = fx.connect("acme/deleted");
     let disabled_ok = fx.connect("acme/disabled-ok");
     let disabled_down = fx.connect("acme/disabled-down");
-    let sections = repair_sections(&fx, "auto", 1, "webhook_reenable = \"test\"\n");
-    let config = fx.write_config(&[&wrong, &deleted, &disabled_ok, &disabled_down], &sections);
+    // Five projects broken at once would pause repairs as a storm.
+    let sections = repair_sections(
+        &fx,
+        "auto",
+        1,
+        "webhook_reenable = \"test\"\nstorm_min_projects = 100\n",
+    );
+    let config = fx.write_config(
+        &[&wrong, &elsewhere, &deleted, &disabled_ok, &disabled_down],
+        &sections,
+    );
     let (checker, store) = fx.checker(&config).await;
     repair_run(&checker).await;
 
     fx.sim.update_hook(wrong.id, wrong.hook_id, |h| {
-        h.url = "https://old-ci.example.com/hook".into();
         h.tag_push_events = false;
         h.enable_ssl_verification = false;
         h.token = None;
+    });
+    // Someone points our hook at another receiver: no longer glwarden's.
+    fx.sim.update_hook(elsewhere.id, elsewhere.hook_id, |h| {
+        h.url = "https://old-ci.example.com/hook".into();
     });
     fx.sim.remove_hook(deleted.id, deleted.hook_id);
     for p in [&disabled_ok, &disabled_down] {
@@ -264,7 +265,7 @@ async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
     let can_test = fx.version.has_hook_test();
     assert_eq!(
         summary.repairs.len(),
-        if can_test { 4 } else { 2 },
+        if can_test { 5 } else { 3 },
         "{:?}",
         summary.repairs
     );
@@ -277,7 +278,22 @@ async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
     // Recreated with a fresh secret.
     assert_one_matching_hook(&fx, &store, deleted.id).await;
     assert_ne!(fx.sim.hooks(deleted.id)[0].id, deleted.hook_id);
-    for p in [&wrong, &deleted] {
+    // A hook pointed elsewhere is left as it is; ours is made beside it.
+    assert_one_matching_hook(&fx, &store, elsewhere.id).await;
+    let theirs: Vec<_> = fx
+        .sim
+        .hooks(elsewhere.id)
+        .into_iter()
+        .filter(|h| h.id == elsewhere.hook_id)
+        .collect();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].url, "https://old-ci.example.com/hook");
+    assert!(
+        !fx.sim.requests().iter().any(
+            |r| r.method == "PUT" && r.path.ends_with(&format!("/hooks/{}", elsewhere.hook_id))
+        )
+    );
+    for p in [&wrong, &elsewhere, &deleted] {
         assert_eq!(
             component(&store, p.id, Component::Webhook).await.0,
             State::Healthy,
@@ -346,13 +362,7 @@ async fn a_renamed_project_is_followed_and_a_new_project_is_provisioned() {
 
     fx.sim.rename_project(moved.id, "acme/new-name");
     repair_run(&checker).await;
-    let row = store
-        .active_projects()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.gitlab_id == moved.id as i64)
-        .unwrap();
+    let row = stored_project(&store, moved.id).await;
     assert_eq!(row.path, "acme/new-name");
     assert_eq!(states(&store, moved.id).await, HEALTHY);
     let events = store.events(None, None, 100).await.unwrap();
@@ -363,13 +373,7 @@ async fn a_renamed_project_is_followed_and_a_new_project_is_provisioned() {
     // Pending deletion is never followed.
     fx.sim.schedule_deletion(moved.id);
     repair_run(&checker).await;
-    let row = store
-        .active_projects()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.gitlab_id == moved.id as i64)
-        .unwrap();
+    let row = stored_project(&store, moved.id).await;
     assert_eq!(row.path, "acme/new-name");
     assert_eq!(states(&store, moved.id).await[0], State::PendingDeletion);
 }
@@ -951,13 +955,7 @@ async fn a_new_key_gitlab_never_confirms_is_deleted_again_and_repairs_stop_after
 
     // A person's `regenerate` lifts the stop: automatic repairs try again.
     fx.sim.clear_faults();
-    let row = store
-        .active_projects()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.gitlab_id == p.id as i64)
-        .unwrap();
+    let row = stored_project(&store, p.id).await;
     checker
         .regenerate(&row, Component::DeployKey)
         .await
@@ -1076,5 +1074,56 @@ async fn on_gitlab_16_0_no_hook_test_or_events_request_and_nothing_stays_unknown
     assert!(
         events.iter().all(|e| e.action != "reenable_webhook"),
         "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_old_key_id_naming_someone_elses_key_is_never_deleted() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let sections = repair_sections(&fx, "auto", 1, "");
+    let config = fx.write_config(&[&p], &sections);
+    let (checker, store) = fx.checker(&config).await;
+    repair_run(&checker).await;
+
+    // The stored key id now names another key on the project (a restored
+    // backup, ids from elsewhere): GitLab shows it as our key's id.
+    let theirs = glwarden::keys::generate_ed25519("theirs").unwrap();
+    let their_id = fx
+        .sim
+        .add_deploy_key(p.id, "theirs", &theirs.public_openssh, true, None);
+    let ours = key_id(&fx, &p);
+    fx.sim.remove_deploy_key(p.id, ours);
+    let row = stored_project(&store, p.id).await;
+    store
+        .set_deploy_key(
+            row.id,
+            Some(their_id),
+            row.public_key.as_deref().unwrap(),
+            row.fingerprint.as_deref().unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let summary = repair_run(&checker).await;
+    assert_eq!(summary.repairs.len(), 1, "{:?}", summary.repairs);
+    // Ours is back; theirs is where it was, untouched.
+    let row = stored_project(&store, p.id).await;
+    let keys = fx.sim.deploy_keys(p.id);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let new = keys.iter().find(|k| k.id != their_id).unwrap();
+    assert_eq!(row.deploy_key_id, Some(new.id as i64));
+    assert_eq!(Some(new.ssh_fingerprint()), row.fingerprint);
+    assert!(
+        keys.iter().any(|k| k.id == their_id && k.can_push),
+        "{keys:?}"
+    );
+    assert!(
+        !fx.sim
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.ends_with(&format!("/deploy_keys/{their_id}"))),
+        "their key was never deleted"
     );
 }

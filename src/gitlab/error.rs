@@ -52,6 +52,14 @@ pub enum ErrorKind {
     MovedProject { message: String },
     #[error("HTTP 429: rate limited{}", retry_hint(.retry_after))]
     RateLimited { retry_after: Option<Duration> },
+    /// GitLab asked for a wait longer than `check.max_rate_limit_wait_seconds`.
+    #[error(
+        "rate limited until {} (longer than check.max_rate_limit_wait_seconds): not asked again this sweep",
+        .until.format("%Y-%m-%d %H:%M:%S UTC")
+    )]
+    RateLimitedUntil {
+        until: chrono::DateTime<chrono::Utc>,
+    },
     #[error("HTTP {status}: {message}")]
     Server { status: u16, message: String },
     #[error("HTTP {status}: {message}")]
@@ -78,6 +86,7 @@ impl ErrorKind {
         matches!(
             self,
             ErrorKind::RateLimited { .. }
+                | ErrorKind::RateLimitedUntil { .. }
                 | ErrorKind::Server { .. }
                 | ErrorKind::Timeout
                 | ErrorKind::Connection(_)

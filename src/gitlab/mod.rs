@@ -104,7 +104,10 @@ where
             // A 429 was already waited out (or is too long to wait) in `send`.
             Err(e)
                 if e.is_transient()
-                    && !matches!(e.kind, ErrorKind::RateLimited { .. })
+                    && !matches!(
+                        e.kind,
+                        ErrorKind::RateLimited { .. } | ErrorKind::RateLimitedUntil { .. }
+                    )
                     && retries < READ_RETRIES =>
             {
                 retries += 1;
@@ -159,6 +162,11 @@ pub struct RateGate {
     /// Endpoint classes paused by their own application limit.
     endpoint_paused_until: Mutex<std::collections::HashMap<&'static str, Instant>>,
     info: Mutex<RateLimitInfo>,
+    /// Until when GitLab asked to be left alone, when that is longer than
+    /// `max_rate_limit_wait`: requests fail at once with the time rather
+    /// than wait (a far-future `RateLimit-Reset` would stall the connection
+    /// for good). Cleared by each sweep's first request, which asks again.
+    refused_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     consecutive_failures: std::sync::atomic::AtomicU32,
     pacer: Option<Pacer>,
     endpoint_pacers: std::collections::HashMap<&'static str, Pacer>,
@@ -252,6 +260,21 @@ impl RateGate {
         if guard.is_none_or(|t| t < until) {
             *guard = Some(until);
         }
+    }
+
+    /// GitLab asked for a wait beyond the cap: nothing is sent until `until`
+    /// (or the next sweep). Never shortened.
+    fn refuse_until(&self, until: chrono::DateTime<chrono::Utc>) {
+        let mut guard = self.refused_until.lock().expect("rate gate lock");
+        if guard.is_none_or(|t| t < until) {
+            *guard = Some(until);
+        }
+    }
+
+    /// The refusal in force, if any.
+    fn refusal(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let until = *self.refused_until.lock().expect("rate gate lock");
+        until.filter(|t| *t > chrono::Utc::now())
     }
 
     pub fn info(&self) -> RateLimitInfo {
@@ -360,6 +383,12 @@ impl GitLab {
         })
     }
 
+    /// Lets the next request ask GitLab again after it asked for a wait
+    /// beyond the cap (each sweep starts so).
+    pub fn forget_refusal(&self) {
+        *self.gate.refused_until.lock().expect("rate gate lock") = None;
+    }
+
     /// Requests sent so far (every attempt, including retries).
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -406,7 +435,14 @@ impl GitLab {
                         .map_err(&fail)?;
                 }
             }
+            if let Some(until) = self.gate.refusal() {
+                return Err(fail(ErrorKind::RateLimitedUntil { until }));
+            }
             self.gate.wait(class).await;
+            // A refusal may have come while we waited for a slot.
+            if let Some(until) = self.gate.refusal() {
+                return Err(fail(ErrorKind::RateLimitedUntil { until }));
+            }
             self.requests.fetch_add(1, Ordering::Relaxed);
             // A refreshing session's token changes, so its header is made
             // each time; the configured token's was made once.
@@ -443,6 +479,23 @@ impl GitLab {
             if status == StatusCode::TOO_MANY_REQUESTS {
                 self.observe(class, "429", started);
                 let wait = retry_after(&headers);
+                if let Some(w) = wait.filter(|w| *w > self.options.max_rate_limit_wait) {
+                    // Checked: `Retry-After: 18446744073709551615` is a
+                    // valid header and no clock reaches it.
+                    let until = chrono::TimeDelta::from_std(w)
+                        .ok()
+                        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+                    // Longer than the cap: this sweep does without the
+                    // connection rather than wait (or wait in slices forever).
+                    self.gate.refuse_until(until);
+                    tracing::warn!(
+                        endpoint,
+                        until = %until,
+                        "GitLab asks for a wait beyond check.max_rate_limit_wait_seconds; this connection is not asked again this sweep"
+                    );
+                    return Err(fail(ErrorKind::RateLimitedUntil { until }));
+                }
                 // Never longer than the configured cap, whatever GitLab says.
                 let pause = wait
                     .unwrap_or(Duration::from_secs(60))
@@ -551,10 +604,18 @@ impl GitLab {
         if let (Some(0), Some(reset)) = (info.remaining, info.reset) {
             let now = chrono::Utc::now().timestamp().max(0) as u64;
             if reset > now {
-                // A far-future reset must not stall the connection for good.
-                self.gate.pause_for(
-                    Duration::from_secs(reset - now).min(self.options.max_rate_limit_wait),
-                );
+                let wait = Duration::from_secs(reset - now);
+                if wait <= self.options.max_rate_limit_wait {
+                    self.gate.pause_for(wait);
+                } else {
+                    // A far-future reset must not stall the connection for
+                    // good: the rest of this sweep does without it.
+                    let until = i64::try_from(reset)
+                        .ok()
+                        .and_then(|r| chrono::DateTime::from_timestamp(r, 0))
+                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+                    self.gate.refuse_until(until);
+                }
             }
         }
         if let Some(o) = &self.options.observer {

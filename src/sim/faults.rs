@@ -157,6 +157,20 @@ fn foreign_key(v: Value) -> Value {
 
 pub(crate) fn damage(kind: Option<&FaultKind>, reply: Reply) -> axum::response::Response {
     match kind {
+        Some(FaultKind::SpentWindow { reset }) => {
+            let mut reply = reply;
+            reply.headers.retain(|(name, _)| {
+                !name.eq_ignore_ascii_case("ratelimit-remaining")
+                    && !name.eq_ignore_ascii_case("ratelimit-reset")
+            });
+            reply
+                .headers
+                .push(("ratelimit-remaining".into(), "0".into()));
+            reply
+                .headers
+                .push(("ratelimit-reset".into(), reset.to_string()));
+            reply.into_response()
+        }
         Some(FaultKind::ForeignKey) => match reply.body {
             ReplyBody::Json(v) => Reply {
                 body: ReplyBody::Json(foreign_key(v)),

@@ -265,6 +265,11 @@ pub enum FaultKind {
     /// The answer's deploy keys carry another key's material (`key` and
     /// fingerprints): GitLab never confirms the key glwarden added.
     ForeignKey,
+    /// The real answer, saying the rate-limit window is spent until `reset`
+    /// (Unix seconds): `RateLimit-Remaining: 0`, `RateLimit-Reset: reset`.
+    SpentWindow {
+        reset: u64,
+    },
 }
 
 impl FaultKind {

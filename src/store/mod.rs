@@ -32,6 +32,19 @@ pub enum StoreError {
     Migrate { path: String, reason: String },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// The stored ids of a connection belong to the instance at `stored`;
+    /// applying them to another GitLab would touch other people's keys and
+    /// hooks (project 42 there is another project).
+    #[error(
+        "connection `{name}`: the store's project, key and hook ids belong to {stored}, but its url is now {configured}. \
+         If {configured} is the same GitLab instance under a new address, run `glwarden connection move {name} --to {configured}`; \
+         if it is another instance, give it a new connection name (the old name's history stays in the store)"
+    )]
+    ConnectionMoved {
+        name: String,
+        stored: String,
+        configured: String,
+    },
 }
 
 /// Where a project in the inventory comes from.
@@ -289,17 +302,87 @@ impl Store {
 
     /// The id of a connection, registering it on first use.
     pub async fn connection_id(&self, name: &str, base_url: &str) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
+        // Registered once; a later url never overwrites the instance the
+        // stored ids belong to (`move_connection` does, on a person's word).
+        sqlx::query(
             "INSERT INTO connections (name, base_url, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET base_url = excluded.base_url
-             RETURNING id",
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(base_url)
         .bind(Utc::now())
-        .fetch_one(&self.pool)
+        .execute(&self.pool)
         .await?;
+        let (id, stored): (i64, String) =
+            sqlx::query_as("SELECT id, base_url FROM connections WHERE name = ?1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?;
+        if stored != base_url {
+            return Err(StoreError::ConnectionMoved {
+                name: name.to_owned(),
+                stored,
+                configured: base_url.to_owned(),
+            });
+        }
         Ok(id)
+    }
+
+    /// Refuses, reading only, when a configured connection's url is not the
+    /// instance its stored ids belong to. Every command that talks to
+    /// GitLab or hands out stored keys calls this before anything else.
+    pub async fn verify_connections<'a>(
+        &self,
+        configured: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), StoreError> {
+        let stored: std::collections::HashMap<String, String> =
+            sqlx::query_as("SELECT name, base_url FROM connections")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+        for (name, url) in configured {
+            if let Some(was) = stored.get(name).filter(|was| *was != url) {
+                return Err(StoreError::ConnectionMoved {
+                    name: name.to_owned(),
+                    stored: was.clone(),
+                    configured: url.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Points a connection's stored ids at a new address of the same
+    /// instance; returns the old address and how many projects it holds,
+    /// or `None` when nothing is stored under that name.
+    pub async fn move_connection(
+        &self,
+        name: &str,
+        to: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let found: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, base_url FROM connections WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((id, was)) = found else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE connections SET base_url = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
+        let projects: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM projects WHERE connection_id = ?1 AND removed_at IS NULL",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some((was, projects)))
     }
 
     /// Adds a project or brings a removed one back; returns its id.
@@ -367,18 +450,21 @@ impl Store {
     /// the stream stops the task.
     pub fn stream_active_projects(
         &self,
+        connection_id: i64,
     ) -> futures::stream::BoxStream<'static, Result<CheckTarget, StoreError>> {
         use futures::{StreamExt, TryStreamExt};
         let (pages, mut next_page) = tokio::sync::mpsc::channel(1);
         let store = self.clone();
         let reader = tokio::spawn(async move {
-            let mut after = (i64::MIN, i64::MIN);
+            let mut after = i64::MIN;
             loop {
-                let page = store.active_page(after, INVENTORY_PAGE).await;
+                let page = store
+                    .active_page(connection_id, after, INVENTORY_PAGE)
+                    .await;
                 // A full page may have more after it; a short one is the last.
                 let more = match &page {
                     Ok(rows) if rows.len() as i64 == INVENTORY_PAGE => {
-                        rows.last().map(|p| (p.connection_id, p.gitlab_id))
+                        rows.last().map(|p| p.gitlab_id)
                     }
                     _ => None,
                 };
@@ -401,24 +487,20 @@ impl Store {
         .boxed()
     }
 
-    /// Up to `limit` active projects after `after` (connection id, GitLab id), in that order.
+    /// Up to `limit` active projects of a connection after GitLab id `after`,
+    /// in id order (the order of the bulk listing).
     async fn active_page(
         &self,
-        after: (i64, i64),
+        connection_id: i64,
+        after: i64,
         limit: i64,
     ) -> Result<Vec<CheckTarget>, StoreError> {
-        let rows = sqlx::query_as::<_, CheckTarget>(
-            "SELECT p.id, p.connection_id, c.name AS connection, p.gitlab_id, p.path,
-                    p.webhook_url, p.deploy_key_id, p.hook_id, p.fingerprint
-             FROM projects p JOIN connections c ON c.id = p.connection_id
-             WHERE p.removed_at IS NULL AND (p.connection_id, p.gitlab_id) > (?1, ?2)
-             ORDER BY p.connection_id, p.gitlab_id LIMIT ?3",
-        )
-        .bind(after.0)
-        .bind(after.1)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query_as::<_, CheckTarget>(ACTIVE_PAGE)
+            .bind(connection_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows)
     }
 
@@ -754,6 +836,14 @@ const PROJECT_SELECT: &str =
 /// Rows a sweep reads of the inventory at a time.
 const INVENTORY_PAGE: i64 = 1000;
 
+/// One page of a connection's inventory, walked along the (connection_id,
+/// gitlab_id) unique index: no sort, however large the inventory.
+const ACTIVE_PAGE: &str = "SELECT p.id, p.connection_id, c.name AS connection, p.gitlab_id, p.path,
+        p.webhook_url, p.deploy_key_id, p.hook_id, p.fingerprint
+ FROM projects p JOIN connections c ON c.id = p.connection_id
+ WHERE p.removed_at IS NULL AND p.connection_id = ?1 AND p.gitlab_id > ?2
+ ORDER BY p.gitlab_id LIMIT ?3";
+
 /// Ids as one statement parameter, a JSON array that SQL reads with
 /// `json_each`: one parameter however many ids, and one statement text.
 fn id_list(ids: &[i64]) -> String {
@@ -1086,6 +1176,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_page_of_the_inventory_walks_the_unique_index_without_sorting() {
+        let (_dir, store) = empty_store().await;
+        let steps = plan(&store, ACTIVE_PAGE).await;
+        assert!(
+            steps.contains("(connection_id=? AND gitlab_id>?)") && !steps.contains("TEMP B-TREE"),
+            "{steps}"
+        );
+    }
+
+    #[tokio::test]
     async fn the_inventory_streams_page_by_page_in_listing_order() {
         use futures::StreamExt;
         let (_dir, store) = empty_store().await;
@@ -1112,11 +1212,16 @@ mod tests {
         let ids = store.upsert_projects(&rows).await.unwrap();
         store.remove_project(ids[0]).await.unwrap();
 
-        let streamed: Vec<(i64, i64)> = store
-            .stream_active_projects()
-            .map(|p| p.map(|p| (p.connection_id, p.gitlab_id)).unwrap())
-            .collect()
-            .await;
+        let mut streamed: Vec<(i64, i64)> = Vec::new();
+        for connection in [a, b] {
+            let of_one: Vec<(i64, i64)> = store
+                .stream_active_projects(connection)
+                .map(|p| p.map(|p| (p.connection_id, p.gitlab_id)).unwrap())
+                .collect()
+                .await;
+            assert!(of_one.iter().all(|(c, _)| *c == connection));
+            streamed.extend(of_one);
+        }
         let mut expected: Vec<(i64, i64)> = rows[1..]
             .iter()
             .map(|p| (p.connection_id, p.gitlab_id as i64))
@@ -1127,12 +1232,49 @@ mod tests {
 
         // A sweep that stops early drops the stream and its reader.
         let first = store
-            .stream_active_projects()
+            .stream_active_projects(a)
             .next()
             .await
             .unwrap()
             .unwrap();
         assert_eq!((first.connection_id, first.gitlab_id), expected[0]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeps_its_instance_until_a_person_moves_it() {
+        let (_dir, store, _) = one_project().await;
+        let (was, now) = ("https://gitlab.example.com", "https://other.example.com");
+        let moved = |e: StoreError| match e {
+            StoreError::ConnectionMoved {
+                name,
+                stored,
+                configured,
+            } => (name, stored, configured),
+            other => panic!("{other}"),
+        };
+        let expected = ("main".to_owned(), was.to_owned(), now.to_owned());
+        // Neither registering nor verifying takes the new url, or writes it.
+        let e = store.connection_id("main", now).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("glwarden connection move main --to https://other.example.com"),
+            "{e}"
+        );
+        assert_eq!(moved(e), expected);
+        let e = store.verify_connections([("main", now)]).await.unwrap_err();
+        assert_eq!(moved(e), expected);
+        store
+            .verify_connections([("main", was), ("new", now)])
+            .await
+            .unwrap();
+
+        assert_eq!(
+            store.move_connection("main", now).await.unwrap(),
+            Some((was.to_owned(), 1))
+        );
+        store.verify_connections([("main", now)]).await.unwrap();
+        assert!(store.connection_id("main", now).await.is_ok());
+        assert_eq!(store.move_connection("absent", now).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -107,6 +107,32 @@ impl Store {
         Ok(())
     }
 
+    /// Every key fingerprint glwarden held for the project (migration 0009).
+    pub async fn owned_key_fingerprints(&self, id: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query_scalar("SELECT fingerprint FROM owned_keys WHERE project_id = ?1")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Remembers a webhook URL template glwarden is configured with.
+    pub async fn remember_hook_url_template(&self, template: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO hook_url_templates (template) VALUES (?1)")
+            .bind(template)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every webhook URL template glwarden was configured with.
+    pub async fn hook_url_templates(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query_scalar("SELECT template FROM hook_url_templates")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
     /// The sealed secret of a project, if stored.
     pub async fn project_secret(
         &self,

@@ -140,6 +140,17 @@ impl Fixture {
 }
 
 /// The GitLab ids of the projects in the inventory.
+/// The inventory's row of the active project with this GitLab id.
+pub async fn stored_project(store: &Store, gitlab_id: u64) -> glwarden::store::ProjectRow {
+    store
+        .active_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.gitlab_id == gitlab_id as i64)
+        .unwrap_or_else(|| panic!("project {gitlab_id} is in the inventory"))
+}
+
 pub async fn active_ids(store: &Store) -> Vec<i64> {
     store
         .active_projects()
