@@ -302,6 +302,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let store = Store::open(&cfg.raw.store.path).await?;
+    // Every command, not only those that check: `key private` opens a
+    // secret too, and must not find one an earlier setting left in plaintext.
+    store.seal_plaintext(&cfg.custody).await?;
     let named = Named {
         store: &store,
         connection: cli.connection.as_deref(),

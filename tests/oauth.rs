@@ -49,6 +49,11 @@ fn oauth_config(fx: &Fixture, projects: &[&Connected], refresh: &str) -> PathBuf
     file
 }
 
+/// The custody the configuration at `config` sets up.
+fn custody(config: &Path) -> std::sync::Arc<glwarden::custody::Custody> {
+    glwarden::config::Config::load(config).unwrap().custody
+}
+
 fn refreshes(fx: &Fixture) -> usize {
     fx.sim
         .requests()
@@ -89,7 +94,7 @@ async fn many_concurrent_checks_cause_exactly_one_refresh_and_the_rotated_pair_s
         "twelve projects checked 8 at a time: one refresh"
     );
     let (stored, _) = store
-        .oauth_pair("main")
+        .oauth_pair("main", &custody(&config))
         .await
         .unwrap()
         .expect("the rotated pair is stored");
@@ -113,7 +118,11 @@ async fn many_concurrent_checks_cause_exactly_one_refresh_and_the_rotated_pair_s
     fx.check(&checker).await;
     assert_eq!(connection_state(&store).await, State::Connected);
     assert_eq!(refreshes(&fx), 1);
-    let (again, _) = store.oauth_pair("main").await.unwrap().unwrap();
+    let (again, _) = store
+        .oauth_pair("main", &custody(&config))
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(
         again.refresh.expose_secret(),
         stored.refresh.expose_secret()
@@ -183,7 +192,13 @@ async fn an_oversized_token_answer_is_refused_within_the_body_limit() {
         .await
         .unwrap();
     assert_ne!(report.connections[0].health.state, State::NotConnected);
-    assert!(store.oauth_pair("main").await.unwrap().is_none());
+    assert!(
+        store
+            .oauth_pair("main", &custody(&config))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(refreshes(&fx) >= 1);
     let details: Vec<String> = report
         .projects
