@@ -127,10 +127,16 @@ impl Checker {
         if let Some(template) = &cfg.raw.expect.webhook_url {
             store.remember_hook_url_template(template).await?;
         }
+        // Before any secret is read: what an earlier setting left in
+        // plaintext is sealed once a master key is configured (a daemon's
+        // reload may be the first to see one).
+        store.seal_plaintext(&cfg.custody).await?;
         let mut clients = BTreeMap::new();
         for (name, conn) in &cfg.connections {
             let oauth = match &conn.oauth {
-                Some(settings) => Some(oauth_session(&store, name, conn, settings).await?),
+                Some(settings) => {
+                    Some(oauth_session(&store, &cfg.custody, name, conn, settings).await?)
+                }
                 None => None,
             };
             let options = ClientOptions {
@@ -1046,9 +1052,11 @@ fn count(counts: &mut BTreeMap<(Component, State), u64>, batch: &[(Component, i6
 
 /// The OAuth session of a connection: the stored (rotated) pair when it
 /// descends from the configured refresh token, else the configured pair.
-/// Every refreshed pair is written to the store before it is used.
+/// Every refreshed pair is written to the store (sealed under the master
+/// key, if one is configured) before it is used.
 async fn oauth_session(
     store: &Store,
+    custody: &Arc<crate::custody::Custody>,
     name: &str,
     conn: &crate::config::Connection,
     settings: &crate::config::OAuthSettings,
@@ -1059,20 +1067,32 @@ async fn oauth_session(
         "{:x}",
         sha2::Sha256::digest(settings.refresh_token.expose_secret().as_bytes())
     );
-    let pair = match store.oauth_pair(name).await? {
-        Some((stored, stored_seed)) if stored_seed == seed => stored,
-        _ => OAuthPair {
+    // Only a pair that descends from the configured refresh token is
+    // opened: one that cannot be (a lost master key) is then mended by
+    // configuring a new refresh token.
+    let stored = match store.oauth_seed(name).await? {
+        Some(stored_seed) if stored_seed == seed => store.oauth_pair(name, custody).await?,
+        _ => None,
+    };
+    let pair = match stored {
+        Some((stored, _)) => stored,
+        None => OAuthPair {
             access: conn.token.clone(),
             refresh: settings.refresh_token.clone(),
             expires_at: None,
         },
     };
-    let (store, connection) = (store.clone(), name.to_owned());
+    let (store, connection, custody) = (store.clone(), name.to_owned(), custody.clone());
     let persist: Persist = Arc::new(move |pair: OAuthPair| {
-        let (store, connection, seed) = (store.clone(), connection.clone(), seed.clone());
+        let (store, connection, seed, custody) = (
+            store.clone(),
+            connection.clone(),
+            seed.clone(),
+            custody.clone(),
+        );
         Box::pin(async move {
             store
-                .save_oauth_pair(&connection, &pair, &seed)
+                .save_oauth_pair(&connection, &pair, &seed, &custody)
                 .await
                 .map_err(|e| e.to_string())
         })

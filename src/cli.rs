@@ -327,6 +327,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     // Every other command works with stored ids: never against another instance.
     store.verify_connections(cfg.connection_urls()).await?;
+    // Every command, not only those that check: `key private` opens a
+    // secret too, and must not find one an earlier setting left in plaintext.
+    store.seal_plaintext(&cfg.custody).await?;
     let named = Named {
         store: &store,
         connection: cli.connection.as_deref(),

@@ -1,13 +1,18 @@
-//! Key custody: private deploy keys and webhook secrets are sealed with
-//! XChaCha20-Poly1305 before they reach SQLite, bound to their project and
-//! kind as associated data (a sealed value copied to another project's row
-//! does not open). The master key comes from a credential file (systemd
-//! `LoadCredential=`). Without one, glwarden refuses to store secrets unless
-//! the configuration explicitly allows plaintext.
+//! Key custody: private deploy keys, webhook secrets and OAuth token pairs
+//! are sealed with XChaCha20-Poly1305 before they reach SQLite, bound to
+//! their owner (project and kind, or connection and token) as associated
+//! data: a sealed value copied to another row or column does not open. The
+//! master key comes from a credential file (systemd `LoadCredential=`).
+//! Without one, glwarden refuses to store project secrets unless the
+//! configuration explicitly allows plaintext; OAuth pairs are then stored
+//! in plaintext, as before custody.
 //!
 //! Sealed format: `1 || nonce(24) || ciphertext+tag`; plaintext format:
 //! `0 || bytes`. The leading byte lets a later master key (or plaintext
-//! opt-out) read what an earlier setting wrote, or refuse it clearly.
+//! opt-out) read what an earlier setting wrote, or refuse it clearly. Once
+//! a master key is configured, the store seals what is still plaintext in
+//! place, once ([`Custody::reseal`], store/sealing.rs); after that a
+//! plaintext value is refused.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,8 +35,9 @@ pub enum CustodyError {
     NoMasterKey,
     #[error("master key {0}")]
     BadMasterKey(String),
-    #[error("a stored secret for project row {project} cannot be opened: {reason}")]
-    Open { project: i64, reason: String },
+    /// `owner` is the [`Owner`]'s description (no secret in it).
+    #[error("the stored {owner} cannot be opened: {reason}")]
+    Open { owner: String, reason: String },
 }
 
 /// Which kind of secret, part of the associated data.
@@ -46,6 +52,70 @@ impl SecretKind {
         match self {
             SecretKind::DeployKey => "deploy_key",
             SecretKind::HookToken => "hook_token",
+        }
+    }
+}
+
+/// Which token of a connection's OAuth pair, part of the associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthToken {
+    Access,
+    Refresh,
+}
+
+/// What a stored secret belongs to. Its associated data binds a sealed
+/// value to it, so that a value moved to another row or column (another
+/// project, another connection, access swapped with refresh) does not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// A project's secret, by its row id in the store.
+    Project(i64, SecretKind),
+    /// A token of an OAuth connection, by the connection's name.
+    Connection(&'a str, OAuthToken),
+}
+
+impl Owner<'_> {
+    /// The associated data. A project's is what glwarden has always written
+    /// (values sealed before OAuth pairs were must still open); a token's
+    /// label differs from every project kind's, and the connection's name
+    /// is the whole rest of the text, so no two owners share one.
+    fn aad(self) -> Vec<u8> {
+        match self {
+            Owner::Project(project, kind) => {
+                format!("glwarden:v1:{}:{project}", kind.label()).into_bytes()
+            }
+            Owner::Connection(name, token) => {
+                let label = match token {
+                    OAuthToken::Access => "oauth_access",
+                    OAuthToken::Refresh => "oauth_refresh",
+                };
+                format!("glwarden:v1:{label}:{name}").into_bytes()
+            }
+        }
+    }
+
+    /// Whether it may be stored in plaintext without a master key even when
+    /// `custody.allow_plaintext` is false. An OAuth pair must be stored to
+    /// survive GitLab's rotation (the configured refresh token is dead after
+    /// the first refresh), and OAuth worked without a master key before
+    /// custody: without one, the pair stays plaintext in the 0600 database.
+    fn always_storable(self) -> bool {
+        matches!(self, Owner::Connection(..))
+    }
+}
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Project(project, kind) => {
+                write!(f, "{} of project row {project}", kind.label())
+            }
+            Owner::Connection(name, OAuthToken::Access) => {
+                write!(f, "OAuth access token of connection `{name}`")
+            }
+            Owner::Connection(name, OAuthToken::Refresh) => {
+                write!(f, "OAuth refresh token of connection `{name}`")
+            }
         }
     }
 }
@@ -92,21 +162,39 @@ impl Custody {
         self.cipher.is_some() || self.allow_plaintext
     }
 
-    fn aad(project: i64, kind: SecretKind) -> Vec<u8> {
-        format!("glwarden:v1:{}:{project}", kind.label()).into_bytes()
+    /// Whether values are sealed (a master key is configured).
+    pub fn encrypts(&self) -> bool {
+        self.cipher.is_some()
     }
 
+    /// Seals a project's secret (see [`Custody::seal_for`]).
     pub fn seal(
         &self,
         project: i64,
         kind: SecretKind,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CustodyError> {
+        self.seal_for(Owner::Project(project, kind), plaintext)
+    }
+
+    /// Opens a project's secret (see [`Custody::open_for`]).
+    pub fn open(
+        &self,
+        project: i64,
+        kind: SecretKind,
+        stored: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CustodyError> {
+        self.open_for(Owner::Project(project, kind), stored)
+    }
+
+    /// The stored form of `plaintext`: sealed under the master key, else
+    /// plaintext where allowed.
+    pub fn seal_for(&self, owner: Owner<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CustodyError> {
         match &self.cipher {
             Some(cipher) => {
                 let mut nonce = [0u8; 24];
                 rand::rngs::OsRng.fill_bytes(&mut nonce);
-                let aad = Self::aad(project, kind);
+                let aad = owner.aad();
                 let sealed = cipher
                     .encrypt(
                         XNonce::from_slice(&nonce),
@@ -122,7 +210,7 @@ impl Custody {
                 out.extend_from_slice(&sealed);
                 Ok(out)
             }
-            None if self.allow_plaintext => {
+            None if self.allow_plaintext || owner.always_storable() => {
                 let mut out = Vec::with_capacity(1 + plaintext.len());
                 out.push(PLAIN);
                 out.extend_from_slice(plaintext);
@@ -132,20 +220,20 @@ impl Custody {
         }
     }
 
-    pub fn open(
+    pub fn open_for(
         &self,
-        project: i64,
-        kind: SecretKind,
+        owner: Owner<'_>,
         stored: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CustodyError> {
         let fail = |reason: &str| CustodyError::Open {
-            project,
+            owner: owner.to_string(),
             reason: reason.to_owned(),
         };
         match stored.split_first() {
-            // With a master key every value glwarden writes is sealed: a
-            // plaintext one was planted (a tampered row, an old backup) and
-            // would be sent to GitLab as ours. Refused.
+            // With a master key every value glwarden writes is sealed, and
+            // what an earlier setting left in plaintext is sealed once at
+            // start: a plaintext one was planted (a tampered row, an old
+            // backup) and would be sent to GitLab as ours. Refused.
             Some((&PLAIN, _)) if self.cipher.is_some() => Err(fail(
                 "it is stored unencrypted although a master key is configured; \
                  glwarden never writes such a value, so it is refused",
@@ -157,7 +245,7 @@ impl Custody {
                     .as_ref()
                     .ok_or_else(|| fail("it is encrypted and no master key is configured"))?;
                 let (nonce, sealed) = rest.split_at(24);
-                let aad = Self::aad(project, kind);
+                let aad = owner.aad();
                 cipher
                     .decrypt(
                         XNonce::from_slice(nonce),
@@ -167,9 +255,25 @@ impl Custody {
                         },
                     )
                     .map(Zeroizing::new)
-                    .map_err(|_| fail("wrong master key, or the value belongs to another project"))
+                    .map_err(|_| {
+                        fail("wrong master key, or the value was moved from another row or column")
+                    })
             }
             _ => Err(fail("unknown format")),
+        }
+    }
+
+    /// The sealed form of a value stored in plaintext; `None` for any other
+    /// value (sealed already, or not ours to judge here: opening it says
+    /// what is wrong). Only the store's one-time sealing calls this:
+    /// [`Custody::open_for`] refuses plaintext once a master key is set.
+    pub fn reseal(&self, owner: Owner<'_>, stored: &[u8]) -> Result<Option<Vec<u8>>, CustodyError> {
+        if self.cipher.is_none() {
+            return Err(CustodyError::NoMasterKey);
+        }
+        match stored.split_first() {
+            Some((&PLAIN, rest)) => self.seal_for(owner, rest).map(Some),
+            _ => Ok(None),
         }
     }
 }
@@ -286,6 +390,85 @@ mod tests {
             other.open(7, SecretKind::DeployKey, &sealed).is_err(),
             "another master key"
         );
+    }
+
+    #[test]
+    fn oauth_tokens_open_only_for_their_connection_and_token() {
+        let c = Custody::new(Some(&key()), false).unwrap();
+        let access = Owner::Connection("main", OAuthToken::Access);
+        let sealed = c.seal_for(access, b"oat-SECRET").unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"SECRET"));
+        assert_eq!(&*c.open_for(access, &sealed).unwrap(), b"oat-SECRET");
+        for (other, why) in [
+            (
+                Owner::Connection("other", OAuthToken::Access),
+                "another connection",
+            ),
+            (
+                Owner::Connection("main", OAuthToken::Refresh),
+                "the other token",
+            ),
+            (
+                Owner::Connection("mai", OAuthToken::Access),
+                "a prefix of the name",
+            ),
+            (
+                Owner::Project(7, SecretKind::HookToken),
+                "a project's secret",
+            ),
+        ] {
+            let err = c.open_for(other, &sealed).unwrap_err().to_string();
+            assert!(err.contains("moved from another row"), "{why}: {err}");
+        }
+        let err = c
+            .open_for(Owner::Connection("other", OAuthToken::Refresh), &sealed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("OAuth refresh token of connection `other`"),
+            "the error names the connection and token: {err}"
+        );
+        assert!(!err.contains("oat-SECRET"));
+    }
+
+    #[test]
+    fn without_a_master_key_oauth_tokens_are_stored_in_plaintext_even_when_secrets_are_not() {
+        let refuse = Custody::new(None, false).unwrap();
+        let owner = Owner::Connection("main", OAuthToken::Refresh);
+        let stored = refuse.seal_for(owner, b"ort").unwrap();
+        assert_eq!(stored, b"\0ort");
+        assert_eq!(&*refuse.open_for(owner, &stored).unwrap(), b"ort");
+        // A pair sealed earlier is not readable without the key, and says whose it is.
+        let sealed = Custody::new(Some(&key()), false)
+            .unwrap()
+            .seal_for(owner, b"ort")
+            .unwrap();
+        let err = refuse.open_for(owner, &sealed).unwrap_err().to_string();
+        assert!(err.contains("connection `main`"), "{err}");
+        assert!(err.contains("no master key"), "{err}");
+    }
+
+    #[test]
+    fn reseal_seals_plaintext_and_leaves_everything_else() {
+        let plain = Custody::new(None, true).unwrap();
+        let owner = Owner::Project(7, SecretKind::DeployKey);
+        let stored = plain.seal_for(owner, b"private").unwrap();
+        assert!(matches!(
+            plain.reseal(owner, &stored),
+            Err(CustodyError::NoMasterKey)
+        ));
+        let c = Custody::new(Some(&key()), false).unwrap();
+        let sealed = c.reseal(owner, &stored).unwrap().expect("sealed");
+        assert_eq!(&*c.open_for(owner, &sealed).unwrap(), b"private");
+        assert!(
+            c.open_for(Owner::Project(8, SecretKind::DeployKey), &sealed)
+                .is_err(),
+            "bound to its owner"
+        );
+        assert_eq!(c.reseal(owner, &sealed).unwrap(), None, "sealed already");
+        assert_eq!(c.reseal(owner, b"").unwrap(), None, "not ours to judge");
+        // What reseal would seal, open refuses.
+        assert!(c.open_for(owner, &stored).is_err());
     }
 
     #[test]

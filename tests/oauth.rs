@@ -1,5 +1,6 @@
 //! OAuth connections: refresh before expiry, single-flight under concurrency,
-//! the rotated pair persisted and used after a restart, a refused refresh.
+//! the rotated pair persisted and used after a restart, a refused refresh,
+//! the pair sealed under a master key.
 
 mod common;
 
@@ -49,6 +50,11 @@ fn oauth_config(fx: &Fixture, projects: &[&Connected], refresh: &str) -> PathBuf
     file
 }
 
+/// The custody the configuration at `config` sets up.
+fn custody(config: &Path) -> std::sync::Arc<glwarden::custody::Custody> {
+    glwarden::config::Config::load(config).unwrap().custody
+}
+
 fn refreshes(fx: &Fixture) -> usize {
     fx.sim
         .requests()
@@ -89,7 +95,7 @@ async fn many_concurrent_checks_cause_exactly_one_refresh_and_the_rotated_pair_s
         "twelve projects checked 8 at a time: one refresh"
     );
     let (stored, _) = store
-        .oauth_pair("main")
+        .oauth_pair("main", &custody(&config))
         .await
         .unwrap()
         .expect("the rotated pair is stored");
@@ -113,7 +119,11 @@ async fn many_concurrent_checks_cause_exactly_one_refresh_and_the_rotated_pair_s
     fx.check(&checker).await;
     assert_eq!(connection_state(&store).await, State::Connected);
     assert_eq!(refreshes(&fx), 1);
-    let (again, _) = store.oauth_pair("main").await.unwrap().unwrap();
+    let (again, _) = store
+        .oauth_pair("main", &custody(&config))
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(
         again.refresh.expose_secret(),
         stored.refresh.expose_secret()
@@ -183,7 +193,13 @@ async fn an_oversized_token_answer_is_refused_within_the_body_limit() {
         .await
         .unwrap();
     assert_ne!(report.connections[0].health.state, State::NotConnected);
-    assert!(store.oauth_pair("main").await.unwrap().is_none());
+    assert!(
+        store
+            .oauth_pair("main", &custody(&config))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(refreshes(&fx) >= 1);
     let details: Vec<String> = report
         .projects
@@ -197,4 +213,86 @@ async fn an_oversized_token_answer_is_refused_within_the_body_limit() {
             .any(|d| d.contains("body larger than 65536 bytes")),
         "{details:?}"
     );
+}
+
+#[tokio::test]
+async fn with_a_master_key_the_rotated_pair_is_sealed_at_rest_and_survives_a_restart() {
+    let fx = Fixture::new().await;
+    fx.sim.add_oauth_app(CLIENT_ID, CLIENT_SECRET);
+    // Two minutes left: the first check refreshes.
+    fx.sim
+        .add_oauth_token(fx.user, CLIENT_ID, ACCESS, REFRESH, &["api"], 120);
+    let p = fx.connect("acme/app");
+    let config = oauth_config(&fx, &[&p], REFRESH);
+    let master = secret_file(fx.dir.path(), "master.key", &"5a".repeat(32));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[custody]\nmaster_key_file = {:?}\n",
+        master.display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+
+    let (checker, store) = fx.checker(&config).await;
+    fx.check(&checker).await;
+    assert_eq!(connection_state(&store).await, State::Connected);
+    assert_eq!(refreshes(&fx), 1);
+    let (stored, _) = store
+        .oauth_pair("main", &custody(&config))
+        .await
+        .unwrap()
+        .expect("the rotated pair is stored");
+    drop(checker);
+    store.close().await;
+
+    // Not a byte of either token is in the database's files.
+    let mut db = std::fs::read(fx.db_path()).unwrap();
+    db.extend(std::fs::read(fx.db_path().with_extension("db-wal")).unwrap_or_default());
+    for token in [
+        stored.access.expose_secret(),
+        stored.refresh.expose_secret(),
+    ] {
+        assert!(
+            !db.windows(token.len()).any(|w| w == token.as_bytes()),
+            "a token is stored in plaintext"
+        );
+    }
+
+    // A restart opens the sealed pair: the stored access token is used, no refresh.
+    let (checker, store) = fx.checker(&config).await;
+    fx.sim.clear_requests();
+    fx.check(&checker).await;
+    assert_eq!(connection_state(&store).await, State::Connected);
+    assert_eq!(
+        refreshes(&fx),
+        0,
+        "the sealed access token was opened and used"
+    );
+    drop(checker);
+    store.close().await;
+
+    // Without the master key the sealed pair cannot be read, and the error
+    // names the connection.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let keyless = fx.dir.path().join("keyless.toml");
+    std::fs::write(&keyless, text.split("[custody]").next().unwrap()).unwrap();
+    let cfg = std::sync::Arc::new(glwarden::config::Config::load(&keyless).unwrap());
+    let store = glwarden::store::Store::open(&cfg.raw.store.path)
+        .await
+        .unwrap();
+    let err = glwarden::check::Checker::new(cfg, store.clone(), None)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("connection `main`"), "{err}");
+    assert!(err.contains("no master key"), "{err}");
+    assert!(!err.contains(stored.refresh.expose_secret()));
+
+    // A person re-authorizes: the configured pair wins, the sealed one is
+    // never opened, and the connection works again without a master key.
+    secret_file(fx.dir.path(), "refresh", "ort-reauthorized-SECRET");
+    let cfg = std::sync::Arc::new(glwarden::config::Config::load(&keyless).unwrap());
+    glwarden::check::Checker::new(cfg, store.clone(), None)
+        .await
+        .expect("a new refresh token replaces the pair that cannot be opened");
 }

@@ -231,7 +231,8 @@ async fn no_secret_leaks_anywhere() {
         .filter(|e| e.action == "key_read")
         .count();
     assert_eq!(reads, 2, "each `key private` is recorded in events");
-    let oauth_pair = store.oauth_pair("oauth").await.unwrap();
+    let custody = glwarden::config::Config::load(&config).unwrap().custody;
+    let oauth_pair = store.oauth_pair("oauth", &custody).await.unwrap();
     store.close().await;
 
     // The daemon, at trace level, for a few sweeps.

@@ -15,11 +15,14 @@ use sqlx::{FromRow, SqlitePool};
 
 mod quiet;
 mod repairs;
+mod sealing;
 mod summary;
 
 pub use repairs::{EventRow, JournalRow, MANUAL_CAUSE, NewEvent};
+pub use sealing::Sealed;
 pub use summary::{HealthSummary, Problem};
 
+use crate::custody::{Custody, CustodyError, OAuthToken, Owner};
 use crate::gitlab::oauth::OAuthPair;
 use crate::health::{Component, Observation, State};
 use secrecy::{ExposeSecret, SecretString};
@@ -45,6 +48,8 @@ pub enum StoreError {
         stored: String,
         configured: String,
     },
+    #[error(transparent)]
+    Custody(#[from] CustodyError),
 }
 
 /// Where a project in the inventory comes from.
@@ -241,36 +246,80 @@ impl Store {
         Ok(Store { pool })
     }
 
-    /// The stored OAuth pair of a connection and the seed it descends from.
+    /// The seed a connection's stored OAuth pair descends from, without
+    /// opening the pair: a pair the configuration has replaced is never
+    /// opened, so a re-authorization also recovers from one that cannot be.
+    pub async fn oauth_seed(&self, connection: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT seed FROM oauth_tokens WHERE connection = ?1")
+                .bind(connection)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The stored OAuth pair of a connection, opened, and the seed it
+    /// descends from.
     pub async fn oauth_pair(
         &self,
         connection: &str,
+        custody: &Custody,
     ) -> Result<Option<(OAuthPair, String)>, StoreError> {
-        let row: Option<(String, String, Option<DateTime<Utc>>, String)> = sqlx::query_as(
+        // The stored tokens (custody format), their expiry and their seed.
+        type Row = (Vec<u8>, Vec<u8>, Option<DateTime<Utc>>, String);
+        let row: Option<Row> = sqlx::query_as(
             "SELECT access_token, refresh_token, expires_at, seed FROM oauth_tokens WHERE connection = ?1",
         )
         .bind(connection)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(access, refresh, expires_at, seed)| {
-            (
-                OAuthPair {
-                    access: SecretString::from(access),
-                    refresh: SecretString::from(refresh),
-                    expires_at,
-                },
-                seed,
-            )
-        }))
+        let Some((access, refresh, expires_at, seed)) = row else {
+            return Ok(None);
+        };
+        let (access, refresh) = (
+            zeroize::Zeroizing::new(access),
+            zeroize::Zeroizing::new(refresh),
+        );
+        let token = |which: OAuthToken, stored: &[u8]| -> Result<SecretString, CustodyError> {
+            let owner = Owner::Connection(connection, which);
+            let bytes = custody.open_for(owner, stored)?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| CustodyError::Open {
+                owner: owner.to_string(),
+                reason: "it is not UTF-8 text".into(),
+            })?;
+            Ok(SecretString::from(text.to_owned()))
+        };
+        Ok(Some((
+            OAuthPair {
+                access: token(OAuthToken::Access, &access)?,
+                refresh: token(OAuthToken::Refresh, &refresh)?,
+                expires_at,
+            },
+            seed,
+        )))
     }
 
-    /// Replaces a connection's OAuth pair in one statement (atomic).
+    /// Replaces a connection's OAuth pair in one statement (atomic), each
+    /// token sealed under the master key when one is configured.
     pub async fn save_oauth_pair(
         &self,
         connection: &str,
         pair: &OAuthPair,
         seed: &str,
+        custody: &Custody,
     ) -> Result<(), StoreError> {
+        let access = custody.seal_for(
+            Owner::Connection(connection, OAuthToken::Access),
+            pair.access.expose_secret().as_bytes(),
+        )?;
+        let refresh = custody.seal_for(
+            Owner::Connection(connection, OAuthToken::Refresh),
+            pair.refresh.expose_secret().as_bytes(),
+        )?;
+        let (access, refresh) = (
+            zeroize::Zeroizing::new(access),
+            zeroize::Zeroizing::new(refresh),
+        );
         sqlx::query(
             "INSERT INTO oauth_tokens (connection, access_token, refresh_token, expires_at, seed, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -279,8 +328,8 @@ impl Store {
                  seed = excluded.seed, updated_at = excluded.updated_at",
         )
         .bind(connection)
-        .bind(pair.access.expose_secret())
-        .bind(pair.refresh.expose_secret())
+        .bind(access.as_slice())
+        .bind(refresh.as_slice())
         .bind(pair.expires_at)
         .bind(seed)
         .bind(Utc::now())
