@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::config::{
     Config, MovedPolicy, Policy, RepairOverride, WebhookReenable, expand_url_template,
 };
 use crate::custody::{Custody, CustodyError, SecretKind};
-use crate::gitlab::types::GitLabVersion;
+use crate::gitlab::types::{GitLabVersion, HookSettings};
 use crate::gitlab::{ApiError, GitLab};
 use crate::health::{Component, State};
 use crate::keys::{KeyDigest, KeyError, digest_of, fingerprint_of, generate_ed25519, is_same_key};
@@ -760,25 +761,32 @@ impl Repairer {
     }
 
     /// The hook's settings as the CI needs them, with our secret token.
-    fn hook_settings(&self, url: &str, token: &str) -> serde_json::Value {
+    fn hook_settings<'a>(&'a self, url: &'a str, token: &'a str) -> HookSettings<'a> {
         let expect = &self.cfg.raw.expect;
-        let mut settings = json!({
-            "url": url,
-            "token": token,
-            "enable_ssl_verification": expect.enable_ssl_verification,
-        });
-        for event in &expect.webhook_events {
-            settings[event.as_str()] = json!(true);
+        HookSettings {
+            url,
+            token,
+            enable_ssl_verification: expect.enable_ssl_verification,
+            events: expect
+                .webhook_events
+                .iter()
+                .map(|event| (event.as_str(), true))
+                .collect(),
         }
-        settings
     }
 
-    /// A fresh secret token: 32 bytes from the OS RNG, hex.
-    fn new_token() -> String {
+    /// A fresh secret token: 32 bytes from the OS RNG, hex; both buffers
+    /// are wiped when dropped.
+    fn new_token() -> Zeroizing<String> {
         use rand::RngCore;
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        use std::fmt::Write;
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(&mut bytes[..]);
+        let mut hex = Zeroizing::new(String::with_capacity(64));
+        for b in bytes.iter() {
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 
     async fn create_webhook(
@@ -844,8 +852,9 @@ impl Repairer {
         let token = self
             .custody
             .open(project.id, SecretKind::HookToken, &sealed)?;
-        let token = String::from_utf8_lossy(&token).into_owned();
-        let settings = self.hook_settings(&url, &token);
+        let token = std::str::from_utf8(&token)
+            .map_err(|_| RepairError::Refused("the stored webhook secret is not text".into()))?;
+        let settings = self.hook_settings(&url, token);
 
         let mut hook_id = data["hook_id"].as_u64();
         if hook_id.is_none() {

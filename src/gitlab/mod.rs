@@ -399,9 +399,16 @@ impl GitLab {
     }
 
     fn auth_header(kind: TokenKind, token: &SecretString) -> (&'static str, HeaderValue) {
+        // Wiped once the header holds it (marked sensitive, never logged).
         let (name, value) = match kind {
-            TokenKind::AccessToken => ("PRIVATE-TOKEN", token.expose_secret().to_owned()),
-            TokenKind::Oauth => ("Authorization", format!("Bearer {}", token.expose_secret())),
+            TokenKind::AccessToken => (
+                "PRIVATE-TOKEN",
+                zeroize::Zeroizing::new(token.expose_secret().to_owned()),
+            ),
+            TokenKind::Oauth => (
+                "Authorization",
+                zeroize::Zeroizing::new(format!("Bearer {}", token.expose_secret())),
+            ),
         };
         let mut value =
             HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
@@ -416,7 +423,7 @@ impl GitLab {
         method: Method,
         url: Url,
         endpoint: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<&[u8]>,
     ) -> Result<Answer, ApiError> {
         let method_name: &'static str = method_name(&method);
         let fail = |kind: ErrorKind| ApiError {
@@ -457,7 +464,9 @@ impl GitLab {
             let started = Instant::now();
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(body) = body {
-                request = request.json(body);
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_vec());
             }
             let sent = request
                 .header(name, value)
@@ -638,13 +647,13 @@ impl GitLab {
         decode(&answer.body, "GET", &endpoint)
     }
 
-    /// A write (POST, PUT, DELETE) with an optional JSON body; returns the
-    /// answer's body (empty for 204).
+    /// A write (POST, PUT, DELETE) with an optional JSON body, serialized by
+    /// the caller; returns the answer's body (empty for 204).
     async fn write(
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<&[u8]>,
     ) -> Result<Vec<u8>, ApiError> {
         let endpoint = endpoint_of(path);
         Ok(self
@@ -668,7 +677,9 @@ impl GitLab {
             body["expires_at"] = serde_json::Value::String(t.to_rfc3339());
         }
         let path = format!("projects/{project}/deploy_keys");
-        let answer = self.write(Method::POST, &path, Some(&body)).await?;
+        let answer = self
+            .write(Method::POST, &path, Some(&json_bytes(&body)))
+            .await?;
         decode(&answer, "POST", &endpoint_of(&path))
     }
 
@@ -683,7 +694,7 @@ impl GitLab {
         self.write(
             Method::PUT,
             &format!("projects/{project}/deploy_keys/{key}"),
-            Some(&body),
+            Some(&json_bytes(&body)),
         )
         .await
         .map(|_| ())
@@ -708,10 +719,12 @@ impl GitLab {
     pub async fn create_hook(
         &self,
         project: u64,
-        settings: &serde_json::Value,
+        settings: &HookSettings<'_>,
     ) -> Result<Hook, ApiError> {
         let path = format!("projects/{project}/hooks");
-        let answer = self.write(Method::POST, &path, Some(settings)).await?;
+        let answer = self
+            .write(Method::POST, &path, Some(&json_bytes(settings)))
+            .await?;
         decode(&answer, "POST", &endpoint_of(&path))
     }
 
@@ -720,10 +733,12 @@ impl GitLab {
         &self,
         project: u64,
         hook: u64,
-        settings: &serde_json::Value,
+        settings: &HookSettings<'_>,
     ) -> Result<Hook, ApiError> {
         let path = format!("projects/{project}/hooks/{hook}");
-        let answer = self.write(Method::PUT, &path, Some(settings)).await?;
+        let answer = self
+            .write(Method::PUT, &path, Some(&json_bytes(settings)))
+            .await?;
         decode(&answer, "PUT", &endpoint_of(&path))
     }
 
@@ -1137,6 +1152,12 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         header_str(headers, "ratelimit-reset").and_then(|v| v.trim().parse::<i64>().ok())?;
     let now = chrono::Utc::now().timestamp();
     Some(Duration::from_secs(reset.saturating_sub(now).max(1) as u64))
+}
+
+/// A request body as JSON, in a buffer wiped when dropped (a hook's body
+/// carries its secret token).
+fn json_bytes(body: &impl serde::Serialize) -> zeroize::Zeroizing<Vec<u8>> {
+    zeroize::Zeroizing::new(serde_json::to_vec(body).expect("request bodies serialize"))
 }
 
 /// The `rel="next"` target of a `Link` header.

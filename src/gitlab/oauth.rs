@@ -138,16 +138,18 @@ impl OAuthSession {
                 "refresh token already refused".into(),
             ));
         }
+        // Borrowed, not copied: the secrets stay in their wiped holders
+        // (the HTTP stack's encoded copy is beyond reach).
         let mut form = vec![
-            ("grant_type", "refresh_token".to_owned()),
-            ("refresh_token", refresh_token.expose_secret().to_owned()),
-            ("client_id", self.client.client_id.clone()),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
+            ("client_id", self.client.client_id.as_str()),
         ];
         if let Some(secret) = &self.client.client_secret {
-            form.push(("client_secret", secret.expose_secret().to_owned()));
+            form.push(("client_secret", secret.expose_secret()));
         }
         if let Some(uri) = &self.client.redirect_uri {
-            form.push(("redirect_uri", uri.clone()));
+            form.push(("redirect_uri", uri.as_str()));
         }
         let answer = http.post(token_url).form(&form).send().await.map_err(|e| {
             RefreshError::Transient(if e.is_timeout() {
@@ -157,9 +159,12 @@ impl OAuthSession {
             })
         })?;
         let status = answer.status();
-        let body = super::read_bounded(answer, max_bytes)
-            .await
-            .map_err(|e| RefreshError::Transient(format!("token answer unreadable: {e}")))?;
+        // The answer holds both new tokens: wiped once they are parsed out.
+        let body = zeroize::Zeroizing::new(
+            super::read_bounded(answer, max_bytes)
+                .await
+                .map_err(|e| RefreshError::Transient(format!("token answer unreadable: {e}")))?,
+        );
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(RefreshError::Transient(format!("HTTP {status}")));
         }

@@ -3,7 +3,7 @@
 //! fields GitLab omits on some versions or tiers are `Option` or defaulted.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `GET /user`.
 #[derive(Debug, Clone, Deserialize)]
@@ -355,5 +355,29 @@ mod tests {
             serde_json::from_str(r#"{"id":1,"response_status":"internal error"}"#).unwrap();
         assert_eq!(e.status_code(), None);
         assert!(!e.succeeded());
+    }
+}
+
+/// What `POST`/`PUT .../hooks` send: the hook as the CI needs it. The
+/// secret token is borrowed from a wiped buffer, so serializing it makes no
+/// copy of ours (the HTTP stack's own copy is beyond reach).
+#[derive(Serialize)]
+pub struct HookSettings<'a> {
+    pub url: &'a str,
+    pub token: &'a str,
+    pub enable_ssl_verification: bool,
+    /// Event flags set to true, by GitLab's field name (`push_events`, ...).
+    #[serde(flatten)]
+    pub events: std::collections::BTreeMap<&'a str, bool>,
+}
+
+impl std::fmt::Debug for HookSettings<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookSettings")
+            .field("url", &self.url)
+            .field("token", &"[redacted]")
+            .field("enable_ssl_verification", &self.enable_ssl_verification)
+            .field("events", &self.events)
+            .finish()
     }
 }

@@ -187,16 +187,19 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        // Counts only: which rows were plaintext is no one's business.
-        let after = counts.to_string();
-        sqlx::query(
-            "INSERT INTO events (at, project_id, component, action, cause, before, after, outcome)
-             VALUES (?1, NULL, 'custody', 'seal_plaintext', 'a master key is configured', '', ?2, 'ok')",
-        )
-        .bind(now)
-        .bind(&after)
-        .execute(&mut *tx)
-        .await?;
+        // An event only when something was sealed: a new store with a
+        // master key from the start has nothing to tell. Counts only: which
+        // rows were plaintext is no one's business.
+        if counts.total() > 0 {
+            sqlx::query(
+                "INSERT INTO events (at, project_id, component, action, cause, before, after, outcome)
+                 VALUES (?1, NULL, 'custody', 'seal_plaintext', 'a master key is configured', '', ?2, 'ok')",
+            )
+            .bind(now)
+            .bind(counts.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         tracing::info!(
             deploy_keys = counts.deploy_keys,
@@ -376,6 +379,10 @@ mod tests {
             Some(Sealed::default())
         );
         assert!(store.custody_sealed_at().await.unwrap().is_some());
+        assert!(
+            store.events(None, None, 10).await.unwrap().is_empty(),
+            "nothing sealed, nothing to tell"
+        );
     }
 
     #[tokio::test]
