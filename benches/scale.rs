@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use glwarden::keys::generate_ed25519;
-use glwarden::sim::{HookSpec, Sim};
+use gitlab_sim::{HookSpec, Sim};
 use glwarden::store::{NewProject, Source, Store};
 
 const TOKEN: &str = "glpat-bench-token";
