@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use gitlab_sim::{HookSpec, Sim};
 use glwarden::keys::generate_ed25519;
-use glwarden::sim::{HookSpec, Sim};
 use glwarden::store::{NewProject, Source, Store};
 
 const TOKEN: &str = "glpat-bench-token";

@@ -118,6 +118,7 @@ enum Command {
     Connection(ConnectionCommand),
     /// Run a check against the built-in GitLab simulator, seeded with projects
     /// in every state. Needs no network and no setup.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
 }
 
@@ -302,6 +303,7 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let command = match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => return crate::demo::run(args).await,
         Command::Run => {
             return crate::daemon::run(config_path(cli.config))
@@ -407,7 +409,9 @@ async fn execute(command: Command, cfg: Arc<Config>, named: Named<'_>) -> anyhow
             Ok(0)
         }
         Command::Project(cmd) => project_command(cmd, cfg, named).await,
-        Command::Config(_) | Command::Demo(_) | Command::Run | Command::Connection(_) => {
+        #[cfg(feature = "demo")]
+        Command::Demo(_) => unreachable!("handled before the store is opened"),
+        Command::Config(_) | Command::Run | Command::Connection(_) => {
             unreachable!("handled before the store is opened")
         }
     }

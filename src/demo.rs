@@ -16,8 +16,8 @@ use crate::check::{Checker, Selection};
 use crate::cli::{DemoArgs, Format};
 use crate::config::{Config, RawConfig};
 use crate::keys::{GeneratedKey, generate_ed25519};
-use crate::sim::{Fault, FaultKind, HookSpec, Sim};
 use crate::store::Store;
+use gitlab_sim::{Fault, FaultKind, HookSpec, Sim};
 
 const HOOK_URL: &str = "https://ci.example.com/hooks/gitlab/{id}";
 const MAINTAINER: u32 = 40;

@@ -3,15 +3,17 @@
 //! their health in SQLite and reports it.
 //!
 //! Flow: [`config`] → [`inventory`] → [`check`] (per connection: [`gitlab`]
-//! client → [`probe`] verdicts) → [`store`] → [`report`]. [`sim`] is the
-//! built-in GitLab simulator used by the demo and the tests; [`cli`] is the
-//! command line.
+//! client → [`probe`] verdicts) → [`store`] → [`repair`] → [`report`];
+//! [`daemon`] runs sweeps on a schedule and serves [`metrics`] through
+//! [`server`]; [`cli`] is the command line. The GitLab simulator the demo and
+//! the tests run against is the `gitlab-sim` crate (`crates/gitlab-sim`).
 
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod custody;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod gitlab;
 pub mod health;
@@ -23,6 +25,5 @@ pub mod probe;
 pub mod repair;
 pub mod report;
 pub mod server;
-pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use gitlab_sim::{Fault, FaultKind, HookSpec};
 use glwarden::health::{Component, State};
-use glwarden::sim::{Fault, FaultKind, HookSpec};
 
 #[tokio::test]
 async fn repository_states_come_from_gitlab_answers() {

@@ -156,9 +156,9 @@ async fn exit_status_says_healthy_broken_or_unknown() {
     let out = run(glwarden(&["--config", cfg, "check"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    fx.sim.inject(glwarden::sim::Fault::on(
+    fx.sim.inject(gitlab_sim::Fault::on(
         "/hooks",
-        glwarden::sim::FaultKind::Status {
+        gitlab_sim::FaultKind::Status {
             code: 503,
             html: false,
         },
@@ -447,7 +447,7 @@ async fn a_connection_pointed_at_another_gitlab_refuses_to_start_and_writes_noth
     assert!(out.status.code().is_some(), "{}", text(&out));
 
     // Another instance where the same project id holds someone else's key and hook.
-    let other = glwarden::sim::Sim::start().await.unwrap();
+    let other = gitlab_sim::Sim::start().await.unwrap();
     let user = other.add_user("ci-bot");
     other.add_access_token(user, TOKEN, &["api"], None);
     let theirs = other.add_project("someone/else");

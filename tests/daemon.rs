@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use glwarden::sim::{Fault, FaultKind, HookSpec, RequestRecord};
+use gitlab_sim::{Fault, FaultKind, HookSpec, RequestRecord};
 
 /// A fixture with `n` connected projects and a daemon config.
 async fn setup(
@@ -478,7 +478,7 @@ async fn a_connection_told_to_wait_for_ever_holds_up_no_other() {
     let projects: Vec<Connected> = (0..3).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
     // A second GitLab (its name sorts first) that first answers `Retry-After: 2^64-1`, then says on
     // every answer that its window is spent until the year 2300.
-    let other = glwarden::sim::Sim::start().await.unwrap();
+    let other = gitlab_sim::Sim::start().await.unwrap();
     let user = other.add_user("ci-bot");
     other.add_access_token(user, TOKEN, &["api"], None);
     let theirs = other.add_project("far/away");

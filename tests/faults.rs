@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use gitlab_sim::{Fault, FaultKind, HookSpec};
 use glwarden::keys::generate_ed25519;
-use glwarden::sim::{Fault, FaultKind, HookSpec};
 use sqlx::Connection;
 
 const MASTER_KEY: &str = "5f9c3a1e7b2d4c6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";

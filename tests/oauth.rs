@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use gitlab_sim::HookSpec;
 use glwarden::health::State;
-use glwarden::sim::HookSpec;
 use secrecy::ExposeSecret;
 
 const CLIENT_ID: &str = "glwarden-app";
@@ -179,9 +179,9 @@ async fn an_oversized_token_answer_is_refused_within_the_body_limit() {
     .unwrap();
     // The token endpoint answers 200 with a body far past the limit.
     fx.sim.inject(
-        glwarden::sim::Fault::on(
+        gitlab_sim::Fault::on(
             "/oauth/token",
-            glwarden::sim::FaultKind::Oversized { bytes: 4 << 20 },
+            gitlab_sim::FaultKind::Oversized { bytes: 4 << 20 },
         )
         .method("POST"),
     );

@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use gitlab_sim::{Fault, FaultKind, HookSpec};
 use glwarden::check::{RunOptions, Selection};
 use glwarden::custody::SecretKind;
 use glwarden::health::{Component, State};
-use glwarden::sim::{Fault, FaultKind, HookSpec};
 use glwarden::store::Store;
 
 const MASTER_KEY: &str = "5f9c3a1e7b2d4c6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
@@ -1032,7 +1032,7 @@ async fn a_hook_url_gitlab_refuses_is_reported_once_not_retried() {
 #[tokio::test]
 async fn on_gitlab_16_0_no_hook_test_or_events_request_and_nothing_stays_unknown() {
     let fx = Fixture::new().await;
-    fx.sim.set_version(glwarden::sim::SimVersion::V16_0);
+    fx.sim.set_version(gitlab_sim::SimVersion::V16_0);
     let healthy = fx.connect("acme/healthy");
     let disabled = fx.connect("acme/disabled");
     fx.sim.update_hook(disabled.id, disabled.hook_id, |h| {

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use glwarden::sim::{Fault, FaultKind};
+use gitlab_sim::{Fault, FaultKind};
 use sqlx::Connection;
 
 const PROJECTS: usize = 30;

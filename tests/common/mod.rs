@@ -8,11 +8,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use gitlab_sim::{HookSpec, Sim, SimVersion};
 use glwarden::check::{Checker, Selection};
 use glwarden::config::Config;
 use glwarden::health::{Component, State};
 use glwarden::keys::{GeneratedKey, generate_ed25519};
-use glwarden::sim::{HookSpec, Sim, SimVersion};
 use glwarden::store::Store;
 
 pub const TOKEN: &str = "glpat-fixture-SECRET-token-0001";

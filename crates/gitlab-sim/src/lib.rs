@@ -1,5 +1,6 @@
-//! Stateful fake GitLab REST v4 server (see `sim-spec.md` and the GitLab
-//! reference card). The [`Sim`] handle owns the world behind a std mutex and
+//! Stateful fake GitLab REST v4 server, following what glwarden relies on in
+//! GitLab's own source (`docs/gitlab-contract.md` in the glwarden repository,
+//! each row with its file in `gitlabhq/gitlabhq`). The [`Sim`] handle owns the world behind a std mutex and
 //! a background axum server on loopback; tests, `glwarden demo` and the
 //! benchmark mutate the world through the methods below or, from another
 //! process, through the `/_sim` control API.

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use glwarden::sim::{EndpointLimits, Fault, FaultKind, HookSpec, Sim, SimVersion};
+use gitlab_sim::{EndpointLimits, Fault, FaultKind, HookSpec, Sim, SimVersion};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
