@@ -84,7 +84,8 @@ pub fn connection(
             }
         }
         Some(Err(e)) => match &e.kind {
-            // Not a personal/project/group access token (reference §4.4): its
+            // Not a personal/project/group access token: GitLab answers 400
+            // (`lib/api/personal_access_tokens/self_information.rb`); its
             // expiry cannot be read, but the token works.
             ErrorKind::Rejected { status: 400, .. } => Observation::definite(
                 State::Connected,

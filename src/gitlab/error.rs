@@ -17,7 +17,9 @@ pub struct ApiError {
     pub kind: ErrorKind,
 }
 
-/// Why a 401 was answered (reference §4.2).
+/// Why a 401 was answered: GitLab's `lib/api/api_guard.rb` answers an
+/// expired or revoked token with `invalid_token` and an `error_description`
+/// ("Token is expired. …", "Token was revoked. …").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenProblem {
     Unknown,
@@ -172,7 +174,8 @@ fn looks_like_json(content_type: &str, body: &[u8]) -> bool {
 }
 
 /// GitLab's error text: `message` (a string or a validation map) or
-/// `error`/`error_description` (reference §4.2 and §9).
+/// `error`/`error_description` (`lib/api/api_guard.rb`, and Doorkeeper's
+/// OAuth errors).
 fn message_of(json: &serde_json::Value) -> String {
     let text = match (
         json.get("message"),

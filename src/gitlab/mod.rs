@@ -933,7 +933,7 @@ impl GitLab {
         self.get("personal_access_tokens/self").await
     }
 
-    /// `GET /oauth/token/info` at the web root (reference §9).
+    /// `GET /oauth/token/info` at the web root (Doorkeeper's token info route).
     pub async fn oauth_token_info(&self) -> Result<OauthTokenInfo, ApiError> {
         let url = self.web.join("oauth/token/info").expect("static path");
         let answer = self

@@ -1,7 +1,8 @@
 //! OAuth access-token refresh for one connection.
 //!
 //! GitLab rotates the refresh token on every use and invalidates the old pair
-//! (reference §4.5), so two concurrent refreshes would leave one of them with
+//! (`use_refresh_token` in GitLab's `config/initializers/doorkeeper.rb`;
+//! Doorkeeper revokes a refresh token once used), so two concurrent refreshes would leave one of them with
 //! a dead token: refreshes are single-flight behind an async mutex, and a
 //! caller that waited re-checks whether someone else already refreshed. The
 //! new pair is handed to the persister (the store) before it is used, so a

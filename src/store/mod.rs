@@ -367,7 +367,7 @@ impl Store {
                 .bind(name)
                 .fetch_one(&self.pool)
                 .await?;
-        if stored != base_url {
+        if !same_address(&stored, base_url) {
             return Err(StoreError::ConnectionMoved {
                 name: name.to_owned(),
                 stored,
@@ -391,7 +391,7 @@ impl Store {
                 .into_iter()
                 .collect();
         for (name, url) in configured {
-            if let Some(was) = stored.get(name).filter(|was| *was != url) {
+            if let Some(was) = stored.get(name).filter(|was| !same_address(was, url)) {
                 return Err(StoreError::ConnectionMoved {
                     name: name.to_owned(),
                     stored: was.clone(),
@@ -882,6 +882,15 @@ const PROJECT_SELECT: &str =
         p.added_at, p.removed_at
     FROM projects p JOIN connections c ON c.id = p.connection_id";
 
+/// Whether two base URLs name the same address once parsed
+/// (`https://gitlab.example.com` and `https://gitlab.example.com/` do).
+fn same_address(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Rows a sweep reads of the inventory at a time.
 const INVENTORY_PAGE: i64 = 1000;
 
@@ -1302,6 +1311,11 @@ mod tests {
             other => panic!("{other}"),
         };
         let expected = ("main".to_owned(), was.to_owned(), now.to_owned());
+        // The same address written with or without its final slash is the same.
+        store
+            .verify_connections([("main", "https://gitlab.example.com/")])
+            .await
+            .unwrap();
         // Neither registering nor verifying takes the new url, or writes it.
         let e = store.connection_id("main", now).await.unwrap_err();
         assert!(

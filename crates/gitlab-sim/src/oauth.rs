@@ -1,4 +1,5 @@
-//! Doorkeeper's OAuth endpoints at the web root (reference §4.5, §9):
+//! Doorkeeper's OAuth endpoints at the web root (GitLab's
+//! `config/initializers/doorkeeper.rb`: `use_refresh_token`, 2-hour tokens):
 //! refresh rotates both tokens and invalidates the old pair; token info;
 //! revoke.
 

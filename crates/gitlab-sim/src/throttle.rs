@@ -1,5 +1,5 @@
 //! Rack::Attack-style authenticated API throttle: a fixed 60 s window per
-//! user (all of a user's tokens share it, reference §9), `RateLimit-*`
+//! user (all of a user's tokens share it, glwarden's docs/gitlab-contract.md §8), `RateLimit-*`
 //! headers on every API answer while a limit is set, and a plain-text
 //! `Retry later` 429 with `Retry-After` and `RateLimit-ResetTime`.
 
