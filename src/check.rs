@@ -584,25 +584,22 @@ impl Checker {
                 let Some(h) = health.get(component.as_str()) else {
                     continue;
                 };
-                if h.state
-                    .as_deref()
-                    .is_some_and(|s| s == "ok" || s == "healthy")
-                    && !h.detail.contains("duplicate hooks")
-                {
-                    continue;
-                }
-                let rules = repair::rules_for(
+                let Some((decision, rules)) = repair::decide_component(
                     &self.store,
                     &self.cfg,
                     &project,
+                    &policies,
                     component,
                     h,
                     repository,
                     verdict.version,
                     now,
                 )
-                .await?;
-                match repair::decide(&project.path, component, h, &policies, &rules) {
+                .await?
+                else {
+                    continue;
+                };
+                match decision {
                     Decision::Repair(action) => {
                         let new_path = match action {
                             Action::FollowRename => client

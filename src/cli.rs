@@ -554,7 +554,7 @@ async fn repair_command(args: RepairArgs, cfg: Arc<Config>, store: &Store) -> an
 
 /// The decision for every project's components, from the stored health.
 async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
-    use crate::repair::{Decision, Policies, decide, rules_for};
+    use crate::repair::{Decision, Policies, decide_component};
     let health: HashMap<(String, i64), crate::store::HealthRow> = store
         .all_health()
         .await?
@@ -581,16 +581,16 @@ async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
                 .and_then(|r| r.definite_state());
             // The version is not known without asking GitLab: a plan says
             // "would re-enable" where the setting allows a test delivery.
-            let rules =
-                rules_for(store, cfg, &project, component, h, repository, None, now).await?;
-            let line = match decide(&project.path, component, h, &policies, &rules) {
+            let Some((decision, _)) = decide_component(
+                store, cfg, &project, &policies, component, h, repository, None, now,
+            )
+            .await?
+            else {
+                continue;
+            };
+            let line = match decision {
                 Decision::Repair(action) => format!("would {} (policy auto)", action.name()),
                 Decision::Report(_, plan) => format!("{plan} (policy report: not carried out)"),
-                Decision::Skip(why)
-                    if h.shown_state().is_healthy() && !why.contains("duplicate") =>
-                {
-                    continue;
-                }
                 Decision::Skip(why) => format!("no repair: {why}"),
             };
             any = true;

@@ -199,6 +199,49 @@ fn policy_auto(p: Policy) -> Option<bool> {
     }
 }
 
+/// Whether a component's stored health calls for a repair decision at all:
+/// a state that is not healthy, or a healthy one with something to tidy
+/// (duplicate hooks). [`decide_component`] decides nothing for the rest.
+pub fn needs_decision(component: Component, health: &HealthRow) -> bool {
+    match health
+        .state
+        .as_deref()
+        .and_then(|s| s.parse::<State>().ok())
+    {
+        Some(state) => {
+            !state.is_healthy() || action_for(component, state, &health.detail).is_some()
+        }
+        None => true,
+    }
+}
+
+/// The one place a repair is decided for a component, from its stored
+/// health and the rules in force: the daemon's repair pass, `repair` and
+/// `repair --dry-run` all come here. `None` when the health calls for no
+/// decision ([`needs_decision`]); else the decision and the rules it used.
+#[allow(clippy::too_many_arguments)]
+pub async fn decide_component(
+    store: &Store,
+    cfg: &Config,
+    project: &ProjectRow,
+    policies: &Policies,
+    component: Component,
+    health: &HealthRow,
+    repository: Option<State>,
+    version: Option<GitLabVersion>,
+    now: DateTime<Utc>,
+) -> Result<Option<(Decision, Rules)>, StoreError> {
+    if !needs_decision(component, health) {
+        return Ok(None);
+    }
+    let rules = rules_for(
+        store, cfg, project, component, health, repository, version, now,
+    )
+    .await?;
+    let decision = decide(&project.path, component, health, policies, &rules);
+    Ok(Some((decision, rules)))
+}
+
 /// Decides what to do about one component. Pure.
 pub fn decide(
     project_path: &str,
@@ -1592,6 +1635,45 @@ mod tests {
             42,
             "https://ci.example.com/hooks/42"
         ));
+    }
+
+    #[test]
+    fn only_health_that_calls_for_a_repair_is_decided() {
+        let with = |state: &str, detail: &str| HealthRow {
+            detail: detail.into(),
+            ..health(state, 1, None)
+        };
+        let cases = [
+            (Component::Webhook, with("healthy", "hook 7"), false),
+            (
+                Component::Webhook,
+                with("healthy", "hook 7; duplicate hooks to the same URL: 8"),
+                true,
+            ),
+            (Component::Webhook, with("missing", ""), true),
+            // Nothing to repair, but a plan says so.
+            (Component::Webhook, with("failing", "HTTP 502"), true),
+            (Component::DeployKey, with("expiring", "in 3 days"), true),
+            (Component::Repository, with("ok", ""), false),
+            (Component::Repository, with("moved", "a -> b"), true),
+            (
+                Component::Webhook,
+                HealthRow {
+                    state: None,
+                    ..with("healthy", "")
+                },
+                true,
+            ),
+        ];
+        for (component, row, expected) in cases {
+            assert_eq!(
+                needs_decision(component, &row),
+                expected,
+                "{component} {:?} {}",
+                row.state,
+                row.detail
+            );
+        }
     }
 
     #[test]
