@@ -14,7 +14,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, TokenKind, expand_url_template};
+use crate::config::{Config, TokenKind};
 use crate::gitlab::oauth::{OAuthClient, OAuthPair, OAuthSession, Persist};
 use crate::gitlab::types::{DeployKey, GitLabVersion, Hook, Project};
 use crate::gitlab::{ApiError, ClientOptions, ErrorKind, GitLab};
@@ -576,11 +576,7 @@ impl Checker {
                     .await?
                     .and_then(|h| h.definite_state()),
             };
-            for component in [
-                Component::Repository,
-                Component::DeployKey,
-                Component::Webhook,
-            ] {
+            for component in Component::PROJECT_COMPONENTS {
                 let Some(h) = health.get(component.as_str()) else {
                     continue;
                 };
@@ -1104,13 +1100,7 @@ async fn oauth_session(
 
 /// The URL our hook must have: the project's own, or the template filled in.
 pub fn expected_webhook_url(cfg: &Config, p: &CheckTarget, path: &str) -> Option<String> {
-    p.webhook_url.clone().or_else(|| {
-        cfg.raw
-            .expect
-            .webhook_url
-            .as_deref()
-            .map(|t| expand_url_template(t, p.gitlab_id as u64, path))
-    })
+    crate::config::expected_hook_url(cfg, p.webhook_url.as_deref(), p.gitlab_id as u64, path)
 }
 
 /// A failed request that does not decide the component's state; a 403 is

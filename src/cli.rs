@@ -568,11 +568,7 @@ async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
     let mut any = false;
     for project in store.active_projects().await? {
         let policies = Policies::for_project(cfg, &project);
-        for component in [
-            Component::Repository,
-            Component::DeployKey,
-            Component::Webhook,
-        ] {
+        for component in Component::PROJECT_COMPONENTS {
             let Some(h) = health.get(&(component.as_str().to_owned(), project.id)) else {
                 continue;
             };

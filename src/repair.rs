@@ -13,11 +13,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::config::{
-    Config, MovedPolicy, Policy, RepairOverride, WebhookReenable, expand_url_template,
+    Config, MovedPolicy, Policy, RepairOverride, WebhookReenable, expected_hook_url,
 };
 use crate::custody::{Custody, CustodyError, SecretKind};
 use crate::gitlab::types::{GitLabVersion, HookSettings};
@@ -359,12 +358,34 @@ struct KeyRotation {
     keys_before: Option<Vec<u64>>,
 }
 
-impl KeyRotation {
+/// A webhook repair's journal record (create, fix or rotate; no secrets:
+/// the token is the entry's sealed `secret`). A record that does not parse
+/// is an error, never a repair with an empty URL.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct HookRepair {
+    /// The URL the hook must have.
+    url: String,
+    /// Our hook before the repair, if any.
+    #[serde(default)]
+    old_hook_id: Option<u64>,
+    /// Set once GitLab has the hook with our token.
+    #[serde(default)]
+    hook_id: Option<u64>,
+}
+
+/// A journal record of one kind: parsed whole from its entry, or an error
+/// naming the entry (never a repair with empty values).
+trait JournalRecord: serde::Serialize + serde::de::DeserializeOwned {
+    /// What the record is, for the error.
+    const KIND: &'static str;
+
     fn from_journal(entry: &JournalRow) -> Result<Self, RepairError> {
         serde_json::from_str(&entry.data).map_err(|e| {
             RepairError::Refused(format!(
-                "journal entry {} ({}) is not a key rotation record: {e}",
-                entry.id, entry.action
+                "journal entry {} ({}) is not a {} record: {e}",
+                entry.id,
+                entry.action,
+                Self::KIND
             ))
         })
     }
@@ -372,6 +393,14 @@ impl KeyRotation {
     fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("plain fields serialize")
     }
+}
+
+impl JournalRecord for HookRepair {
+    const KIND: &'static str = "webhook repair";
+}
+
+impl JournalRecord for KeyRotation {
+    const KIND: &'static str = "key rotation";
 }
 
 /// Triggers `POST .../hooks/:id/test/:trigger` accepts and can build
@@ -787,20 +816,15 @@ impl Repairer {
     // ---- webhook ----------------------------------------------------------
 
     fn expected_url(&self, project: &ProjectRow) -> Result<String, RepairError> {
-        project
-            .webhook_url
-            .clone()
-            .or_else(|| {
-                self.cfg
-                    .raw
-                    .expect
-                    .webhook_url
-                    .as_deref()
-                    .map(|t| expand_url_template(t, project.gitlab_id as u64, &project.path))
-            })
-            .ok_or_else(|| {
-                RepairError::Refused("no webhook URL expected: set expect.webhook_url".into())
-            })
+        expected_hook_url(
+            &self.cfg,
+            project.webhook_url.as_deref(),
+            project.gitlab_id as u64,
+            &project.path,
+        )
+        .ok_or_else(|| {
+            RepairError::Refused("no webhook URL expected: set expect.webhook_url".into())
+        })
     }
 
     /// The hook's settings as the CI needs them, with our secret token.
@@ -846,7 +870,12 @@ impl Repairer {
         let sealed = self
             .custody
             .seal(project.id, SecretKind::HookToken, token.as_bytes())?;
-        let data = json!({ "url": url, "old_hook_id": project.hook_id });
+        let data = HookRepair {
+            url,
+            old_hook_id: project.hook_id.map(|h| h as u64),
+            hook_id: None,
+        }
+        .to_json();
         let entry = self
             .store
             .journal_begin(
@@ -885,9 +914,9 @@ impl Repairer {
         project: &ProjectRow,
         entry: &JournalRow,
     ) -> Result<(String, String), RepairError> {
-        let mut data: serde_json::Value = serde_json::from_str(&entry.data).unwrap_or_default();
+        let mut data = HookRepair::from_journal(entry)?;
         let gitlab_id = project.gitlab_id as u64;
-        let url = data["url"].as_str().unwrap_or_default().to_owned();
+        let url = data.url.clone();
         let sealed = entry
             .secret
             .clone()
@@ -899,18 +928,18 @@ impl Repairer {
             .map_err(|_| RepairError::Refused("the stored webhook secret is not text".into()))?;
         let settings = self.hook_settings(&url, token);
 
-        let mut hook_id = data["hook_id"].as_u64();
+        let mut hook_id = data.hook_id;
         if hook_id.is_none() {
             // A crash after GitLab created the hook but before we learnt its
             // id leaves it there: adopt it (and set our token) rather than add another.
             let existing = client.hooks(gitlab_id).await?;
             let mut candidates: Vec<u64> = Vec::new();
-            if entry.action == "fix_webhook" {
+            if entry.action == Action::FixWebhook.name() {
                 // Rewritten only while its URL is one of glwarden's: a hook
                 // someone pointed elsewhere (or an id naming another's hook)
                 // is left alone, and ours is created beside it.
                 let templates = self.store.hook_url_templates().await?;
-                let old = data["old_hook_id"].as_u64();
+                let old = data.old_hook_id;
                 match existing.iter().find(|h| Some(h.id) == old) {
                     Some(h)
                         if is_our_hook_url(
@@ -948,8 +977,10 @@ impl Repairer {
                 None => client.create_hook(gitlab_id, &settings).await?,
             };
             hook_id = Some(hook.id);
-            data["hook_id"] = json!(hook.id);
-            self.store.journal_step(entry.id, "created", &data).await?;
+            data.hook_id = Some(hook.id);
+            self.store
+                .journal_step(entry.id, "created", &data.to_json())
+                .await?;
         } else if entry.step == "created" {
             // Make sure the token GitLab holds is the one we are about to store.
             client
@@ -961,13 +992,15 @@ impl Repairer {
             self.store
                 .set_hook(project.id, hook_id, Some(&sealed))
                 .await?;
-            self.store.journal_step(entry.id, "stored", &data).await?;
+            self.store
+                .journal_step(entry.id, "stored", &data.to_json())
+                .await?;
         }
         self.delete_duplicates(client, project, Some(hook_id))
             .await?;
         self.store.journal_finish(entry.id).await?;
-        let before = data["old_hook_id"]
-            .as_u64()
+        let before = data
+            .old_hook_id
             .map(|h| format!("hook {h}"))
             .unwrap_or_else(|| "no hook".into());
         Ok((before, format!("hook {hook_id} {url}")))
@@ -1003,7 +1036,12 @@ impl Repairer {
             }
         };
         let url = self.expected_url(project)?;
-        let data = json!({ "url": url, "old_hook_id": hook_id });
+        let data = HookRepair {
+            url,
+            old_hook_id: Some(hook_id as u64),
+            hook_id: None,
+        }
+        .to_json();
         let entry = self
             .store
             .journal_begin(
@@ -1674,6 +1712,49 @@ mod tests {
                 row.detail
             );
         }
+    }
+
+    #[test]
+    fn journal_records_parse_whole_or_are_errors() {
+        let entry = |action: &str, data: &str| JournalRow {
+            id: 9,
+            project_id: 1,
+            component: "webhook".into(),
+            action: action.into(),
+            step: "begun".into(),
+            data: data.into(),
+            secret: None,
+            cause: "test".into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let hook = HookRepair::from_journal(&entry(
+            "fix_webhook",
+            r#"{"url":"https://ci/1","old_hook_id":7}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (hook.url.as_str(), hook.old_hook_id, hook.hook_id),
+            ("https://ci/1", Some(7), None)
+        );
+        // Round trip through the journal's JSON.
+        let again =
+            HookRepair::from_journal(&entry("fix_webhook", &hook.to_json().to_string())).unwrap();
+        assert_eq!(again.old_hook_id, Some(7));
+        for bad in ["", "{}", r#"{"url":7}"#, r#"{"old_hook_id":7}"#] {
+            let e = HookRepair::from_journal(&entry("create_webhook", bad)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("journal entry 9 (create_webhook) is not a webhook repair record"),
+                "{bad}: {e}"
+            );
+        }
+        let e = KeyRotation::from_journal(&entry("regenerate_deploy_key", r#"{"url":"x"}"#))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("is not a key rotation record"),
+            "{e}"
+        );
     }
 
     #[test]
