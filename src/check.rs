@@ -522,13 +522,13 @@ impl Checker {
         // Only components that could need a repair are read, grouped by project.
         let mut candidates: BTreeMap<
             i64,
-            std::collections::HashMap<String, crate::store::HealthRow>,
+            std::collections::HashMap<Component, crate::store::HealthRow>,
         > = BTreeMap::new();
         for h in self.store.repair_candidates().await? {
             candidates
                 .entry(h.subject_id)
                 .or_default()
-                .insert(h.component.clone(), h);
+                .insert(h.component, h);
         }
         if repair::is_storm(newly_broken, total, r.storm_share, r.storm_min_projects) {
             let reason = format!(
@@ -568,7 +568,7 @@ impl Checker {
             let mut repaired = false;
             // Read once per project; set to `ok` once this pass followed the
             // project's move: its key and hook may then be repaired at the new path.
-            let mut repository = match health.get(Component::Repository.as_str()) {
+            let mut repository = match health.get(&Component::Repository) {
                 Some(h) => h.definite_state(),
                 None => self
                     .store
@@ -577,7 +577,7 @@ impl Checker {
                     .and_then(|h| h.definite_state()),
             };
             for component in Component::PROJECT_COMPONENTS {
-                let Some(h) = health.get(component.as_str()) else {
+                let Some(h) = health.get(&component) else {
                     continue;
                 };
                 let Some((decision, rules)) = repair::decide_component(
@@ -613,7 +613,7 @@ impl Checker {
                             .unwrap_or_else(|| project.clone());
                         let cause = format!(
                             "{component} {}: {}",
-                            h.state.as_deref().unwrap_or("?"),
+                            h.state.map(|s| s.as_str()).unwrap_or("?"),
                             h.detail
                         );
                         let done = repairer
@@ -747,8 +747,8 @@ impl ProjectChecks {
             .ok()
             .flatten();
         let seen_before = prev.is_some_and(|h| {
-            h.state.as_deref() == Some("not_found")
-                || (h.pending.as_deref() == Some("unknown")
+            h.state == Some(State::NotFound)
+                || (h.pending == Some(State::Unknown)
                     && h.pending_detail
                         .as_deref()
                         .is_some_and(|d| d.starts_with(NOT_FOUND_ONCE)))

@@ -555,11 +555,11 @@ async fn repair_command(args: RepairArgs, cfg: Arc<Config>, store: &Store) -> an
 /// The decision for every project's components, from the stored health.
 async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
     use crate::repair::{Decision, Policies, decide_component};
-    let health: HashMap<(String, i64), crate::store::HealthRow> = store
+    let health: HashMap<(Component, i64), crate::store::HealthRow> = store
         .all_health()
         .await?
         .into_iter()
-        .map(|h| ((h.component.clone(), h.subject_id), h))
+        .map(|h| ((h.component, h.subject_id), h))
         .collect();
     if let Some((reason, since)) = store.repairs_paused().await? {
         println!("automatic repairs are PAUSED since {since}: {reason}");
@@ -569,11 +569,11 @@ async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
     for project in store.active_projects().await? {
         let policies = Policies::for_project(cfg, &project);
         for component in Component::PROJECT_COMPONENTS {
-            let Some(h) = health.get(&(component.as_str().to_owned(), project.id)) else {
+            let Some(h) = health.get(&(component, project.id)) else {
                 continue;
             };
             let repository = health
-                .get(&(Component::Repository.as_str().to_owned(), project.id))
+                .get(&(Component::Repository, project.id))
                 .and_then(|r| r.definite_state());
             // The version is not known without asking GitLab: a plan says
             // "would re-enable" where the setting allows a test delivery.

@@ -202,11 +202,7 @@ fn policy_auto(p: Policy) -> Option<bool> {
 /// a state that is not healthy, or a healthy one with something to tidy
 /// (duplicate hooks). [`decide_component`] decides nothing for the rest.
 pub fn needs_decision(component: Component, health: &HealthRow) -> bool {
-    match health
-        .state
-        .as_deref()
-        .and_then(|s| s.parse::<State>().ok())
-    {
+    match health.state {
         Some(state) => {
             !state.is_healthy() || action_for(component, state, &health.detail).is_some()
         }
@@ -254,11 +250,7 @@ pub fn decide(
     if let Some(pending) = &health.pending {
         return Decision::Skip(format!("{component} is {pending}"));
     }
-    let Some(state) = health
-        .state
-        .as_deref()
-        .and_then(|s| s.parse::<State>().ok())
-    else {
+    let Some(state) = health.state else {
         return Decision::Skip("not checked yet".into());
     };
     let Some(action) = action_for(component, state, &health.detail) else {
@@ -1362,14 +1354,14 @@ mod tests {
 
     fn health(state: &str, consecutive: i64, pending: Option<&str>) -> HealthRow {
         HealthRow {
-            component: "deploy_key".into(),
+            component: Component::DeployKey,
             subject_id: 1,
-            state: Some(state.into()),
+            state: Some(state.parse().expect("a state")),
             detail: "detail".into(),
             since: None,
             consecutive,
             last_checked: None,
-            pending: pending.map(str::to_owned),
+            pending: pending.map(|p| p.parse().expect("a state")),
             pending_detail: None,
             pending_since: None,
         }
@@ -1412,7 +1404,7 @@ mod tests {
         );
         assert_eq!(d, Decision::Repair(Action::MakeKeyReadOnly));
         let mut h = health("misconfigured", 2, None);
-        h.component = "webhook".into();
+        h.component = Component::Webhook;
         assert_eq!(
             decide("a/b", Component::Webhook, &h, &AUTO, &rules()),
             Decision::Repair(Action::FixWebhook)
@@ -1566,7 +1558,7 @@ mod tests {
     fn keys_and_hooks_are_repaired_only_on_an_ok_repository() {
         let key = health("missing", 2, None);
         let hook = HealthRow {
-            component: "webhook".into(),
+            component: Component::Webhook,
             ..health("missing", 2, None)
         };
         for repository in [
@@ -1590,7 +1582,7 @@ mod tests {
         }
         // The move itself is still followed, whatever the repository is.
         let moved = HealthRow {
-            component: "repository".into(),
+            component: Component::Repository,
             ..health("moved", 2, None)
         };
         let r = Rules {
