@@ -14,7 +14,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, TokenKind, expand_url_template};
+use crate::config::{Config, TokenKind};
 use crate::gitlab::oauth::{OAuthClient, OAuthPair, OAuthSession, Persist};
 use crate::gitlab::types::{DeployKey, GitLabVersion, Hook, Project};
 use crate::gitlab::{ApiError, ClientOptions, ErrorKind, GitLab};
@@ -522,13 +522,13 @@ impl Checker {
         // Only components that could need a repair are read, grouped by project.
         let mut candidates: BTreeMap<
             i64,
-            std::collections::HashMap<String, crate::store::HealthRow>,
+            std::collections::HashMap<Component, crate::store::HealthRow>,
         > = BTreeMap::new();
         for h in self.store.repair_candidates().await? {
             candidates
                 .entry(h.subject_id)
                 .or_default()
-                .insert(h.component.clone(), h);
+                .insert(h.component, h);
         }
         if repair::is_storm(newly_broken, total, r.storm_share, r.storm_min_projects) {
             let reason = format!(
@@ -568,7 +568,7 @@ impl Checker {
             let mut repaired = false;
             // Read once per project; set to `ok` once this pass followed the
             // project's move: its key and hook may then be repaired at the new path.
-            let mut repository = match health.get(Component::Repository.as_str()) {
+            let mut repository = match health.get(&Component::Repository) {
                 Some(h) => h.definite_state(),
                 None => self
                     .store
@@ -576,33 +576,26 @@ impl Checker {
                     .await?
                     .and_then(|h| h.definite_state()),
             };
-            for component in [
-                Component::Repository,
-                Component::DeployKey,
-                Component::Webhook,
-            ] {
-                let Some(h) = health.get(component.as_str()) else {
+            for component in Component::PROJECT_COMPONENTS {
+                let Some(h) = health.get(&component) else {
                     continue;
                 };
-                if h.state
-                    .as_deref()
-                    .is_some_and(|s| s == "ok" || s == "healthy")
-                    && !h.detail.contains("duplicate hooks")
-                {
-                    continue;
-                }
-                let rules = repair::rules_for(
+                let Some((decision, rules)) = repair::decide_component(
                     &self.store,
                     &self.cfg,
                     &project,
+                    &policies,
                     component,
                     h,
                     repository,
                     verdict.version,
                     now,
                 )
-                .await?;
-                match repair::decide(&project.path, component, h, &policies, &rules) {
+                .await?
+                else {
+                    continue;
+                };
+                match decision {
                     Decision::Repair(action) => {
                         let new_path = match action {
                             Action::FollowRename => client
@@ -620,7 +613,7 @@ impl Checker {
                             .unwrap_or_else(|| project.clone());
                         let cause = format!(
                             "{component} {}: {}",
-                            h.state.as_deref().unwrap_or("?"),
+                            h.state.map(|s| s.as_str()).unwrap_or("?"),
                             h.detail
                         );
                         let done = repairer
@@ -754,8 +747,8 @@ impl ProjectChecks {
             .ok()
             .flatten();
         let seen_before = prev.is_some_and(|h| {
-            h.state.as_deref() == Some("not_found")
-                || (h.pending.as_deref() == Some("unknown")
+            h.state == Some(State::NotFound)
+                || (h.pending == Some(State::Unknown)
                     && h.pending_detail
                         .as_deref()
                         .is_some_and(|d| d.starts_with(NOT_FOUND_ONCE)))
@@ -1107,13 +1100,7 @@ async fn oauth_session(
 
 /// The URL our hook must have: the project's own, or the template filled in.
 pub fn expected_webhook_url(cfg: &Config, p: &CheckTarget, path: &str) -> Option<String> {
-    p.webhook_url.clone().or_else(|| {
-        cfg.raw
-            .expect
-            .webhook_url
-            .as_deref()
-            .map(|t| expand_url_template(t, p.gitlab_id as u64, path))
-    })
+    crate::config::expected_hook_url(cfg, p.webhook_url.as_deref(), p.gitlab_id as u64, path)
 }
 
 /// A failed request that does not decide the component's state; a 403 is

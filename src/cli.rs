@@ -554,12 +554,12 @@ async fn repair_command(args: RepairArgs, cfg: Arc<Config>, store: &Store) -> an
 
 /// The decision for every project's components, from the stored health.
 async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
-    use crate::repair::{Decision, Policies, decide, rules_for};
-    let health: HashMap<(String, i64), crate::store::HealthRow> = store
+    use crate::repair::{Decision, Policies, decide_component};
+    let health: HashMap<(Component, i64), crate::store::HealthRow> = store
         .all_health()
         .await?
         .into_iter()
-        .map(|h| ((h.component.clone(), h.subject_id), h))
+        .map(|h| ((h.component, h.subject_id), h))
         .collect();
     if let Some((reason, since)) = store.repairs_paused().await? {
         println!("automatic repairs are PAUSED since {since}: {reason}");
@@ -568,29 +568,25 @@ async fn repair_plan(cfg: &Config, store: &Store) -> anyhow::Result<u8> {
     let mut any = false;
     for project in store.active_projects().await? {
         let policies = Policies::for_project(cfg, &project);
-        for component in [
-            Component::Repository,
-            Component::DeployKey,
-            Component::Webhook,
-        ] {
-            let Some(h) = health.get(&(component.as_str().to_owned(), project.id)) else {
+        for component in Component::PROJECT_COMPONENTS {
+            let Some(h) = health.get(&(component, project.id)) else {
                 continue;
             };
             let repository = health
-                .get(&(Component::Repository.as_str().to_owned(), project.id))
+                .get(&(Component::Repository, project.id))
                 .and_then(|r| r.definite_state());
             // The version is not known without asking GitLab: a plan says
             // "would re-enable" where the setting allows a test delivery.
-            let rules =
-                rules_for(store, cfg, &project, component, h, repository, None, now).await?;
-            let line = match decide(&project.path, component, h, &policies, &rules) {
+            let Some((decision, _)) = decide_component(
+                store, cfg, &project, &policies, component, h, repository, None, now,
+            )
+            .await?
+            else {
+                continue;
+            };
+            let line = match decision {
                 Decision::Repair(action) => format!("would {} (policy auto)", action.name()),
                 Decision::Report(_, plan) => format!("{plan} (policy report: not carried out)"),
-                Decision::Skip(why)
-                    if h.shown_state().is_healthy() && !why.contains("duplicate") =>
-                {
-                    continue;
-                }
                 Decision::Skip(why) => format!("no repair: {why}"),
             };
             any = true;

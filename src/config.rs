@@ -988,6 +988,23 @@ fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
 }
 
 /// Fills a webhook URL template for one project.
+/// The webhook URL glwarden expects for a project: its own `webhook_url`,
+/// else `expect.webhook_url` filled in; `None` when neither is set.
+pub fn expected_hook_url(
+    cfg: &Config,
+    own: Option<&str>,
+    project_id: u64,
+    path: &str,
+) -> Option<String> {
+    own.map(str::to_owned).or_else(|| {
+        cfg.raw
+            .expect
+            .webhook_url
+            .as_deref()
+            .map(|t| expand_url_template(t, project_id, path))
+    })
+}
+
 pub fn expand_url_template(template: &str, project_id: u64, path: &str) -> String {
     template
         .replace("{id}", &project_id.to_string())

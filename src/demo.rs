@@ -20,7 +20,7 @@ use crate::store::Store;
 use gitlab_sim::{Fault, FaultKind, HookSpec, Sim};
 
 const HOOK_URL: &str = "https://ci.example.com/hooks/gitlab/{id}";
-const MAINTAINER: u32 = 40;
+use crate::gitlab::types::MAINTAINER;
 
 /// One demo project: where it lives and what happens to it.
 struct DemoProject {

@@ -7,8 +7,10 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// What is checked: the connection (per credential) and three components per project.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Stored as its name (TEXT), the same word `as_str` gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
 pub enum Component {
     Connection,
     Repository,
@@ -73,8 +75,9 @@ impl FromStr for Component {
 
 /// Every state of the design's table, plus `unknown` (could not ask) and
 /// `blocked` (not asked, because the connection or repository it depends on is broken).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
 pub enum State {
     Connected,
     Expiring,

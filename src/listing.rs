@@ -34,12 +34,13 @@ impl BulkListing {
     pub fn start(connection: &str, client: Arc<GitLab>) -> Self {
         let (tx, pages) = mpsc::channel(PAGES_AHEAD);
         let task = tokio::spawn(async move {
+            let maintainer = crate::gitlab::types::MAINTAINER.to_string();
             let walked = client
                 .for_each_page(
                     "projects",
                     &[
                         ("membership", "true"),
-                        ("min_access_level", "40"),
+                        ("min_access_level", maintainer.as_str()),
                         ("pagination", "keyset"),
                         ("order_by", "id"),
                         ("sort", "asc"),

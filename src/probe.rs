@@ -11,8 +11,7 @@ use crate::gitlab::{ApiError, ErrorKind};
 use crate::health::{Observation, State};
 use crate::keys::{self, KeyDigest};
 
-/// The role glwarden needs on a project to manage deploy keys and hooks.
-pub const MAINTAINER: u32 = 40;
+use crate::gitlab::types::MAINTAINER;
 
 // ---- connection -----------------------------------------------------------
 

@@ -13,11 +13,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::config::{
-    Config, MovedPolicy, Policy, RepairOverride, WebhookReenable, expand_url_template,
+    Config, MovedPolicy, Policy, RepairOverride, WebhookReenable, expected_hook_url,
 };
 use crate::custody::{Custody, CustodyError, SecretKind};
 use crate::gitlab::types::{GitLabVersion, HookSettings};
@@ -199,6 +198,45 @@ fn policy_auto(p: Policy) -> Option<bool> {
     }
 }
 
+/// Whether a component's stored health calls for a repair decision at all:
+/// a state that is not healthy, or a healthy one with something to tidy
+/// (duplicate hooks). [`decide_component`] decides nothing for the rest.
+pub fn needs_decision(component: Component, health: &HealthRow) -> bool {
+    match health.state {
+        Some(state) => {
+            !state.is_healthy() || action_for(component, state, &health.detail).is_some()
+        }
+        None => true,
+    }
+}
+
+/// The one place a repair is decided for a component, from its stored
+/// health and the rules in force: the daemon's repair pass, `repair` and
+/// `repair --dry-run` all come here. `None` when the health calls for no
+/// decision ([`needs_decision`]); else the decision and the rules it used.
+#[allow(clippy::too_many_arguments)]
+pub async fn decide_component(
+    store: &Store,
+    cfg: &Config,
+    project: &ProjectRow,
+    policies: &Policies,
+    component: Component,
+    health: &HealthRow,
+    repository: Option<State>,
+    version: Option<GitLabVersion>,
+    now: DateTime<Utc>,
+) -> Result<Option<(Decision, Rules)>, StoreError> {
+    if !needs_decision(component, health) {
+        return Ok(None);
+    }
+    let rules = rules_for(
+        store, cfg, project, component, health, repository, version, now,
+    )
+    .await?;
+    let decision = decide(&project.path, component, health, policies, &rules);
+    Ok(Some((decision, rules)))
+}
+
 /// Decides what to do about one component. Pure.
 pub fn decide(
     project_path: &str,
@@ -212,11 +250,7 @@ pub fn decide(
     if let Some(pending) = &health.pending {
         return Decision::Skip(format!("{component} is {pending}"));
     }
-    let Some(state) = health
-        .state
-        .as_deref()
-        .and_then(|s| s.parse::<State>().ok())
-    else {
+    let Some(state) = health.state else {
         return Decision::Skip("not checked yet".into());
     };
     let Some(action) = action_for(component, state, &health.detail) else {
@@ -316,12 +350,34 @@ struct KeyRotation {
     keys_before: Option<Vec<u64>>,
 }
 
-impl KeyRotation {
+/// A webhook repair's journal record (create, fix or rotate; no secrets:
+/// the token is the entry's sealed `secret`). A record that does not parse
+/// is an error, never a repair with an empty URL.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct HookRepair {
+    /// The URL the hook must have.
+    url: String,
+    /// Our hook before the repair, if any.
+    #[serde(default)]
+    old_hook_id: Option<u64>,
+    /// Set once GitLab has the hook with our token.
+    #[serde(default)]
+    hook_id: Option<u64>,
+}
+
+/// A journal record of one kind: parsed whole from its entry, or an error
+/// naming the entry (never a repair with empty values).
+trait JournalRecord: serde::Serialize + serde::de::DeserializeOwned {
+    /// What the record is, for the error.
+    const KIND: &'static str;
+
     fn from_journal(entry: &JournalRow) -> Result<Self, RepairError> {
         serde_json::from_str(&entry.data).map_err(|e| {
             RepairError::Refused(format!(
-                "journal entry {} ({}) is not a key rotation record: {e}",
-                entry.id, entry.action
+                "journal entry {} ({}) is not a {} record: {e}",
+                entry.id,
+                entry.action,
+                Self::KIND
             ))
         })
     }
@@ -329,6 +385,14 @@ impl KeyRotation {
     fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("plain fields serialize")
     }
+}
+
+impl JournalRecord for HookRepair {
+    const KIND: &'static str = "webhook repair";
+}
+
+impl JournalRecord for KeyRotation {
+    const KIND: &'static str = "key rotation";
 }
 
 /// Triggers `POST .../hooks/:id/test/:trigger` accepts and can build
@@ -744,20 +808,15 @@ impl Repairer {
     // ---- webhook ----------------------------------------------------------
 
     fn expected_url(&self, project: &ProjectRow) -> Result<String, RepairError> {
-        project
-            .webhook_url
-            .clone()
-            .or_else(|| {
-                self.cfg
-                    .raw
-                    .expect
-                    .webhook_url
-                    .as_deref()
-                    .map(|t| expand_url_template(t, project.gitlab_id as u64, &project.path))
-            })
-            .ok_or_else(|| {
-                RepairError::Refused("no webhook URL expected: set expect.webhook_url".into())
-            })
+        expected_hook_url(
+            &self.cfg,
+            project.webhook_url.as_deref(),
+            project.gitlab_id as u64,
+            &project.path,
+        )
+        .ok_or_else(|| {
+            RepairError::Refused("no webhook URL expected: set expect.webhook_url".into())
+        })
     }
 
     /// The hook's settings as the CI needs them, with our secret token.
@@ -803,7 +862,12 @@ impl Repairer {
         let sealed = self
             .custody
             .seal(project.id, SecretKind::HookToken, token.as_bytes())?;
-        let data = json!({ "url": url, "old_hook_id": project.hook_id });
+        let data = HookRepair {
+            url,
+            old_hook_id: project.hook_id.map(|h| h as u64),
+            hook_id: None,
+        }
+        .to_json();
         let entry = self
             .store
             .journal_begin(
@@ -842,9 +906,9 @@ impl Repairer {
         project: &ProjectRow,
         entry: &JournalRow,
     ) -> Result<(String, String), RepairError> {
-        let mut data: serde_json::Value = serde_json::from_str(&entry.data).unwrap_or_default();
+        let mut data = HookRepair::from_journal(entry)?;
         let gitlab_id = project.gitlab_id as u64;
-        let url = data["url"].as_str().unwrap_or_default().to_owned();
+        let url = data.url.clone();
         let sealed = entry
             .secret
             .clone()
@@ -856,18 +920,18 @@ impl Repairer {
             .map_err(|_| RepairError::Refused("the stored webhook secret is not text".into()))?;
         let settings = self.hook_settings(&url, token);
 
-        let mut hook_id = data["hook_id"].as_u64();
+        let mut hook_id = data.hook_id;
         if hook_id.is_none() {
             // A crash after GitLab created the hook but before we learnt its
             // id leaves it there: adopt it (and set our token) rather than add another.
             let existing = client.hooks(gitlab_id).await?;
             let mut candidates: Vec<u64> = Vec::new();
-            if entry.action == "fix_webhook" {
+            if entry.action == Action::FixWebhook.name() {
                 // Rewritten only while its URL is one of glwarden's: a hook
                 // someone pointed elsewhere (or an id naming another's hook)
                 // is left alone, and ours is created beside it.
                 let templates = self.store.hook_url_templates().await?;
-                let old = data["old_hook_id"].as_u64();
+                let old = data.old_hook_id;
                 match existing.iter().find(|h| Some(h.id) == old) {
                     Some(h)
                         if is_our_hook_url(
@@ -905,8 +969,10 @@ impl Repairer {
                 None => client.create_hook(gitlab_id, &settings).await?,
             };
             hook_id = Some(hook.id);
-            data["hook_id"] = json!(hook.id);
-            self.store.journal_step(entry.id, "created", &data).await?;
+            data.hook_id = Some(hook.id);
+            self.store
+                .journal_step(entry.id, "created", &data.to_json())
+                .await?;
         } else if entry.step == "created" {
             // Make sure the token GitLab holds is the one we are about to store.
             client
@@ -918,13 +984,15 @@ impl Repairer {
             self.store
                 .set_hook(project.id, hook_id, Some(&sealed))
                 .await?;
-            self.store.journal_step(entry.id, "stored", &data).await?;
+            self.store
+                .journal_step(entry.id, "stored", &data.to_json())
+                .await?;
         }
         self.delete_duplicates(client, project, Some(hook_id))
             .await?;
         self.store.journal_finish(entry.id).await?;
-        let before = data["old_hook_id"]
-            .as_u64()
+        let before = data
+            .old_hook_id
             .map(|h| format!("hook {h}"))
             .unwrap_or_else(|| "no hook".into());
         Ok((before, format!("hook {hook_id} {url}")))
@@ -960,7 +1028,12 @@ impl Repairer {
             }
         };
         let url = self.expected_url(project)?;
-        let data = json!({ "url": url, "old_hook_id": hook_id });
+        let data = HookRepair {
+            url,
+            old_hook_id: Some(hook_id as u64),
+            hook_id: None,
+        }
+        .to_json();
         let entry = self
             .store
             .journal_begin(
@@ -1281,14 +1354,14 @@ mod tests {
 
     fn health(state: &str, consecutive: i64, pending: Option<&str>) -> HealthRow {
         HealthRow {
-            component: "deploy_key".into(),
+            component: Component::DeployKey,
             subject_id: 1,
-            state: Some(state.into()),
+            state: Some(state.parse().expect("a state")),
             detail: "detail".into(),
             since: None,
             consecutive,
             last_checked: None,
-            pending: pending.map(str::to_owned),
+            pending: pending.map(|p| p.parse().expect("a state")),
             pending_detail: None,
             pending_since: None,
         }
@@ -1331,7 +1404,7 @@ mod tests {
         );
         assert_eq!(d, Decision::Repair(Action::MakeKeyReadOnly));
         let mut h = health("misconfigured", 2, None);
-        h.component = "webhook".into();
+        h.component = Component::Webhook;
         assert_eq!(
             decide("a/b", Component::Webhook, &h, &AUTO, &rules()),
             Decision::Repair(Action::FixWebhook)
@@ -1485,7 +1558,7 @@ mod tests {
     fn keys_and_hooks_are_repaired_only_on_an_ok_repository() {
         let key = health("missing", 2, None);
         let hook = HealthRow {
-            component: "webhook".into(),
+            component: Component::Webhook,
             ..health("missing", 2, None)
         };
         for repository in [
@@ -1509,7 +1582,7 @@ mod tests {
         }
         // The move itself is still followed, whatever the repository is.
         let moved = HealthRow {
-            component: "repository".into(),
+            component: Component::Repository,
             ..health("moved", 2, None)
         };
         let r = Rules {
@@ -1592,6 +1665,88 @@ mod tests {
             42,
             "https://ci.example.com/hooks/42"
         ));
+    }
+
+    #[test]
+    fn only_health_that_calls_for_a_repair_is_decided() {
+        let with = |state: &str, detail: &str| HealthRow {
+            detail: detail.into(),
+            ..health(state, 1, None)
+        };
+        let cases = [
+            (Component::Webhook, with("healthy", "hook 7"), false),
+            (
+                Component::Webhook,
+                with("healthy", "hook 7; duplicate hooks to the same URL: 8"),
+                true,
+            ),
+            (Component::Webhook, with("missing", ""), true),
+            // Nothing to repair, but a plan says so.
+            (Component::Webhook, with("failing", "HTTP 502"), true),
+            (Component::DeployKey, with("expiring", "in 3 days"), true),
+            (Component::Repository, with("ok", ""), false),
+            (Component::Repository, with("moved", "a -> b"), true),
+            (
+                Component::Webhook,
+                HealthRow {
+                    state: None,
+                    ..with("healthy", "")
+                },
+                true,
+            ),
+        ];
+        for (component, row, expected) in cases {
+            assert_eq!(
+                needs_decision(component, &row),
+                expected,
+                "{component} {:?} {}",
+                row.state,
+                row.detail
+            );
+        }
+    }
+
+    #[test]
+    fn journal_records_parse_whole_or_are_errors() {
+        let entry = |action: &str, data: &str| JournalRow {
+            id: 9,
+            project_id: 1,
+            component: "webhook".into(),
+            action: action.into(),
+            step: "begun".into(),
+            data: data.into(),
+            secret: None,
+            cause: "test".into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let hook = HookRepair::from_journal(&entry(
+            "fix_webhook",
+            r#"{"url":"https://ci/1","old_hook_id":7}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (hook.url.as_str(), hook.old_hook_id, hook.hook_id),
+            ("https://ci/1", Some(7), None)
+        );
+        // Round trip through the journal's JSON.
+        let again =
+            HookRepair::from_journal(&entry("fix_webhook", &hook.to_json().to_string())).unwrap();
+        assert_eq!(again.old_hook_id, Some(7));
+        for bad in ["", "{}", r#"{"url":7}"#, r#"{"old_hook_id":7}"#] {
+            let e = HookRepair::from_journal(&entry("create_webhook", bad)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("journal entry 9 (create_webhook) is not a webhook repair record"),
+                "{bad}: {e}"
+            );
+        }
+        let e = KeyRotation::from_journal(&entry("regenerate_deploy_key", r#"{"url":"x"}"#))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("is not a key rotation record"),
+            "{e}"
+        );
     }
 
     #[test]

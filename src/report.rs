@@ -52,7 +52,7 @@ pub struct ComponentLine {
     pub since: Option<DateTime<Utc>>,
     pub last_checked: Option<DateTime<Utc>>,
     /// The last definite state, when an unknown or blocked check hides it.
-    pub last_known: Option<String>,
+    pub last_known: Option<State>,
 }
 
 impl ComponentLine {
@@ -75,7 +75,7 @@ impl ComponentLine {
                     row.since
                 },
                 last_checked: row.last_checked,
-                last_known: row.pending.as_ref().and(row.state.clone()),
+                last_known: row.pending.and(row.state),
             },
         }
     }
@@ -97,12 +97,12 @@ pub async fn build(store: &Store, selection: &Selection) -> Result<Report, Store
             store.health_of(&subjects).await?
         }
     };
-    let health: HashMap<(String, i64), HealthRow> = health_rows
+    let health: HashMap<(Component, i64), HealthRow> = health_rows
         .into_iter()
-        .map(|h| ((h.component.clone(), h.subject_id), h))
+        .map(|h| ((h.component, h.subject_id), h))
         .collect();
     let line = |component: Component, subject: i64| {
-        ComponentLine::from_row(health.get(&(component.as_str().to_owned(), subject)))
+        ComponentLine::from_row(health.get(&(component, subject)))
     };
     let mut projects: Vec<ProjectLine> = Vec::with_capacity(rows.len());
     for p in rows {

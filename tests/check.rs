@@ -336,7 +336,10 @@ async fn transient_failures_give_unknown_and_keep_the_stored_state() {
 
     // The stored definite state is untouched and no transition was written.
     let after = store.all_health().await.unwrap();
-    for row in after.iter().filter(|h| h.component != "connection") {
+    for row in after
+        .iter()
+        .filter(|h| h.component != glwarden::health::Component::Connection)
+    {
         let was = before
             .iter()
             .find(|b| b.component == row.component && b.subject_id == row.subject_id)

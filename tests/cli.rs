@@ -513,3 +513,53 @@ async fn a_connection_pointed_at_another_gitlab_refuses_to_start_and_writes_noth
     assert!(out.status.code().is_some(), "{}", text(&out));
     assert!(!other.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_dry_run_plans_from_stored_health_and_writes_nothing() {
+    let fx = Fixture::new().await;
+    let fine = fx.connect("acme/fine");
+    let no_hook = fx.connect("acme/no-hook");
+    let doubled = fx.connect("acme/doubled");
+    fx.sim.remove_hook(no_hook.id, no_hook.hook_id);
+    fx.sim.add_hook(
+        doubled.id,
+        gitlab_sim::HookSpec {
+            url: Fixture::hook_url(doubled.id),
+            push_events: true,
+            tag_push_events: true,
+            merge_requests_events: true,
+            enable_ssl_verification: true,
+            token: None,
+        },
+    );
+    let config = fx.write_config(
+        &[&fine, &no_hook, &doubled],
+        "[repair]\nwebhook = \"auto\"\nconfirm_checks = 1\n",
+    );
+    let cfg = config.to_str().unwrap();
+    let out = run(glwarden(&["--config", cfg, "check"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    fx.sim.clear_requests();
+    let out = run(glwarden(&["--config", cfg, "repair", "--dry-run"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |path: &str| {
+        plan.lines()
+            .filter(|l| l.starts_with(path) && l.contains("webhook"))
+            .collect::<Vec<_>>()
+    };
+    assert!(line("acme/fine").is_empty(), "{plan}");
+    assert_eq!(line("acme/no-hook").len(), 1, "{plan}");
+    assert!(
+        line("acme/no-hook")[0].contains("would create_webhook (policy auto)"),
+        "{plan}"
+    );
+    assert_eq!(line("acme/doubled").len(), 1, "{plan}");
+    assert!(
+        line("acme/doubled")[0].contains("would delete_duplicate_hooks (policy auto)"),
+        "{plan}"
+    );
+    assert!(fx.sim.requests().is_empty(), "{:?}", fx.sim.requests());
+    assert_eq!(fx.sim.hooks(doubled.id).len(), 2);
+}

@@ -340,7 +340,7 @@ async fn sigterm_during_a_sweep_exits_0_with_every_started_check_recorded() {
         }
         started += 1;
         let internal = rows.iter().find(|r| r.gitlab_id == p.id as i64).unwrap().id;
-        for component in ["repository", "deploy_key", "webhook"] {
+        for component in glwarden::health::Component::PROJECT_COMPONENTS {
             let row = health
                 .iter()
                 .find(|h| h.subject_id == internal && h.component == component)

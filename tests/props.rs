@@ -755,7 +755,7 @@ fn summary_of(r: &glwarden::report::Report) -> glwarden::store::HealthSummary {
                 (
                     c.name.clone(),
                     c.health.state.as_str().to_owned(),
-                    c.health.last_known.clone(),
+                    c.health.last_known.map(|s| s.as_str().to_owned()),
                 )
             })
             .collect(),

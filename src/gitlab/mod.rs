@@ -662,6 +662,14 @@ impl GitLab {
             .body)
     }
 
+    /// A `DELETE`; a 404 means already gone, which is what was wanted.
+    async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        match self.write(Method::DELETE, path, None).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// `POST /projects/:id/deploy_keys` (idempotent for the same key).
     pub async fn add_deploy_key(
         &self,
@@ -702,17 +710,8 @@ impl GitLab {
 
     /// `DELETE /projects/:id/deploy_keys/:key_id`; a 404 means already gone.
     pub async fn delete_deploy_key(&self, project: u64, key: u64) -> Result<(), ApiError> {
-        match self
-            .write(
-                Method::DELETE,
-                &format!("projects/{project}/deploy_keys/{key}"),
-                None,
-            )
+        self.delete(&format!("projects/{project}/deploy_keys/{key}"))
             .await
-        {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other.map(|_| ()),
-        }
     }
 
     /// `POST /projects/:id/hooks` with the hook's full settings.
@@ -744,17 +743,8 @@ impl GitLab {
 
     /// `DELETE /projects/:id/hooks/:hook_id`; a 404 means already gone.
     pub async fn delete_hook(&self, project: u64, hook: u64) -> Result<(), ApiError> {
-        match self
-            .write(
-                Method::DELETE,
-                &format!("projects/{project}/hooks/{hook}"),
-                None,
-            )
+        self.delete(&format!("projects/{project}/hooks/{hook}"))
             .await
-        {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other.map(|_| ()),
-        }
     }
 
     /// `POST /projects/:id/hooks/:hook_id/test/:trigger` (GitLab 16.11+): a
@@ -968,12 +958,13 @@ impl GitLab {
         include_subgroups: bool,
     ) -> Result<Vec<Project>, ApiError> {
         let subgroups = if include_subgroups { "true" } else { "false" };
+        let maintainer = MAINTAINER.to_string();
         self.get_all(
             &format!("groups/{}/projects", encode_id(group)),
             &[
                 ("include_subgroups", subgroups),
                 ("with_shared", "false"),
-                ("min_access_level", "40"),
+                ("min_access_level", maintainer.as_str()),
                 ("order_by", "id"),
                 ("sort", "asc"),
             ],

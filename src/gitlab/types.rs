@@ -5,6 +5,11 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+/// GitLab's Maintainer access level (`Gitlab::Access::MAINTAINER`,
+/// `lib/gitlab/access.rb`): the role glwarden needs on a project to manage
+/// deploy keys and hooks, and the `min_access_level` of its listings.
+pub const MAINTAINER: u32 = 40;
+
 /// `GET /user`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct User {

@@ -6,7 +6,6 @@
 //! and its schema comes from the embedded migrations in `migrations/`.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -141,16 +140,16 @@ pub struct NewProject<'a> {
 /// Current health of one component of one subject.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct HealthRow {
-    pub component: String,
+    pub component: Component,
     pub subject_id: i64,
     /// Last definite state; `None` before the first one.
-    pub state: Option<String>,
+    pub state: Option<State>,
     pub detail: String,
     pub since: Option<DateTime<Utc>>,
     pub consecutive: i64,
     pub last_checked: Option<DateTime<Utc>>,
     /// `unknown` or `blocked` while the last check could not decide.
-    pub pending: Option<String>,
+    pub pending: Option<State>,
     pub pending_detail: Option<String>,
     pub pending_since: Option<DateTime<Utc>>,
 }
@@ -158,11 +157,7 @@ pub struct HealthRow {
 impl HealthRow {
     /// The state to show: the pending condition if any, else the last definite state.
     pub fn shown_state(&self) -> State {
-        self.pending
-            .as_deref()
-            .or(self.state.as_deref())
-            .and_then(|s| State::from_str(s).ok())
-            .unwrap_or(State::Unknown)
+        self.pending.or(self.state).unwrap_or(State::Unknown)
     }
 
     /// The last definite state, unless an unknown or blocked check hides it.
@@ -170,7 +165,7 @@ impl HealthRow {
         if self.pending.is_some() {
             return None;
         }
-        self.state.as_deref().and_then(|s| State::from_str(s).ok())
+        self.state
     }
 
     /// The detail to show, with the last known state when it is hidden by a pending condition.
@@ -1088,16 +1083,16 @@ mod tests {
         // Undecided before anything is known: pending, no state, no history.
         let (h0, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:00:00Z").await;
         assert!(tr.is_empty());
-        assert_eq!((h0.state.as_deref(), h0.consecutive), (None, 0));
-        assert_eq!(h0.pending.as_deref(), Some("unknown"));
+        assert_eq!((h0.state.map(State::as_str), h0.consecutive), (None, 0));
+        assert_eq!(h0.pending.map(State::as_str), Some("unknown"));
         let (h1, _) = observe(&store, hook, id, healthy(), "2026-01-01T00:01:00Z").await;
         assert_eq!(
-            (h1.state.as_deref(), h1.pending.as_deref()),
+            (h1.state.map(State::as_str), h1.pending.map(State::as_str)),
             (Some("healthy"), None)
         );
         let (h2, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:05:00Z").await;
         assert!(tr.is_empty(), "a transient failure is not a transition");
-        assert_eq!(h2.state.as_deref(), Some("healthy"));
+        assert_eq!(h2.state.map(State::as_str), Some("healthy"));
         assert_eq!((h2.detail.as_str(), h2.consecutive), ("hook 3", 1));
         assert_eq!(h2.shown_state(), State::Unknown);
         assert!(h2.shown_detail().contains("last known: healthy"));
@@ -1111,7 +1106,7 @@ mod tests {
             cause: "connection is unauthorized".into(),
         };
         let (h4, _) = observe(&store, hook, id, blocked, "2026-01-01T00:07:00Z").await;
-        assert_eq!(h4.pending.as_deref(), Some("blocked"));
+        assert_eq!(h4.pending.map(State::as_str), Some("blocked"));
         assert_eq!(h4.pending_since, Some(t("2026-01-01T00:07:00Z")));
         // Recovery clears the pending condition and keeps counting the same state.
         let (h5, tr) = observe(&store, hook, id, healthy(), "2026-01-01T00:10:00Z").await;
@@ -1151,7 +1146,7 @@ mod tests {
         );
         let row = store.health(repo, id).await.unwrap().unwrap();
         assert_eq!(
-            (row.state.as_deref(), row.consecutive),
+            (row.state.map(State::as_str), row.consecutive),
             (Some("access_lost"), 1)
         );
     }

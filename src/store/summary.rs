@@ -27,8 +27,6 @@ pub struct HealthSummary {
     pub all: Option<Vec<(String, String, String, bool)>>,
 }
 
-const PROJECT_COMPONENTS: [&str; 3] = ["repository", "deploy_key", "webhook"];
-
 impl Store {
     /// Aggregates for the metrics; `with_all` adds one row per project and component.
     pub async fn health_summary(&self, with_all: bool) -> Result<HealthSummary, StoreError> {
@@ -40,7 +38,8 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut counts = Vec::new();
-        for component in PROJECT_COMPONENTS {
+        for component in crate::health::Component::PROJECT_COMPONENTS {
+            let component = component.as_str();
             let rows = sqlx::query_as::<_, (String, i64)>(
                 "SELECT COALESCE(h.pending, h.state, 'unknown') AS s, COUNT(*)
                  FROM projects p LEFT JOIN health h ON h.subject_id = p.id AND h.component = ?1
