@@ -153,12 +153,17 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                         + Duration::from_secs(daemon.cfg.raw.schedule.shutdown_grace_seconds)
                         + cron_interval(&daemon.cfg);
                     if ran > stuck_after {
-                        let why = format!(
+                        if !running.stuck {
+                            tracing::error!(
+                                ran_seconds = ran.as_secs(),
+                                "sweep cancelled at its deadline and still not finished: the watchdog is no longer fed"
+                            );
+                            running.stuck = true;
+                        }
+                        liveness.stalled(Some(format!(
                             "sweep running for {}s, cancelled at its deadline and still not finished: the watchdog is no longer fed",
                             ran.as_secs()
-                        );
-                        tracing::error!("{why}");
-                        liveness.stalled(Some(why));
+                        )));
                         continue;
                     }
                 }
@@ -245,6 +250,8 @@ struct Daemon {
 struct Running {
     started: tokio::time::Instant,
     cancel: CancellationToken,
+    /// Said once in the log; `/healthz` says it on every request.
+    stuck: bool,
 }
 
 /// Hands the memory a sweep freed back to the system. Allocators keep freed
@@ -292,6 +299,7 @@ impl Daemon {
         self.running = Some(Running {
             started: tokio::time::Instant::now(),
             cancel: cancel.clone(),
+            stuck: false,
         });
         let options = RunOptions {
             spread: Some(sweep_spread(&self.cfg)),
