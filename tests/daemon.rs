@@ -26,21 +26,6 @@ async fn setup(
     (fx, projects, config, listen)
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn user_probes(requests: &[RequestRecord]) -> Vec<DateTime<Utc>> {
     requests
         .iter()

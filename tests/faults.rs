@@ -116,18 +116,6 @@ async fn rig_at(
     rig
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 impl Rig {
     async fn metrics(&self) -> String {
         match reqwest::get(format!("http://{}/metrics", self.listen)).await {

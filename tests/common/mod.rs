@@ -140,6 +140,23 @@ impl Fixture {
 }
 
 /// The GitLab ids of the projects in the inventory.
+/// Waits for `cond` to hold, polling every 50 ms; fails naming `what` after
+/// `timeout`. Tests wait for the condition they assert, never for a time.
+pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The inventory's row of the active project with this GitLab id.
 pub async fn stored_project(store: &Store, gitlab_id: u64) -> glwarden::store::ProjectRow {
     store
