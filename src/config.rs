@@ -623,6 +623,8 @@ pub struct Config {
     pub custody: std::sync::Arc<crate::custody::Custody>,
     /// The bearer token `/metrics` asks for, when one is configured.
     pub metrics_token: Option<SecretString>,
+    /// `schedule.cron`, parsed once here (validation checked it).
+    pub cron: croner::Cron,
 }
 
 /// A connection ready to use: where it points and its credential.
@@ -753,12 +755,15 @@ impl Config {
         .load()
         .map_err(|(key, reason)| invalid(key, reason))?
         .map(|(token, _)| token);
+        let cron = parse_cron(&raw.schedule.cron)
+            .map_err(|reason| invalid("schedule.cron".into(), reason))?;
         Ok(Config {
             file: file.to_owned(),
             raw,
             connections,
             custody: std::sync::Arc::new(custody),
             metrics_token,
+            cron,
         })
     }
 

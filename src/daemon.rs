@@ -24,7 +24,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::check::{Checker, RunOptions, RunSummary, Selection};
-use crate::config::{Config, parse_cron};
+use crate::config::Config;
 use crate::health::{Severity, State};
 use crate::metrics::{Metrics, SweepOutcome};
 use crate::server::{AppState, Liveness};
@@ -437,10 +437,7 @@ fn sweep_deadline(cfg: &Config) -> Duration {
 
 /// The time between the next two scheduled sweeps.
 fn cron_interval(cfg: &Config) -> Duration {
-    let Ok(cron) = parse_cron(&cfg.raw.schedule.cron) else {
-        return Duration::ZERO;
-    };
-    let mut next = cron.iter_after(chrono::Utc::now());
+    let mut next = cfg.cron.iter_after(chrono::Utc::now());
     match (next.next(), next.next()) {
         (Some(a), Some(b)) => (b - a).to_std().unwrap_or_default(),
         _ => Duration::ZERO,
