@@ -262,13 +262,28 @@ impl RateGate {
         }
     }
 
-    /// GitLab asked for a wait beyond the cap: nothing is sent until `until`
-    /// (or the next sweep). Never shortened.
-    fn refuse_until(&self, until: chrono::DateTime<chrono::Utc>) {
+    /// A wait GitLab asked for (`Retry-After`, or `RateLimit-Reset` with
+    /// nothing remaining): beyond `cap`, nothing is sent until it ends (or
+    /// the next sweep) and its end is returned; within it, `None`, and the
+    /// caller pauses. Checked: `Retry-After: 18446744073709551615` is a
+    /// valid header and no clock reaches it. A refusal is never shortened.
+    fn refuse_beyond(
+        &self,
+        wait: Duration,
+        cap: Duration,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        if wait <= cap {
+            return None;
+        }
+        let until = chrono::TimeDelta::from_std(wait)
+            .ok()
+            .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         let mut guard = self.refused_until.lock().expect("rate gate lock");
         if guard.is_none_or(|t| t < until) {
             *guard = Some(until);
         }
+        Some(until)
     }
 
     /// The refusal in force, if any.
@@ -488,16 +503,11 @@ impl GitLab {
             if status == StatusCode::TOO_MANY_REQUESTS {
                 self.observe(class, "429", started);
                 let wait = retry_after(&headers);
-                if let Some(w) = wait.filter(|w| *w > self.options.max_rate_limit_wait) {
-                    // Checked: `Retry-After: 18446744073709551615` is a
-                    // valid header and no clock reaches it.
-                    let until = chrono::TimeDelta::from_std(w)
-                        .ok()
-                        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
-                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+                if let Some(until) =
+                    wait.and_then(|w| self.gate.refuse_beyond(w, self.options.max_rate_limit_wait))
+                {
                     // Longer than the cap: this sweep does without the
                     // connection rather than wait (or wait in slices forever).
-                    self.gate.refuse_until(until);
                     tracing::warn!(
                         endpoint,
                         until = %until,
@@ -613,17 +623,15 @@ impl GitLab {
         if let (Some(0), Some(reset)) = (info.remaining, info.reset) {
             let now = chrono::Utc::now().timestamp().max(0) as u64;
             if reset > now {
+                // A far-future reset must not stall the connection for
+                // good: beyond the cap the rest of this sweep does without it.
                 let wait = Duration::from_secs(reset - now);
-                if wait <= self.options.max_rate_limit_wait {
+                if self
+                    .gate
+                    .refuse_beyond(wait, self.options.max_rate_limit_wait)
+                    .is_none()
+                {
                     self.gate.pause_for(wait);
-                } else {
-                    // A far-future reset must not stall the connection for
-                    // good: the rest of this sweep does without it.
-                    let until = i64::try_from(reset)
-                        .ok()
-                        .and_then(|r| chrono::DateTime::from_timestamp(r, 0))
-                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
-                    self.gate.refuse_until(until);
                 }
             }
         }

@@ -5,9 +5,10 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-/// GitLab's Maintainer access level (`Gitlab::Access::MAINTAINER`,
-/// `lib/gitlab/access.rb`): the role glwarden needs on a project to manage
-/// deploy keys and hooks, and the `min_access_level` of its listings.
+/// GitLab's Maintainer access level, 40 (`lib/gitlab/access.rb`: `MASTER`
+/// in old releases, `MAINTAINER` since; docs/gitlab-contract.md §5): the role
+/// glwarden needs on a project to manage deploy keys and hooks, and the
+/// `min_access_level` of its listings.
 pub const MAINTAINER: u32 = 40;
 
 /// `GET /user`.

@@ -979,7 +979,7 @@ mod tests {
     }
 
     /// Project 42, `acme/app`, as `glwarden project add` puts it in.
-    fn added_by_hand(connection_id: i64) -> NewProject<'static> {
+    pub(super) fn added_by_hand(connection_id: i64) -> NewProject<'static> {
         NewProject {
             connection_id,
             gitlab_id: 42,

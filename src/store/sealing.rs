@@ -106,25 +106,29 @@ impl Store {
         for (id, key, token) in projects {
             let (key, token): (Stored, Stored) =
                 (key.map(Zeroizing::new), token.map(Zeroizing::new));
-            if let Some(sealed) =
-                resealed(custody, Owner::Project(id, SecretKind::DeployKey), &key)?
-            {
-                sqlx::query("UPDATE projects SET private_key = ?2 WHERE id = ?1")
-                    .bind(id)
-                    .bind(sealed)
-                    .execute(&mut *tx)
-                    .await?;
-                counts.deploy_keys += 1;
-            }
-            if let Some(sealed) =
-                resealed(custody, Owner::Project(id, SecretKind::HookToken), &token)?
-            {
-                sqlx::query("UPDATE projects SET hook_token = ?2 WHERE id = ?1")
-                    .bind(id)
-                    .bind(sealed)
-                    .execute(&mut *tx)
-                    .await?;
-                counts.hook_tokens += 1;
+            let columns = [
+                (
+                    "private_key",
+                    SecretKind::DeployKey,
+                    &key,
+                    &mut counts.deploy_keys,
+                ),
+                (
+                    "hook_token",
+                    SecretKind::HookToken,
+                    &token,
+                    &mut counts.hook_tokens,
+                ),
+            ];
+            for (column, kind, stored, count) in columns {
+                if let Some(sealed) = resealed(custody, Owner::Project(id, kind), stored)? {
+                    sqlx::query(&format!("UPDATE projects SET {column} = ?2 WHERE id = ?1"))
+                        .bind(id)
+                        .bind(sealed)
+                        .execute(&mut *tx)
+                        .await?;
+                    *count += 1;
+                }
             }
         }
 
@@ -218,7 +222,6 @@ mod tests {
     use super::*;
     use crate::gitlab::oauth::OAuthPair;
     use crate::store::tests::empty_store;
-    use crate::store::{NewProject, Source};
     use secrecy::{ExposeSecret, SecretString};
 
     const PRIVATE: &[u8] = b"-----BEGIN OPENSSH PRIVATE KEY----- plain";
@@ -250,17 +253,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .upsert_project(&NewProject {
-                connection_id: conn,
-                gitlab_id: 42,
-                path: "acme/app",
-                source: Source::Cli,
-                config_ref: None,
-                webhook_url: None,
-                public_key: None,
-                fingerprint: None,
-                from_config: false,
-            })
+            .upsert_project(&crate::store::tests::added_by_hand(conn))
             .await
             .unwrap()
     }
