@@ -1,29 +1,26 @@
 //! glwarden keeps CI connected to GitLab: it checks every connected project's
 //! repository, deploy key and webhook (and the credential behind them), records
-//! their health in SQLite and reports it.
+//! their health in SQLite and repairs them by policy.
 //!
-//! Flow: [`config`] → [`inventory`] → [`check`] (per connection: [`gitlab`]
-//! client → [`probe`] verdicts) → [`store`] → [`repair`] → [`report`];
-//! [`daemon`] runs sweeps on a schedule and serves [`metrics`] through
-//! [`server`]; [`cli`] is the command line. The GitLab simulator the demo and
-//! the tests run against is the `gitlab-sim` crate (`crates/gitlab-sim`).
+//! The modules read as the flow (docs/architecture.md): [`config`] →
+//! [`inventory`] → [`sweep`] (per connection: the [`gitlab`] client's answers
+//! judged by [`probe`]) → [`store`] → [`repair`]; [`daemon`] runs sweeps on a
+//! schedule and serves metrics; [`cli`] is the command line and [`report`]
+//! its tables. [`health`] holds the states, [`keys`] and [`custody`] the key
+//! material. The GitLab simulator the demo and the tests run against is the
+//! `gitlab-sim` crate (`crates/gitlab-sim`).
 
-pub mod check;
 pub mod cli;
 pub mod config;
 pub mod custody;
 pub mod daemon;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod gitlab;
 pub mod health;
 pub mod inventory;
 pub mod keys;
-pub mod listing;
-pub mod metrics;
 pub mod probe;
 pub mod repair;
 pub mod report;
-pub mod server;
 pub mod store;
+pub mod sweep;
 pub mod telemetry;

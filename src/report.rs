@@ -7,9 +7,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
-use crate::check::Selection;
 use crate::health::{Component, Severity, State};
 use crate::store::{HealthRow, Store, StoreError, TransitionRow};
+use crate::sweep::Selection;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -238,7 +238,7 @@ impl Report {
 pub fn transitions_table(rows: &[TransitionRow], names: &HashMap<(bool, i64), String>) -> String {
     let mut table = new_table(&["AT", "SUBJECT", "COMPONENT", "FROM", "TO", "DETAIL"]);
     for t in rows {
-        let is_connection = t.component == Component::Connection.as_str();
+        let is_connection = t.component == Component::Connection;
         let subject = names
             .get(&(is_connection, t.subject_id))
             .cloned()
@@ -246,9 +246,9 @@ pub fn transitions_table(rows: &[TransitionRow], names: &HashMap<(bool, i64), St
         table.add_row(vec![
             t.at.to_rfc3339_opts(SecondsFormat::Secs, true),
             escape(&subject),
-            t.component.clone(),
-            t.from_state.clone().unwrap_or_else(|| "-".into()),
-            t.to_state.clone(),
+            t.component.as_str().to_owned(),
+            t.from_state.map_or("-", State::as_str).to_owned(),
+            t.to_state.as_str().to_owned(),
             escape(&t.detail),
         ]);
     }

@@ -77,7 +77,7 @@ async fn many_concurrent_checks_cause_exactly_one_refresh_and_the_rotated_pair_s
 
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
-    let report = glwarden::report::build(&store, &glwarden::check::Selection::All)
+    let report = glwarden::report::build(&store, &glwarden::sweep::Selection::All)
         .await
         .unwrap();
     assert_eq!(
@@ -143,7 +143,7 @@ async fn a_refused_refresh_makes_the_connection_not_connected() {
     fx.sim.expire_token(ACCESS);
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
-    let report = glwarden::report::build(&store, &glwarden::check::Selection::All)
+    let report = glwarden::report::build(&store, &glwarden::sweep::Selection::All)
         .await
         .unwrap();
     assert_eq!(report.connections[0].health.state, State::NotConnected);
@@ -189,7 +189,7 @@ async fn an_oversized_token_answer_is_refused_within_the_body_limit() {
     fx.check(&checker).await;
     // Read no further than the limit and taken as transient: the stored
     // pair is the configured one, nothing is `not_connected`.
-    let report = glwarden::report::build(&store, &glwarden::check::Selection::All)
+    let report = glwarden::report::build(&store, &glwarden::sweep::Selection::All)
         .await
         .unwrap();
     assert_ne!(report.connections[0].health.state, State::NotConnected);
@@ -279,7 +279,7 @@ async fn with_a_master_key_the_rotated_pair_is_sealed_at_rest_and_survives_a_res
     let store = glwarden::store::Store::open(&cfg.raw.store.path)
         .await
         .unwrap();
-    let err = glwarden::check::Checker::new(cfg, store.clone(), None)
+    let err = glwarden::sweep::Sweeper::new(cfg, store.clone(), None)
         .await
         .err()
         .expect("refused")
@@ -292,7 +292,7 @@ async fn with_a_master_key_the_rotated_pair_is_sealed_at_rest_and_survives_a_res
     // never opened, and the connection works again without a master key.
     secret_file(fx.dir.path(), "refresh", "ort-reauthorized-SECRET");
     let cfg = std::sync::Arc::new(glwarden::config::Config::load(&keyless).unwrap());
-    glwarden::check::Checker::new(cfg, store.clone(), None)
+    glwarden::sweep::Sweeper::new(cfg, store.clone(), None)
         .await
         .expect("a new refresh token replaces the pair that cannot be opened");
 }

@@ -8,12 +8,12 @@ use std::io::Write;
 use std::time::Duration;
 
 use glwarden::config::PerProjectSeries;
+use glwarden::daemon::metrics::Metrics;
 use glwarden::gitlab::error::{classify, sanitize, text_summary};
 use glwarden::gitlab::types::{
     AccessTokenInfo, DeployKey, Group, Hook, HookEvent, OauthTokenInfo, Project, User,
 };
 use glwarden::health::State;
-use glwarden::metrics::Metrics;
 use glwarden::report::{ComponentLine, ConnectionLine, ProjectLine, Report, escape};
 use proptest::prelude::*;
 

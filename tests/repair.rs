@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::*;
 use gitlab_sim::{Fault, FaultKind, HookSpec};
-use glwarden::check::{RunOptions, Selection};
 use glwarden::custody::SecretKind;
 use glwarden::health::{Component, State};
 use glwarden::store::Store;
+use glwarden::sweep::{RepairResult, Selection, SweepOptions};
 
 const MASTER_KEY: &str = "5f9c3a1e7b2d4c6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
 
@@ -31,11 +31,11 @@ fn repair_sections(fx: &Fixture, policy: &str, confirm: u32, extra: &str) -> Str
     )
 }
 
-async fn repair_run(checker: &glwarden::check::Checker) -> glwarden::check::RunSummary {
+async fn repair_run(checker: &glwarden::sweep::Sweeper) -> glwarden::sweep::SweepSummary {
     checker
-        .run_with(
+        .sweep_with(
             &Selection::All,
-            &RunOptions {
+            &SweepOptions {
                 repair: true,
                 ..Default::default()
             },
@@ -170,7 +170,7 @@ async fn broken_deploy_keys_are_regenerated_without_a_moment_without_a_key() {
     // Confirmed: repaired.
     let second = repair_run(&checker).await;
     assert_eq!(second.repairs.len(), 4, "{:?}", second.repairs);
-    assert!(second.repairs.iter().all(|(_, o)| *o == "ok"));
+    assert!(second.repairs.iter().all(|(_, o)| *o == RepairResult::Done));
     for p in [&deleted, &mismatch, &expired] {
         assert_one_matching_key(&fx, &store, p.id).await;
         assert_eq!(
@@ -475,7 +475,10 @@ async fn without_a_master_key_secrets_are_refused_and_gitlab_is_untouched() {
     fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
     fx.sim.clear_requests();
     let summary = repair_run(&checker).await;
-    assert_eq!(summary.repairs, vec![(Component::DeployKey, "failed")]);
+    assert_eq!(
+        summary.repairs,
+        vec![(Component::DeployKey, RepairResult::Failed)]
+    );
     assert!(writes(&fx).is_empty(), "{:?}", writes(&fx));
     let events = store.events(None, None, 10).await.unwrap();
     assert!(
@@ -488,7 +491,10 @@ async fn without_a_master_key_secrets_are_refused_and_gitlab_is_untouched() {
     let config = fx.write_config(&[&p], "[repair]\ndeploy_key = \"auto\"\nconfirm_checks = 1\ncooldown_minutes = 0\n[custody]\nallow_plaintext = true\n");
     let (checker, store) = fx.checker(&config).await;
     let summary = repair_run(&checker).await;
-    assert_eq!(summary.repairs, vec![(Component::DeployKey, "ok")]);
+    assert_eq!(
+        summary.repairs,
+        vec![(Component::DeployKey, RepairResult::Done)]
+    );
     assert_eq!(store.journal().await.unwrap().len(), 0);
     assert_eq!(
         std::fs::metadata(fx.db_path())
@@ -662,7 +668,7 @@ async fn a_key_rotation_killed_after_any_step_is_finished_on_restart() {
     let sections = repair_sections(&fx, "report", 2, "");
     let config = fx.write_config(&[&p], &sections);
     let (checker, _) = fx.checker(&config).await;
-    checker.run(&Selection::All).await.unwrap();
+    checker.sweep(&Selection::All).await.unwrap();
     drop(checker);
     let base = format!("/api/v4/projects/{}/deploy_keys", p.id);
     let crash_points = [
@@ -711,7 +717,7 @@ async fn a_webhook_recreation_killed_after_any_step_is_finished_on_restart() {
     let sections = repair_sections(&fx, "report", 2, "");
     let config = fx.write_config(&[&p], &sections);
     let (checker, _) = fx.checker(&config).await;
-    checker.run(&Selection::All).await.unwrap();
+    checker.sweep(&Selection::All).await.unwrap();
     drop(checker);
     let hooks = format!("/api/v4/projects/{}/hooks", p.id);
     let crash_points = [
@@ -914,7 +920,7 @@ async fn a_new_key_gitlab_never_confirms_is_deleted_again_and_repairs_stop_after
         failed += summary
             .repairs
             .iter()
-            .filter(|(_, o)| *o == "failed")
+            .filter(|(_, o)| *o == RepairResult::Failed)
             .count();
         let ours = fx
             .sim

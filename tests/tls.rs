@@ -93,7 +93,7 @@ async fn a_private_ca_is_refused_unless_its_bundle_is_configured() {
     let config = config_behind_tls(&fx, &p, front, "");
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
-    let report = glwarden::report::build(&store, &glwarden::check::Selection::All)
+    let report = glwarden::report::build(&store, &glwarden::sweep::Selection::All)
         .await
         .unwrap();
     let connection = &report.connections[0].health;

@@ -5,12 +5,15 @@
 //! [`RateGate`], so a 429 on one request pauses all of that connection's
 //! requests until GitLab's `Retry-After` (or `RateLimit-Reset`) has passed.
 
+mod endpoints;
 pub mod error;
+pub mod listing;
 pub mod oauth;
+mod pages;
+mod rate;
 pub mod types;
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,13 +25,10 @@ use tokio::time::Instant;
 use url::Url;
 
 pub use error::{ApiError, ErrorKind, TokenProblem};
-use types::*;
+pub use rate::{RateGate, RateLimitInfo};
+use rate::{is_endpoint_limit, retry_after};
 
 use crate::config::TokenKind;
-
-/// Upper bound on pages followed for one list, so a `next` link that loops
-/// cannot keep a check busy forever (100 per page: a million entries).
-const MAX_PAGES: usize = 10_000;
 
 /// Settings for one client.
 #[derive(Clone)]
@@ -74,19 +74,6 @@ pub trait RequestObserver: Send + Sync {
     fn rate_limit(&self, info: RateLimitInfo);
 }
 
-/// Splits a per-minute budget into a burst and an even rate whose sum is the budget.
-fn pacer_shape(requests_per_minute: u32) -> (std::num::NonZeroU32, u32) {
-    let r = requests_per_minute.max(2);
-    let burst = (r / 600).max(1);
-    (
-        std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN),
-        r - burst,
-    )
-}
-
-/// First pause after a 5xx or timeout; doubled per consecutive failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Retries of a read that many others depend on (a page of a list, the
 /// connection probe) after a transient failure.
 const READ_RETRIES: u32 = 2;
@@ -115,204 +102,6 @@ where
             }
             other => return other,
         }
-    }
-}
-
-/// Exponential back-off with ±50% jitter, so that many clients do not retry in step.
-fn backoff(consecutive_failures: u32) -> Duration {
-    use rand::Rng;
-    let exp = BACKOFF_BASE.saturating_mul(1u32 << consecutive_failures.saturating_sub(1).min(16));
-    let capped = exp.min(BACKOFF_MAX);
-    capped.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
-}
-
-/// What GitLab last told us about this connection's rate limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateLimitInfo {
-    pub limit: Option<u64>,
-    pub remaining: Option<u64>,
-    /// Unix time when the window resets.
-    pub reset: Option<u64>,
-}
-
-type Pacer = governor::RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
->;
-
-/// GitLab's application limits on single endpoints, per user, by endpoint
-/// class: (class, requests, window in seconds). GitLab.com's figures, and
-/// self-managed defaults since 18.1 (docs/gitlab-contract.md §8). Each is
-/// paced on its own, a full window's budget at once and then refilled at
-/// the window's rate, so one fleet's lookups never spend another's.
-const ENDPOINT_BUDGETS: &[(&str, u32, u64)] = &[
-    ("project", 400, 60),
-    ("projects", 2_000, 600),
-    ("group_projects", 600, 60),
-];
-
-/// Per-connection pacing: the request budget, a pause after a 429 or when
-/// GitLab says the window is spent, and back-off after 5xx and timeouts.
-/// Shared by every request of the connection. A 429 from an application
-/// limit of one endpoint pauses that endpoint class only.
-#[derive(Default)]
-pub struct RateGate {
-    paused_until: Mutex<Option<Instant>>,
-    /// Endpoint classes paused by their own application limit.
-    endpoint_paused_until: Mutex<std::collections::HashMap<&'static str, Instant>>,
-    info: Mutex<RateLimitInfo>,
-    /// Until when GitLab asked to be left alone, when that is longer than
-    /// `max_rate_limit_wait`: requests fail at once with the time rather
-    /// than wait (a far-future `RateLimit-Reset` would stall the connection
-    /// for good). Cleared by each sweep's first request, which asks again.
-    refused_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
-    consecutive_failures: std::sync::atomic::AtomicU32,
-    pacer: Option<Pacer>,
-    endpoint_pacers: std::collections::HashMap<&'static str, Pacer>,
-}
-
-impl RateGate {
-    fn new(requests_per_minute: Option<u32>) -> Self {
-        // A small burst (a tenth of a second's budget) and the rest evenly
-        // spaced: burst + rate never exceed the budget in any 60-second
-        // window, a sweep is a steady trickle, and requests that arrive
-        // together do not each wait on a timer.
-        let pacer = requests_per_minute.and_then(|r| {
-            let (burst, rate) = pacer_shape(r);
-            governor::Quota::with_period(Duration::from_secs_f64(60.0 / f64::from(rate)))
-                .map(|q| governor::RateLimiter::direct(q.allow_burst(burst)))
-        });
-        let endpoint_pacers = ENDPOINT_BUDGETS
-            .iter()
-            .filter_map(|&(class, limit, window)| {
-                let burst = std::num::NonZeroU32::new(limit)?;
-                let quota = governor::Quota::with_period(Duration::from_secs(window) / limit)?
-                    .allow_burst(burst);
-                Some((class, governor::RateLimiter::direct(quota)))
-            })
-            .collect();
-        Self {
-            pacer,
-            endpoint_pacers,
-            ..Self::default()
-        }
-    }
-
-    /// Waits for the budgets and until no pause is in force.
-    async fn wait(&self, class: &'static str) {
-        self.wait_pause().await;
-        self.wait_endpoint_pause(class).await;
-        if let Some(pacer) = self.endpoint_pacers.get(class) {
-            pacer.until_ready().await;
-        }
-        if let Some(pacer) = &self.pacer {
-            pacer.until_ready().await;
-        }
-        // A pause may have started while we waited for a slot.
-        self.wait_pause().await;
-        self.wait_endpoint_pause(class).await;
-    }
-
-    async fn wait_endpoint_pause(&self, class: &'static str) {
-        loop {
-            let until = self
-                .endpoint_paused_until
-                .lock()
-                .expect("rate gate lock")
-                .get(class)
-                .copied();
-            match until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
-                _ => return,
-            }
-        }
-    }
-
-    /// Pauses one endpoint class until `now + d` (never shortens a pause).
-    fn pause_endpoint_for(&self, class: &'static str, d: Duration) {
-        let Some(until) = Instant::now().checked_add(d) else {
-            return;
-        };
-        let mut pauses = self.endpoint_paused_until.lock().expect("rate gate lock");
-        let entry = pauses.entry(class).or_insert(until);
-        if *entry < until {
-            *entry = until;
-        }
-    }
-
-    async fn wait_pause(&self) {
-        loop {
-            let until = *self.paused_until.lock().expect("rate gate lock");
-            match until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
-                _ => return,
-            }
-        }
-    }
-
-    /// Pauses the connection until `now + d` (never shortens a longer pause).
-    fn pause_for(&self, d: Duration) {
-        let Some(until) = Instant::now().checked_add(d) else {
-            return;
-        };
-        let mut guard = self.paused_until.lock().expect("rate gate lock");
-        if guard.is_none_or(|t| t < until) {
-            *guard = Some(until);
-        }
-    }
-
-    /// A wait GitLab asked for (`Retry-After`, or `RateLimit-Reset` with
-    /// nothing remaining): beyond `cap`, nothing is sent until it ends (or
-    /// the next sweep) and its end is returned; within it, `None`, and the
-    /// caller pauses. Checked: `Retry-After: 18446744073709551615` is a
-    /// valid header and no clock reaches it. A refusal is never shortened.
-    fn refuse_beyond(
-        &self,
-        wait: Duration,
-        cap: Duration,
-    ) -> Option<chrono::DateTime<chrono::Utc>> {
-        if wait <= cap {
-            return None;
-        }
-        let until = chrono::TimeDelta::from_std(wait)
-            .ok()
-            .and_then(|d| chrono::Utc::now().checked_add_signed(d))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
-        let mut guard = self.refused_until.lock().expect("rate gate lock");
-        if guard.is_none_or(|t| t < until) {
-            *guard = Some(until);
-        }
-        Some(until)
-    }
-
-    /// The refusal in force, if any.
-    fn refusal(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let until = *self.refused_until.lock().expect("rate gate lock");
-        until.filter(|t| *t > chrono::Utc::now())
-    }
-
-    pub fn info(&self) -> RateLimitInfo {
-        *self.info.lock().expect("rate gate lock")
-    }
-
-    /// A 5xx or timeout: pause the connection, longer each time in a row.
-    /// Requests that fail while a pause is already in force were in flight
-    /// together and are one incident: they do not lengthen the pause.
-    fn failed(&self) {
-        // Checked and set under one lock: two failures at the same instant
-        // must not both find no pause and both lengthen the next one.
-        let now = Instant::now();
-        let mut paused_until = self.paused_until.lock().expect("rate gate lock");
-        if paused_until.is_some_and(|t| t > now) {
-            return;
-        }
-        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        *paused_until = Some(now + backoff(n));
-    }
-
-    fn succeeded(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 }
 
@@ -677,335 +466,6 @@ impl GitLab {
             other => other.map(|_| ()),
         }
     }
-
-    /// `POST /projects/:id/deploy_keys` (idempotent for the same key).
-    pub async fn add_deploy_key(
-        &self,
-        project: u64,
-        title: &str,
-        public_key: &str,
-        can_push: bool,
-        expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<DeployKey, ApiError> {
-        let mut body =
-            serde_json::json!({ "title": title, "key": public_key, "can_push": can_push });
-        if let Some(t) = expires_at {
-            body["expires_at"] = serde_json::Value::String(t.to_rfc3339());
-        }
-        let path = format!("projects/{project}/deploy_keys");
-        let answer = self
-            .write(Method::POST, &path, Some(&json_bytes(&body)))
-            .await?;
-        decode(&answer, "POST", &endpoint_of(&path))
-    }
-
-    /// `PUT /projects/:id/deploy_keys/:key_id` with `can_push`.
-    pub async fn set_deploy_key_can_push(
-        &self,
-        project: u64,
-        key: u64,
-        can_push: bool,
-    ) -> Result<(), ApiError> {
-        let body = serde_json::json!({ "can_push": can_push });
-        self.write(
-            Method::PUT,
-            &format!("projects/{project}/deploy_keys/{key}"),
-            Some(&json_bytes(&body)),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// `DELETE /projects/:id/deploy_keys/:key_id`; a 404 means already gone.
-    pub async fn delete_deploy_key(&self, project: u64, key: u64) -> Result<(), ApiError> {
-        self.delete(&format!("projects/{project}/deploy_keys/{key}"))
-            .await
-    }
-
-    /// `POST /projects/:id/hooks` with the hook's full settings.
-    pub async fn create_hook(
-        &self,
-        project: u64,
-        settings: &HookSettings<'_>,
-    ) -> Result<Hook, ApiError> {
-        let path = format!("projects/{project}/hooks");
-        let answer = self
-            .write(Method::POST, &path, Some(&json_bytes(settings)))
-            .await?;
-        decode(&answer, "POST", &endpoint_of(&path))
-    }
-
-    /// `PUT /projects/:id/hooks/:hook_id` (send the token again: a URL change resets it).
-    pub async fn update_hook(
-        &self,
-        project: u64,
-        hook: u64,
-        settings: &HookSettings<'_>,
-    ) -> Result<Hook, ApiError> {
-        let path = format!("projects/{project}/hooks/{hook}");
-        let answer = self
-            .write(Method::PUT, &path, Some(&json_bytes(settings)))
-            .await?;
-        decode(&answer, "PUT", &endpoint_of(&path))
-    }
-
-    /// `DELETE /projects/:id/hooks/:hook_id`; a 404 means already gone.
-    pub async fn delete_hook(&self, project: u64, hook: u64) -> Result<(), ApiError> {
-        self.delete(&format!("projects/{project}/hooks/{hook}"))
-            .await
-    }
-
-    /// `POST /projects/:id/hooks/:hook_id/test/:trigger` (GitLab 16.11+): a
-    /// test delivery of sample data for `trigger` to the hook's receiver,
-    /// with the hook's real token; a 2xx from the receiver re-enables a
-    /// disabled hook, a failure counts as one more failure.
-    pub async fn test_hook(&self, project: u64, hook: u64, trigger: &str) -> Result<(), ApiError> {
-        self.write(
-            Method::POST,
-            &format!("projects/{project}/hooks/{hook}/test/{trigger}"),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// GET every page of a list, following `Link: rel="next"` (offset or
-    /// keyset) or `x-next-page`, 100 entries a page.
-    pub async fn get_all<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<Vec<T>, ApiError> {
-        let limit = self.options.max_list_items;
-        let mut all = Vec::new();
-        let mut over = false;
-        self.for_each_page(path, query, |page: Vec<T>| {
-            over = all.len() + page.len() > limit;
-            if !over {
-                all.extend(page);
-            }
-            std::future::ready(!over)
-        })
-        .await?;
-        if over {
-            return Err(ApiError {
-                method: "GET",
-                endpoint: endpoint_of(path),
-                kind: ErrorKind::BadResponse {
-                    status: 200,
-                    message: format!(
-                        "list longer than {limit} entries (check.max_list_items); not read further"
-                    ),
-                },
-            });
-        }
-        Ok(all)
-    }
-
-    /// Walks the pages of a list, handing each to `visit`; stops early when it returns false.
-    pub async fn for_each_page<T: DeserializeOwned, Visit: Future<Output = bool>>(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-        mut visit: impl FnMut(Vec<T>) -> Visit,
-    ) -> Result<(), ApiError> {
-        let endpoint = endpoint_of(path);
-        let mut url = self.api_url(path);
-        {
-            let mut pairs = url.query_pairs_mut();
-            for (k, v) in query {
-                pairs.append_pair(k, v);
-            }
-            if !query.iter().any(|(k, _)| *k == "per_page") {
-                pairs.append_pair("per_page", "100");
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        let (mut pages, mut items) = (0u64, 0u64);
-        for _ in 0..MAX_PAGES {
-            if !seen.insert(url.as_str().to_owned()) {
-                return Err(ApiError {
-                    method: "GET",
-                    endpoint,
-                    kind: ErrorKind::BadResponse {
-                        status: 200,
-                        message: "pagination loops: a next link points to a page already read"
-                            .into(),
-                    },
-                });
-            }
-            // A transient failure costs this page a retry, not the pages
-            // already read: a thousand-page listing must not fail on one bad answer.
-            let (answer, page) = retry_transient(|| async {
-                let answer = self.send(Method::GET, url.clone(), &endpoint, None).await?;
-                let page: Vec<T> = decode(&answer.body, "GET", &endpoint)?;
-                Ok::<_, ApiError>((answer, page))
-            })
-            .await?;
-            let empty = page.is_empty();
-            pages += 1;
-            items += page.len() as u64;
-            let stop = !visit(page).await;
-            let next = self.next_page(&url, &answer.headers);
-            if stop {
-                return Ok(());
-            }
-            if next.is_none() || empty {
-                // A list that ends before GitLab's own totals say it should
-                // is not the whole list: deciding "missing" from it would
-                // create a duplicate key or hook.
-                let total_pages = header_str(&answer.headers, "x-total-pages")
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                let total = header_str(&answer.headers, "x-total")
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                let short =
-                    total_pages.is_some_and(|t| pages < t) || total.is_some_and(|t| items < t);
-                if short {
-                    return Err(ApiError {
-                        method: "GET",
-                        endpoint,
-                        kind: ErrorKind::BadResponse {
-                            status: 200,
-                            message: format!(
-                                "list ended early: {items} entries on {pages} pages, GitLab announced {} entries on {} pages",
-                                total.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
-                                total_pages
-                                    .map(|t| t.to_string())
-                                    .unwrap_or_else(|| "?".into())
-                            ),
-                        },
-                    });
-                }
-                return Ok(());
-            }
-            url = next.expect("checked above");
-        }
-        Err(ApiError {
-            method: "GET",
-            endpoint,
-            kind: ErrorKind::BadResponse {
-                status: 200,
-                message: format!("more than {MAX_PAGES} pages"),
-            },
-        })
-    }
-
-    /// The next page's URL, kept on our own origin whatever host GitLab wrote
-    /// into the link (it builds links from the request's Host header).
-    fn next_page(&self, current: &Url, headers: &HeaderMap) -> Option<Url> {
-        if let Some(link) = header_str(headers, "link").and_then(|l| next_link(&l)) {
-            let parsed = Url::parse(&link).ok()?;
-            let mut next = self.web.clone();
-            next.set_path(parsed.path());
-            next.set_query(parsed.query());
-            return Some(next);
-        }
-        let page = header_str(headers, "x-next-page").filter(|p| !p.trim().is_empty())?;
-        let mut next = current.clone();
-        let pairs: Vec<(String, String)> = current
-            .query_pairs()
-            .filter(|(k, _)| k != "page")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        next.query_pairs_mut()
-            .clear()
-            .extend_pairs(pairs)
-            .append_pair("page", page.trim());
-        Some(next)
-    }
-
-    // ---- typed endpoints -------------------------------------------------
-
-    /// Who the token belongs to: the connection probe, which every project
-    /// of the sweep waits on, so a transient failure is retried first.
-    pub async fn current_user(&self) -> Result<User, ApiError> {
-        retry_transient(|| self.get("user")).await
-    }
-
-    /// `GET /version`: which endpoints this GitLab has.
-    pub async fn version(&self) -> Result<VersionInfo, ApiError> {
-        self.get("version").await
-    }
-
-    pub async fn access_token_self(&self) -> Result<AccessTokenInfo, ApiError> {
-        self.get("personal_access_tokens/self").await
-    }
-
-    /// `GET /oauth/token/info` at the web root (Doorkeeper's token info route).
-    pub async fn oauth_token_info(&self) -> Result<OauthTokenInfo, ApiError> {
-        let url = self.web.join("oauth/token/info").expect("static path");
-        let answer = self
-            .send(Method::GET, url, "/oauth/token/info", None)
-            .await?;
-        let info: OauthTokenInfo = decode(&answer.body, "GET", "/oauth/token/info")?;
-        if let (Some(session), Some(left)) = (&self.options.oauth, info.expires_in) {
-            session.set_expires_in(left);
-        }
-        Ok(info)
-    }
-
-    /// A project by numeric id or path (a path is URL-encoded; GitLab redirects
-    /// an old path to the numeric id, which we follow).
-    pub async fn project(&self, id_or_path: &str) -> Result<Project, ApiError> {
-        self.get(&format!("projects/{}", encode_id(id_or_path)))
-            .await
-    }
-
-    pub async fn group(&self, id_or_path: &str) -> Result<Group, ApiError> {
-        self.get(&format!("groups/{}", encode_id(id_or_path))).await
-    }
-
-    /// Every project of a group (optionally with subgroups) where we are
-    /// Maintainer or higher. `with_shared=false`: GitLab otherwise lists
-    /// projects of other groups shared into this one, and glwarden would
-    /// install keys and hooks on them. Offset pagination: the route has no
-    /// keyset mode (docs/gitlab-contract.md §3).
-    pub async fn group_projects(
-        &self,
-        group: &str,
-        include_subgroups: bool,
-    ) -> Result<Vec<Project>, ApiError> {
-        let subgroups = if include_subgroups { "true" } else { "false" };
-        let maintainer = MAINTAINER.to_string();
-        self.get_all(
-            &format!("groups/{}/projects", encode_id(group)),
-            &[
-                ("include_subgroups", subgroups),
-                ("with_shared", "false"),
-                ("min_access_level", maintainer.as_str()),
-                ("order_by", "id"),
-                ("sort", "asc"),
-            ],
-        )
-        .await
-    }
-
-    pub async fn deploy_key(&self, project: u64, key: u64) -> Result<DeployKey, ApiError> {
-        self.get(&format!("projects/{project}/deploy_keys/{key}"))
-            .await
-    }
-
-    pub async fn deploy_keys(&self, project: u64) -> Result<Vec<DeployKey>, ApiError> {
-        self.get_all(&format!("projects/{project}/deploy_keys"), &[])
-            .await
-    }
-
-    pub async fn hook(&self, project: u64, hook: u64) -> Result<Hook, ApiError> {
-        self.get(&format!("projects/{project}/hooks/{hook}")).await
-    }
-
-    pub async fn hooks(&self, project: u64) -> Result<Vec<Hook>, ApiError> {
-        self.get_all(&format!("projects/{project}/hooks"), &[])
-            .await
-    }
-
-    /// The most recent deliveries of a hook (one page of at most 20, newest first).
-    pub async fn hook_events(&self, project: u64, hook: u64) -> Result<Vec<HookEvent>, ApiError> {
-        self.get(&format!(
-            "projects/{project}/hooks/{hook}/events?per_page=20"
-        ))
-        .await
-    }
 }
 
 fn decode<T: DeserializeOwned>(
@@ -1129,48 +589,10 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Whether a 429 comes from an application limit on one endpoint
-/// (`check_rate_limit!`: a JSON body, no `RateLimit-*` headers) rather than
-/// from Rack::Attack's per-user throttle (plain text `Retry later`, with
-/// `RateLimit-Name` and friends); docs/gitlab-contract.md §8.
-fn is_endpoint_limit(headers: &HeaderMap) -> bool {
-    let json = header_str(headers, "content-type")
-        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"));
-    json && !headers.contains_key("ratelimit-name") && !headers.contains_key("ratelimit-limit")
-}
-
-/// How long GitLab asks us to wait: `Retry-After` seconds, else the
-/// `RateLimit-Reset` unix time.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(secs) =
-        header_str(headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        return Some(Duration::from_secs(secs));
-    }
-    let reset =
-        header_str(headers, "ratelimit-reset").and_then(|v| v.trim().parse::<i64>().ok())?;
-    let now = chrono::Utc::now().timestamp();
-    Some(Duration::from_secs(reset.saturating_sub(now).max(1) as u64))
-}
-
 /// A request body as JSON, in a buffer wiped when dropped (a hook's body
 /// carries its secret token).
 fn json_bytes(body: &impl serde::Serialize) -> zeroize::Zeroizing<Vec<u8>> {
     zeroize::Zeroizing::new(serde_json::to_vec(body).expect("request bodies serialize"))
-}
-
-/// The `rel="next"` target of a `Link` header.
-fn next_link(link: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let mut pieces = part.split(';');
-        let target = pieces.next()?.trim();
-        let is_next = pieces.any(|p| {
-            let p = p.trim();
-            p == "rel=\"next\"" || p == "rel=next"
-        });
-        (is_next && target.starts_with('<') && target.ends_with('>'))
-            .then(|| target[1..target.len() - 1].to_owned())
-    })
 }
 
 /// `42` stays `42`; `group/app` becomes `group%2Fapp`.
@@ -1187,6 +609,8 @@ fn endpoint_of(path_and_query: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::pages::next_link;
+    use super::rate::*;
     use super::*;
 
     #[test]

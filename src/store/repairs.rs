@@ -58,12 +58,13 @@ pub const MANUAL_CAUSE: &str = "glwarden regenerate";
 
 impl Store {
     pub async fn project(&self, id: i64) -> Result<Option<ProjectRow>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, ProjectRow>(&format!("{} WHERE p.id = ?1", super::PROJECT_SELECT))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as::<_, ProjectRow>(&format!(
+            "{} WHERE p.id = ?1",
+            super::projects::PROJECT_SELECT
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Replaces the project's deploy key: its GitLab id, public half,

@@ -72,7 +72,7 @@ impl Store {
     /// Seals every plaintext secret in place and records that the store is
     /// sealed, unless it was before; the counts when it sealed now. Without
     /// a master key nothing changes. Called at start by every command that
-    /// opens the store with custody (the CLI and `Checker::new`).
+    /// opens the store with custody (the CLI and `Sweeper::new`).
     pub async fn seal_plaintext(&self, custody: &Custody) -> Result<Option<Sealed>, StoreError> {
         if !custody.encrypts() {
             return Ok(None);

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gitlab_sim::{HookSpec, Sim, SimVersion};
-use glwarden::check::{Checker, Selection};
 use glwarden::config::Config;
 use glwarden::health::{Component, State};
 use glwarden::keys::{GeneratedKey, generate_ed25519};
 use glwarden::store::Store;
+use glwarden::sweep::{Selection, Sweeper};
 
 pub const TOKEN: &str = "glpat-fixture-SECRET-token-0001";
 pub const HOOK_TEMPLATE: &str = "https://ci.example.com/hooks/{id}";
@@ -127,15 +127,15 @@ impl Fixture {
         file
     }
 
-    pub async fn checker(&self, config: &std::path::Path) -> (Checker, Store) {
+    pub async fn checker(&self, config: &std::path::Path) -> (Sweeper, Store) {
         let cfg = Arc::new(Config::load(config).expect("config loads"));
         let store = Store::open(&cfg.raw.store.path).await.unwrap();
-        (Checker::new(cfg, store.clone(), None).await.unwrap(), store)
+        (Sweeper::new(cfg, store.clone(), None).await.unwrap(), store)
     }
 
     /// Runs a check of everything.
-    pub async fn check(&self, checker: &Checker) {
-        checker.run(&Selection::All).await.expect("check runs");
+    pub async fn check(&self, checker: &Sweeper) {
+        checker.sweep(&Selection::All).await.expect("check runs");
     }
 }
 

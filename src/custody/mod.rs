@@ -14,6 +14,10 @@
 //! place, once ([`Custody::reseal`], store/sealing.rs); after that a
 //! plaintext value is refused.
 
+mod project;
+
+pub use project::{Keeper, KeeperError};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,10 @@
 //! them, close the store, exit 0. SIGHUP reloads the configuration before the
 //! next sweep; a bad file is logged and the running configuration kept.
 
+pub mod memory;
+pub mod metrics;
+pub mod server;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +27,12 @@ use tokio::task::JoinHandle;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Checker, RunOptions, RunSummary, Selection};
 use crate::config::Config;
 use crate::health::{Severity, State};
-use crate::metrics::{Metrics, SweepOutcome};
-use crate::server::{AppState, Liveness};
 use crate::store::Store;
+use crate::sweep::{Selection, SweepOptions, SweepSummary, Sweeper};
+use metrics::{Metrics, SweepOutcome};
+use server::{AppState, Liveness};
 
 /// How often the loop turns when systemd asks for no watchdog.
 const DEFAULT_BEAT: Duration = Duration::from_secs(5);
@@ -70,14 +74,14 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let liveness = Arc::new(Liveness::new((beat * 3).max(Duration::from_secs(30))));
     let stop_server = CancellationToken::new();
     let server = {
-        let app = crate::server::router(AppState {
+        let app = crate::daemon::server::router(AppState {
             metrics: metrics.clone(),
             store: store.clone(),
             liveness: liveness.clone(),
             metrics_token: cfg.metrics_token.clone().map(Arc::new),
         });
         let stop = stop_server.clone();
-        tokio::spawn(crate::server::serve(listener, app, stop))
+        tokio::spawn(crate::daemon::server::serve(listener, app, stop))
     };
     tracing::info!(listen = %listen, cron = %cfg.raw.schedule.cron, "glwarden running");
 
@@ -121,7 +125,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         config_path,
         store: store.clone(),
         metrics: metrics.clone(),
-        checker: Arc::new(Checker::new(cfg, store.clone(), Some(&metrics)).await?),
+        checker: Arc::new(Sweeper::new(cfg, store.clone(), Some(&metrics)).await?),
         cancel: CancellationToken::new(),
         running: None,
     };
@@ -232,7 +236,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-type SweepResult = anyhow::Result<(RunSummary, Duration)>;
+type SweepResult = anyhow::Result<(SweepSummary, Duration)>;
 
 /// What the loop needs to run sweeps.
 struct Daemon {
@@ -240,7 +244,7 @@ struct Daemon {
     config_path: PathBuf,
     store: Store,
     metrics: Arc<Metrics>,
-    checker: Arc<Checker>,
+    checker: Arc<Sweeper>,
     /// Cancelled on shutdown: running sweeps start no further checks.
     cancel: CancellationToken,
     /// The running sweep's start and its own cancellation (its deadline).
@@ -254,43 +258,6 @@ struct Running {
     stuck: bool,
 }
 
-/// Hands the memory a sweep freed back to the system. Allocators keep freed
-/// pages, so without this a daemon's RSS ratchets up to its busiest moment
-/// (a large answer, a burst of repairs) and stays there: the soak saw 25 MB
-/// climb to 31 MB in steps over 30 minutes with nothing leaking. Once per
-/// sweep is cheap next to the sweep. Both allocators are asked: the binary's
-/// jemalloc (see main.rs) and glibc, which serves SQLite; where jemalloc is
-/// not the allocator (tests) its purge finds nothing to do.
-fn release_freed_memory() {
-    let purged = purge_jemalloc();
-    if purged != 0 {
-        tracing::debug!(error = purged, "jemalloc purge refused");
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages to the kernel; it touches
-    // no memory in use.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Returns every jemalloc arena's unused dirty pages to the kernel; 0 on
-/// success, else jemalloc's error number.
-fn purge_jemalloc() -> std::ffi::c_int {
-    // SAFETY: "arena.<i>.purge" takes no argument and returns nothing (all
-    // four pointers null); 4096 is jemalloc's MALLCTL_ARENAS_ALL. Purging
-    // only returns unused pages to the kernel.
-    unsafe {
-        tikv_jemalloc_sys::mallctl(
-            c"arena.4096.purge".as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        )
-    }
-}
-
 impl Daemon {
     fn start_sweep(&mut self) -> JoinHandle<SweepResult> {
         let checker = self.checker.clone();
@@ -301,14 +268,14 @@ impl Daemon {
             cancel: cancel.clone(),
             stuck: false,
         });
-        let options = RunOptions {
+        let options = SweepOptions {
             spread: Some(sweep_spread(&self.cfg)),
             cancel: Some(cancel),
             repair: true,
         };
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
-            let summary = checker.run_with(&Selection::All, &options).await?;
+            let summary = checker.sweep_with(&Selection::All, &options).await?;
             Ok((summary, started.elapsed()))
         })
     }
@@ -385,7 +352,7 @@ impl Daemon {
                 format!("last sweep failed: {e:#}")
             }
         };
-        release_freed_memory();
+        memory::release_freed_memory();
         status
     }
 
@@ -401,7 +368,7 @@ impl Daemon {
         let loaded = async {
             let cfg = Arc::new(Config::load(&self.config_path)?);
             let checker =
-                Checker::new(cfg.clone(), self.store.clone(), Some(&self.metrics)).await?;
+                Sweeper::new(cfg.clone(), self.store.clone(), Some(&self.metrics)).await?;
             anyhow::Ok((checker, cfg))
         }
         .await;
@@ -447,14 +414,5 @@ fn cron_interval(cfg: &Config) -> Duration {
 fn notify(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!(error = %e, "sd_notify");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn jemalloc_accepts_the_purge_request() {
-        // A misspelt control name answers ENOENT rather than purging.
-        assert_eq!(super::purge_jemalloc(), 0);
     }
 }

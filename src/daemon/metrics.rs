@@ -298,14 +298,14 @@ impl Metrics {
     /// What a run's repair pass did, and the repair state after it.
     pub fn repair_pass(
         &self,
-        repairs: &[(Component, &'static str)],
+        repairs: &[(Component, crate::sweep::RepairResult)],
         paused: bool,
         stopped: usize,
         journal_entries: usize,
     ) {
         for (component, outcome) in repairs {
             self.repairs
-                .with_label_values(&[component.as_str(), outcome])
+                .with_label_values(&[component.as_str(), outcome.as_str()])
                 .inc();
         }
         self.repairs_paused.set(i64::from(paused));

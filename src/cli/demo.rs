@@ -12,11 +12,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::Utc;
 
-use crate::check::{Checker, Selection};
 use crate::cli::{DemoArgs, Format};
 use crate::config::{Config, RawConfig};
 use crate::keys::{GeneratedKey, generate_ed25519};
 use crate::store::Store;
+use crate::sweep::{Selection, Sweeper};
 use gitlab_sim::{Fault, FaultKind, HookSpec, Sim};
 
 const HOOK_URL: &str = "https://ci.example.com/hooks/gitlab/{id}";
@@ -197,9 +197,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let config_file = write_demo_config(dir.path(), &db, &sim, &outage, &connections, &seeded)?;
     let cfg = Arc::new(Config::load(&config_file)?);
     let store = Store::open(&db).await?;
-    let checker = Checker::new(cfg, store.clone(), None).await?;
+    let checker = Sweeper::new(cfg, store.clone(), None).await?;
 
-    let first = checker.run(&Selection::All).await?;
+    let first = checker.sweep(&Selection::All).await?;
     let before = crate::report::build(&store, &Selection::All).await?;
     println!(
         "First check: {} projects on {} connections, {} GitLab requests; {}.",
@@ -220,7 +220,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .expect("demo deletes one");
     sim.delete_project(seeded[gone].0);
     checker
-        .run(&Selection::One(seeded[gone].0.to_string()))
+        .sweep(&Selection::One(seeded[gone].0.to_string()))
         .await?;
     println!(
         "Now the simulator breaks things the way they break in life, and glwarden checks again.\n"
@@ -231,8 +231,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     break_things(&sim, &outage, &connections, &seeded);
     rewrite_mobile_key(&config_file, &seeded, &rotated)?;
     let cfg = Arc::new(Config::load(&config_file)?);
-    let checker = Checker::new(cfg, store.clone(), None).await?;
-    let second = checker.run(&Selection::All).await?;
+    let checker = Sweeper::new(cfg, store.clone(), None).await?;
+    let second = checker.sweep(&Selection::All).await?;
 
     let report = crate::report::build(&store, &Selection::All).await?;
     match args.format {

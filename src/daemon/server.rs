@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use secrecy::ExposeSecret;
 
-use crate::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 use crate::store::Store;
 
 /// What `/healthz` and `/readyz` report, updated by the scheduler loop.
