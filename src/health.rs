@@ -190,13 +190,36 @@ impl FromStr for State {
     }
 }
 
+/// What a check found beside a component's state, kept as data (store
+/// columns `finding` and `pending_finding`, migration 0010) so that no
+/// decision hangs on the words of a detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+pub enum Finding {
+    /// A healthy webhook with other hooks to the same URL (each push would
+    /// reach the CI more than once): a repair deletes the others.
+    DuplicateHooks,
+    /// The repository answered 404 once: `not_found` only if the next check
+    /// agrees (a single 404 may be an outage).
+    NotFoundOnce,
+}
+
 /// What one check concluded about one component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
     /// GitLab answered and the answer decides the state.
-    Definite { state: State, detail: String },
-    /// GitLab could not be asked (transient failure): the last known state stands.
-    Unknown { reason: String },
+    Definite {
+        state: State,
+        detail: String,
+        finding: Option<Finding>,
+    },
+    /// GitLab could not be asked (transient failure), or its answer does
+    /// not decide yet: the last known state stands.
+    Unknown {
+        reason: String,
+        finding: Option<Finding>,
+    },
     /// Not asked: something it depends on is broken.
     Blocked { cause: String },
 }
@@ -206,6 +229,30 @@ impl Observation {
         Observation::Definite {
             state,
             detail: detail.into(),
+            finding: None,
+        }
+    }
+
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        Observation::Unknown {
+            reason: reason.into(),
+            finding: None,
+        }
+    }
+
+    /// The same observation with `found` noted beside it.
+    pub fn with_finding(self, found: Finding) -> Self {
+        match self {
+            Observation::Definite { state, detail, .. } => Observation::Definite {
+                state,
+                detail,
+                finding: Some(found),
+            },
+            Observation::Unknown { reason, .. } => Observation::Unknown {
+                reason,
+                finding: Some(found),
+            },
+            blocked @ Observation::Blocked { .. } => blocked,
         }
     }
 
@@ -221,8 +268,17 @@ impl Observation {
     pub fn detail(&self) -> &str {
         match self {
             Observation::Definite { detail, .. } => detail,
-            Observation::Unknown { reason } => reason,
+            Observation::Unknown { reason, .. } => reason,
             Observation::Blocked { cause } => cause,
+        }
+    }
+
+    pub fn finding(&self) -> Option<Finding> {
+        match self {
+            Observation::Definite { finding, .. } | Observation::Unknown { finding, .. } => {
+                *finding
+            }
+            Observation::Blocked { .. } => None,
         }
     }
 }

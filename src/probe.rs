@@ -8,7 +8,7 @@ use crate::gitlab::types::{
     AccessTokenInfo, DeployKey, GitLabVersion, Hook, HookEvent, OauthTokenInfo, Project, User,
 };
 use crate::gitlab::{ApiError, ErrorKind};
-use crate::health::{Observation, State};
+use crate::health::{Finding, Observation, State};
 use crate::keys::{self, KeyDigest};
 
 use crate::gitlab::types::MAINTAINER;
@@ -54,9 +54,7 @@ pub fn connection(
                     State::NotConnected,
                     format!("GitLab refuses this user: {message}"),
                 ),
-                _ => Observation::Unknown {
-                    reason: e.to_string(),
-                },
+                _ => Observation::unknown(e.to_string()),
             };
             return ConnectionVerdict {
                 observation,
@@ -93,9 +91,7 @@ pub fn connection(
             ErrorKind::Unauthorized { problem } => {
                 Observation::definite(State::NotConnected, problem.describe())
             }
-            _ => Observation::Unknown {
-                reason: e.to_string(),
-            },
+            _ => Observation::unknown(e.to_string()),
         },
     };
     let usable = matches!(
@@ -176,9 +172,7 @@ pub fn repository(answer: &Result<Project, ApiError>, stored_path: &str) -> Obse
                 ErrorKind::Unauthorized { problem } => Observation::Blocked {
                     cause: format!("connection: {}", problem.describe()),
                 },
-                _ => Observation::Unknown {
-                    reason: e.to_string(),
-                },
+                _ => Observation::unknown(e.to_string()),
             };
         }
     };
@@ -430,12 +424,10 @@ pub fn webhook(
     let Some(hook) = selection.hook else {
         if let Some(id) = selection.unverifiable.first() {
             // Never "missing": a repair would create a second hook beside it.
-            return Observation::Unknown {
-                reason: format!(
-                    "hook {id} uses URL variables; GitLab does not return their values, so glwarden cannot verify whether it points at {}",
-                    expected.url
-                ),
-            };
+            return Observation::unknown(format!(
+                "hook {id} uses URL variables; GitLab does not return their values, so glwarden cannot verify whether it points at {}",
+                expected.url
+            ));
         }
         return Observation::definite(
             State::Missing,
@@ -481,7 +473,12 @@ pub fn webhook(
         detail.push_str("; ");
         detail.push_str(&note);
     }
-    Observation::definite(state, detail)
+    let observation = Observation::definite(state, detail);
+    if selection.duplicates.is_empty() {
+        observation
+    } else {
+        observation.with_finding(Finding::DuplicateHooks)
+    }
 }
 
 /// Each field of our hook that differs from what the CI needs, and the
@@ -1157,6 +1154,9 @@ mod tests {
         let obs = webhook(&sel, &exp, None, now());
         assert_eq!(obs.state(), State::Healthy);
         assert!(obs.detail().contains("duplicate hooks to the same URL: 6"));
+        assert_eq!(obs.finding(), Some(Finding::DuplicateHooks));
+        let alone = select_hook(HookAnswer::Listing(&hooks[..2]), URL);
+        assert_eq!(webhook(&alone, &exp, None, now()).finding(), None);
 
         let none = select_hook(HookAnswer::Listing(&hooks[..1]), URL);
         let missing = webhook(&none, &exp, None, now());

@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use super::RepairError;
 use crate::config::{Config, MovedPolicy, Policy, RepairOverride, WebhookReenable};
 use crate::gitlab::types::GitLabVersion;
-use crate::health::{Component, State};
+use crate::health::{Component, Finding, State};
 use crate::store::{HealthRow, ProjectRow, Store, StoreError};
 
 /// One thing glwarden can do to fix a component.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// New key in, confirmed, stored, then the old one out.
     RegenerateDeployKey,
@@ -31,6 +31,33 @@ pub enum Action {
 }
 
 impl Action {
+    const ALL: [Action; 7] = [
+        Action::RegenerateDeployKey,
+        Action::MakeKeyReadOnly,
+        Action::CreateWebhook,
+        Action::FixWebhook,
+        Action::ReenableWebhook,
+        Action::DeleteDuplicateHooks,
+        Action::FollowRename,
+    ];
+
+    /// The action a stored name (an event's, a journal entry's) stands for.
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The component it repairs.
+    pub fn component(self) -> Component {
+        match self {
+            Action::RegenerateDeployKey | Action::MakeKeyReadOnly => Component::DeployKey,
+            Action::FollowRename => Component::Repository,
+            Action::CreateWebhook
+            | Action::FixWebhook
+            | Action::ReenableWebhook
+            | Action::DeleteDuplicateHooks => Component::Webhook,
+        }
+    }
+
     /// The event name (also what the budget and cooldown count).
     pub fn name(&self) -> &'static str {
         match self {
@@ -58,7 +85,7 @@ impl Action {
 }
 
 /// The repair a broken state calls for, if any.
-pub fn action_for(component: Component, state: State, detail: &str) -> Option<Action> {
+pub fn action_for(component: Component, state: State, finding: Option<Finding>) -> Option<Action> {
     match (component, state) {
         (
             Component::DeployKey,
@@ -68,7 +95,7 @@ pub fn action_for(component: Component, state: State, detail: &str) -> Option<Ac
         (Component::Webhook, State::Missing) => Some(Action::CreateWebhook),
         (Component::Webhook, State::Misconfigured) => Some(Action::FixWebhook),
         (Component::Webhook, State::Disabled) => Some(Action::ReenableWebhook),
-        (Component::Webhook, State::Healthy) if detail.contains("duplicate hooks") => {
+        (Component::Webhook, State::Healthy) if finding == Some(Finding::DuplicateHooks) => {
             Some(Action::DeleteDuplicateHooks)
         }
         (Component::Repository, State::Moved) => Some(Action::FollowRename),
@@ -169,7 +196,7 @@ fn policy_auto(p: Policy) -> Option<bool> {
 pub fn needs_decision(component: Component, health: &HealthRow) -> bool {
     match health.state {
         Some(state) => {
-            !state.is_healthy() || action_for(component, state, &health.detail).is_some()
+            !state.is_healthy() || action_for(component, state, health.finding).is_some()
         }
         None => true,
     }
@@ -218,7 +245,7 @@ pub fn decide(
     let Some(state) = health.state else {
         return Decision::Skip("not checked yet".into());
     };
-    let Some(action) = action_for(component, state, &health.detail) else {
+    let Some(action) = action_for(component, state, health.finding) else {
         return Decision::Skip(format!("{component} {state}: nothing to repair"));
     };
     let Some(auto) = policies.auto(component) else {
@@ -350,6 +377,8 @@ mod tests {
             pending: pending.map(|p| p.parse().expect("a state")),
             pending_detail: None,
             pending_since: None,
+            finding: None,
+            pending_finding: None,
         }
     }
 
@@ -630,8 +659,17 @@ mod tests {
             (Component::Webhook, with("healthy", "hook 7"), false),
             (
                 Component::Webhook,
-                with("healthy", "hook 7; duplicate hooks to the same URL: 8"),
+                HealthRow {
+                    finding: Some(Finding::DuplicateHooks),
+                    ..with("healthy", "hook 7; duplicate hooks to the same URL: 8")
+                },
                 true,
+            ),
+            // The words alone decide nothing.
+            (
+                Component::Webhook,
+                with("healthy", "hook 7; duplicate hooks to the same URL: 8"),
+                false,
             ),
             (Component::Webhook, with("missing", ""), true),
             // Nothing to repair, but a plan says so.

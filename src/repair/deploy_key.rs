@@ -9,7 +9,7 @@ use super::{Action, RepairError, Repairer};
 use crate::custody::{CustodyError, SecretKind};
 use crate::gitlab::GitLab;
 use crate::keys::{KeyDigest, digest_of, generate_ed25519, is_same_key};
-use crate::store::{JournalRow, ProjectRow};
+use crate::store::{JournalRow, JournalStep, ProjectRow};
 
 impl Repairer {
     fn key_title(&self, project: &ProjectRow) -> String {
@@ -45,14 +45,12 @@ impl Repairer {
             new_key_id: None,
             keys_before: None,
         };
-        let entry = self
-            .store
-            .journal_begin(
-                project.id,
-                "deploy_key",
-                Action::RegenerateDeployKey.name(),
-                &rotation.to_json(),
-                Some(&sealed),
+        let entry = rotation
+            .begin(
+                &self.store,
+                project,
+                Action::RegenerateDeployKey,
+                &sealed,
                 cause,
             )
             .await?;
@@ -105,7 +103,7 @@ impl Repairer {
             rotation.keys_before = Some(existing.iter().map(|k| k.id).collect());
             rotation.new_key_id = Some(id);
             self.store
-                .journal_step(entry.id, "created", &rotation.to_json())
+                .journal_step(entry.id, JournalStep::Created, &rotation.to_json())
                 .await?;
         }
         let new_key_id = rotation.new_key_id.expect("set above");
@@ -136,9 +134,9 @@ impl Repairer {
                 .undo_unconfirmed_key(client, project, entry, &rotation, why)
                 .await);
         }
-        if entry.step != "stored" {
+        if entry.step != JournalStep::Stored {
             self.store
-                .journal_step(entry.id, "confirmed", &rotation.to_json())
+                .journal_step(entry.id, JournalStep::Confirmed, &rotation.to_json())
                 .await?;
             self.store
                 .set_deploy_key(
@@ -152,7 +150,7 @@ impl Repairer {
             crate::custody::Keeper::new(self.cfg.clone(), self.store.clone())
                 .export_key_file(project, &sealed)?;
             self.store
-                .journal_step(entry.id, "stored", &rotation.to_json())
+                .journal_step(entry.id, JournalStep::Stored, &rotation.to_json())
                 .await?;
         }
 
@@ -241,7 +239,7 @@ impl Repairer {
         closed.new_key_id = None;
         let result = async {
             self.store
-                .journal_step(entry.id, "abandoned", &closed.to_json())
+                .journal_step(entry.id, JournalStep::Abandoned, &closed.to_json())
                 .await?;
             self.store.journal_finish(entry.id).await
         }

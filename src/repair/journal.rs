@@ -2,8 +2,8 @@
 //! step and after each, parsed whole or refused (never a repair with empty
 //! values).
 
-use super::RepairError;
-use crate::store::JournalRow;
+use super::{Action, RepairError};
+use crate::store::{JournalRow, ProjectRow, Store};
 
 /// A key rotation's journal record (no secrets: the new private key is the
 /// entry's sealed `secret`). A record that does not parse is an error, never
@@ -58,6 +58,28 @@ pub(super) trait JournalRecord: serde::Serialize + serde::de::DeserializeOwned {
     fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("plain fields serialize")
     }
+
+    /// Writes the record as a new entry, before the repair's first request,
+    /// with the sealed secret it installs.
+    async fn begin(
+        &self,
+        store: &Store,
+        project: &ProjectRow,
+        action: Action,
+        sealed: &[u8],
+        cause: &str,
+    ) -> Result<JournalRow, RepairError> {
+        Ok(store
+            .journal_begin(
+                project.id,
+                action.component(),
+                action.name(),
+                &self.to_json(),
+                Some(sealed),
+                cause,
+            )
+            .await?)
+    }
 }
 
 impl JournalRecord for HookRepair {
@@ -78,9 +100,9 @@ mod tests {
         let entry = |action: &str, data: &str| JournalRow {
             id: 9,
             project_id: 1,
-            component: "webhook".into(),
+            component: crate::health::Component::Webhook,
             action: action.into(),
-            step: "begun".into(),
+            step: crate::store::JournalStep::Intent,
             data: data.into(),
             secret: None,
             cause: "test".into(),

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::custody::{Custody, CustodyError};
 use crate::gitlab::{ApiError, GitLab};
-use crate::health::Component;
 use crate::keys::KeyError;
 use crate::store::{NewEvent, ProjectRow, Store, StoreError};
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +85,7 @@ impl Repairer {
         cause: &str,
         new_path: Option<&str>,
     ) -> Result<String, RepairError> {
-        let component = match action {
-            Action::RegenerateDeployKey | Action::MakeKeyReadOnly => Component::DeployKey,
-            Action::FollowRename => Component::Repository,
-            _ => Component::Webhook,
-        };
+        let component = action.component();
         let result = match action {
             Action::RegenerateDeployKey => self.regenerate_key(client, project, cause).await,
             Action::MakeKeyReadOnly => self.make_read_only(client, project).await,
@@ -160,13 +155,16 @@ impl Repairer {
             let Some(client) = clients.get(&project.connection) else {
                 continue;
             };
-            let result = match entry.action.as_str() {
-                "regenerate_deploy_key" => self.resume_key(client, &project, &entry).await,
-                "create_webhook" | "fix_webhook" => {
+            let result = match Action::from_name(&entry.action) {
+                Some(Action::RegenerateDeployKey) => {
+                    self.resume_key(client, &project, &entry).await
+                }
+                Some(Action::CreateWebhook | Action::FixWebhook) => {
                     self.resume_hook(client, &project, &entry).await
                 }
-                other => Err(RepairError::Refused(format!(
-                    "unknown journal action {other}"
+                _ => Err(RepairError::Refused(format!(
+                    "journal entry {} has an action glwarden does not resume: {}",
+                    entry.id, entry.action
                 ))),
             };
             let outcome = match &result {
@@ -183,7 +181,7 @@ impl Repairer {
             self.store
                 .record_event(&NewEvent {
                     project_id: Some(project.id),
-                    component: &entry.component,
+                    component: entry.component.as_str(),
                     action: &entry.action,
                     cause: &entry.cause,
                     before: &before,

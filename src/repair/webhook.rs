@@ -9,7 +9,7 @@ use crate::config::expected_hook_url;
 use crate::custody::{CustodyError, SecretKind};
 use crate::gitlab::GitLab;
 use crate::gitlab::types::HookSettings;
-use crate::store::{JournalRow, NewEvent, ProjectRow};
+use crate::store::{JournalRow, JournalStep, NewEvent, ProjectRow};
 
 /// Whether `url` is a webhook URL glwarden was configured to give the
 /// project: one of its templates (past or present, migration 0009) or the
@@ -138,23 +138,13 @@ impl Repairer {
         let sealed = self
             .custody
             .seal(project.id, SecretKind::HookToken, token.as_bytes())?;
-        let data = HookRepair {
+        let entry = HookRepair {
             url,
             old_hook_id: project.hook_id.map(|h| h as u64),
             hook_id: None,
         }
-        .to_json();
-        let entry = self
-            .store
-            .journal_begin(
-                project.id,
-                "webhook",
-                Action::CreateWebhook.name(),
-                &data,
-                Some(&sealed),
-                cause,
-            )
-            .await?;
+        .begin(&self.store, project, Action::CreateWebhook, &sealed, cause)
+        .await?;
         self.resume_hook(client, project, &entry).await
     }
 
@@ -247,21 +237,21 @@ impl Repairer {
             hook_id = Some(hook.id);
             data.hook_id = Some(hook.id);
             self.store
-                .journal_step(entry.id, "created", &data.to_json())
+                .journal_step(entry.id, JournalStep::Created, &data.to_json())
                 .await?;
-        } else if entry.step == "created" {
+        } else if entry.step == JournalStep::Created {
             // Make sure the token GitLab holds is the one we are about to store.
             client
                 .update_hook(gitlab_id, hook_id.unwrap_or_default(), &settings)
                 .await?;
         }
         let hook_id = hook_id.unwrap_or_default();
-        if entry.step != "stored" {
+        if entry.step != JournalStep::Stored {
             self.store
                 .set_hook(project.id, hook_id, Some(&sealed))
                 .await?;
             self.store
-                .journal_step(entry.id, "stored", &data.to_json())
+                .journal_step(entry.id, JournalStep::Stored, &data.to_json())
                 .await?;
         }
         self.delete_duplicates(client, project, Some(hook_id))
@@ -304,23 +294,13 @@ impl Repairer {
             }
         };
         let url = self.expected_url(project)?;
-        let data = HookRepair {
+        let entry = HookRepair {
             url,
             old_hook_id: Some(hook_id as u64),
             hook_id: None,
         }
-        .to_json();
-        let entry = self
-            .store
-            .journal_begin(
-                project.id,
-                "webhook",
-                Action::FixWebhook.name(),
-                &data,
-                Some(&sealed),
-                cause,
-            )
-            .await?;
+        .begin(&self.store, project, Action::FixWebhook, &sealed, cause)
+        .await?;
         self.resume_hook(client, project, &entry).await
     }
 

@@ -6,7 +6,7 @@ use sqlx::FromRow;
 
 use super::transitions::{Transition, TransitionRow};
 use super::{ROWS_PER_STATEMENT, Store, StoreError, id_list, quiet};
-use crate::health::{Component, Observation, State};
+use crate::health::{Component, Finding, Observation, State};
 
 /// Current health of one component of one subject.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -23,6 +23,10 @@ pub struct HealthRow {
     pub pending: Option<State>,
     pub pending_detail: Option<String>,
     pub pending_since: Option<DateTime<Utc>>,
+    /// What the last definite check found beside the state.
+    pub finding: Option<Finding>,
+    /// What the pending check found beside its condition.
+    pub pending_finding: Option<Finding>,
 }
 
 impl HealthRow {
@@ -58,11 +62,14 @@ impl HealthRow {
 /// not, and it clears any pending condition. An unknown or blocked check
 /// leaves the last known state, its detail and count as they were and is
 /// recorded beside them (`pending`), so that an outage never overwrites what
-/// we last knew. Every expression reads the row as it was before the update.
+/// we last knew; a finding goes with its state (`finding`) or with its
+/// pending condition (`pending_finding`). Every expression reads the row as
+/// it was before the update.
 pub(super) const FOLD_OBSERVATION: &str = "
     ON CONFLICT (component, subject_id) DO UPDATE SET
         state = COALESCE(excluded.state, health.state),
         detail = CASE WHEN excluded.state IS NULL THEN health.detail ELSE excluded.detail END,
+        finding = CASE WHEN excluded.state IS NULL THEN health.finding ELSE excluded.finding END,
         since = CASE WHEN excluded.state IS NULL OR excluded.state = health.state
                      THEN health.since ELSE excluded.since END,
         consecutive = CASE WHEN excluded.state IS NULL THEN health.consecutive
@@ -71,6 +78,7 @@ pub(super) const FOLD_OBSERVATION: &str = "
         last_checked = excluded.last_checked,
         pending = excluded.pending,
         pending_detail = excluded.pending_detail,
+        pending_finding = excluded.pending_finding,
         pending_since = CASE WHEN excluded.pending IS NULL THEN NULL
                              WHEN excluded.pending = health.pending THEN health.pending_since
                              ELSE excluded.pending_since END";
@@ -148,20 +156,21 @@ impl Store {
             // says, and the first row it would make is derived from that.
             let mut upsert = sqlx::QueryBuilder::new("WITH now(at) AS (SELECT ");
             upsert.push_bind(at.as_str());
-            upsert.push("), observed(component, subject_id, state, text, pending) AS (");
+            upsert.push("), observed(component, subject_id, state, text, pending, finding) AS (");
             upsert.push_values(chunk, |mut b, (component, subject_id, observation)| {
                 let (state, pending, text) = match observation {
-                    Observation::Definite { state, detail } => (Some(state.as_str()), None, detail),
-                    Observation::Unknown { reason: text }
+                    Observation::Definite { state, detail, .. } => (Some(*state), None, detail),
+                    Observation::Unknown { reason: text, .. }
                     | Observation::Blocked { cause: text } => {
-                        (None, Some(observation.state().as_str()), text)
+                        (None, Some(observation.state()), text)
                     }
                 };
-                b.push_bind(component.as_str())
+                b.push_bind(*component)
                     .push_bind(*subject_id)
                     .push_bind(state)
                     .push_bind(text.as_str())
-                    .push_bind(pending);
+                    .push_bind(pending)
+                    .push_bind(observation.finding());
             });
             // A definite answer as a first row, or an undecided one as a
             // pending condition with no state yet; `WHERE true` lets SQLite
@@ -169,7 +178,8 @@ impl Store {
             upsert.push(
                 ")
                 INSERT INTO health (component, subject_id, state, detail, since, consecutive,
-                                    last_checked, pending, pending_detail, pending_since)
+                                    last_checked, pending, pending_detail, pending_since,
+                                    finding, pending_finding)
                 SELECT component, subject_id, state,
                        CASE WHEN state IS NULL THEN '' ELSE text END,
                        CASE WHEN state IS NULL THEN NULL ELSE now.at END,
@@ -177,7 +187,9 @@ impl Store {
                        now.at,
                        pending,
                        CASE WHEN pending IS NULL THEN NULL ELSE text END,
-                       CASE WHEN pending IS NULL THEN NULL ELSE now.at END
+                       CASE WHEN pending IS NULL THEN NULL ELSE now.at END,
+                       CASE WHEN state IS NULL THEN NULL ELSE finding END,
+                       CASE WHEN pending IS NULL THEN NULL ELSE finding END
                 FROM observed, now WHERE true",
             );
             upsert.push(FOLD_OBSERVATION);
@@ -206,5 +218,61 @@ impl Store {
                 (row.component, row.subject_id, transition)
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn findings_written_as_words_before_migration_0010_become_data() {
+        // A database as glwarden left it before migration 0010: the findings
+        // only in the words of a detail.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("glwarden.db");
+        let all = sqlx::migrate!("./migrations");
+        let before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(all.migrations[..9].to_vec()),
+            ..all
+        };
+        assert_eq!(before.migrations.last().unwrap().version, 9);
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        before.run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO health (component, subject_id, state, detail, since, consecutive,
+                                 last_checked, pending, pending_detail, pending_since) VALUES
+             ('webhook', 1, 'healthy', 'hook 3; duplicate hooks to the same URL: 4', '2026-01-01T00:00:00Z', 1, '2026-01-01T00:00:00Z', NULL, NULL, NULL),
+             ('webhook', 2, 'healthy', 'hook 5', '2026-01-01T00:00:00Z', 1, '2026-01-01T00:00:00Z', NULL, NULL, NULL),
+             ('repository', 1, 'ok', 'a/b', '2026-01-01T00:00:00Z', 1, '2026-01-01T00:00:00Z', 'unknown',
+              'GitLab answers 404 for the project; not_found if the next check agrees: HTTP 404', NULL),
+             ('repository', 2, 'ok', 'c/d', '2026-01-01T00:00:00Z', 1, '2026-01-01T00:00:00Z', 'unknown', 'HTTP 502', NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(&path).await.unwrap();
+        let finding = |component, id| {
+            let store = store.clone();
+            async move {
+                let h = store.health(component, id).await.unwrap().unwrap();
+                (h.finding, h.pending_finding)
+            }
+        };
+        assert_eq!(
+            finding(Component::Webhook, 1).await,
+            (Some(Finding::DuplicateHooks), None)
+        );
+        assert_eq!(finding(Component::Webhook, 2).await, (None, None));
+        assert_eq!(
+            finding(Component::Repository, 1).await,
+            (None, Some(Finding::NotFoundOnce))
+        );
+        assert_eq!(finding(Component::Repository, 2).await, (None, None));
     }
 }

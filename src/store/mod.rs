@@ -25,7 +25,7 @@ mod transitions;
 
 pub use health::HealthRow;
 pub use projects::{CheckTarget, NewProject, ProjectRow, Source};
-pub use repairs::{EventRow, JournalRow, MANUAL_CAUSE, NewEvent};
+pub use repairs::{EventRow, JournalRow, JournalStep, MANUAL_CAUSE, NewEvent};
 pub use sealing::Sealed;
 pub use summary::{HealthSummary, Problem};
 pub use transitions::{Transition, TransitionRow};
@@ -163,7 +163,7 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::projects::{ACTIVE_PAGE, INVENTORY_PAGE};
     use super::*;
-    use crate::health::{Component, Observation, State};
+    use crate::health::{Component, Finding, Observation, State};
     use chrono::{DateTime, Utc};
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -230,6 +230,93 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn findings_go_with_their_state_or_their_pending_condition() {
+        let (_dir, store, id) = one_project().await;
+        let (hook, repo) = (Component::Webhook, Component::Repository);
+        let duplicates = || {
+            Observation::definite(State::Healthy, "hook 3; duplicate hooks to the same URL: 4")
+                .with_finding(Finding::DuplicateHooks)
+        };
+        let (h, _) = observe(&store, hook, id, duplicates(), "2026-01-01T00:00:00Z").await;
+        assert_eq!(
+            (h.finding, h.pending_finding),
+            (Some(Finding::DuplicateHooks), None)
+        );
+        // An outage keeps the last definite finding, as it keeps the detail.
+        let outage = Observation::unknown("HTTP 502");
+        let (h, _) = observe(&store, hook, id, outage, "2026-01-01T00:05:00Z").await;
+        assert_eq!(
+            (h.finding, h.pending),
+            (Some(Finding::DuplicateHooks), Some(State::Unknown))
+        );
+        // A definite answer without duplicates clears it.
+        let clean = Observation::definite(State::Healthy, "hook 3");
+        let (h, _) = observe(&store, hook, id, clean, "2026-01-01T00:10:00Z").await;
+        assert_eq!((h.finding, h.pending), (None, None));
+        assert!(store.repair_candidates().await.unwrap().is_empty());
+
+        // A first 404 is a pending condition with its finding; the next
+        // definite answer clears both.
+        let ok = || Observation::definite(State::Ok, "a/b");
+        observe(&store, repo, id, ok(), "2026-01-01T00:00:00Z").await;
+        let once = Observation::unknown("GitLab answers 404 for the project")
+            .with_finding(Finding::NotFoundOnce);
+        let (h, _) = observe(&store, repo, id, once, "2026-01-01T00:05:00Z").await;
+        assert_eq!(
+            (h.state, h.pending, h.pending_finding, h.finding),
+            (
+                Some(State::Ok),
+                Some(State::Unknown),
+                Some(Finding::NotFoundOnce),
+                None
+            )
+        );
+        let (h, _) = observe(&store, repo, id, ok(), "2026-01-01T00:10:00Z").await;
+        assert_eq!((h.pending, h.pending_finding), (None, None));
+    }
+
+    #[tokio::test]
+    async fn a_finding_makes_a_healthy_component_a_repair_candidate() {
+        let (_dir, store, id) = one_project().await;
+        let batch = |hook: Observation| {
+            vec![
+                (
+                    Component::Repository,
+                    id,
+                    Observation::definite(State::Ok, "a/b"),
+                ),
+                (
+                    Component::DeployKey,
+                    id,
+                    Observation::definite(State::Healthy, "key 1"),
+                ),
+                (Component::Webhook, id, hook),
+            ]
+        };
+        let duplicates = Observation::definite(State::Healthy, "hook 3; duplicate hooks")
+            .with_finding(Finding::DuplicateHooks);
+        store
+            .record(&batch(duplicates.clone()), t("2026-01-01T00:00:00Z"))
+            .await
+            .unwrap();
+        // The same answers again: a quiet check, the finding still read.
+        store
+            .record(&batch(duplicates), t("2026-01-01T00:05:00Z"))
+            .await
+            .unwrap();
+        let candidates = store.repair_candidates().await.unwrap();
+        assert_eq!(candidates.len(), 1, "{candidates:?}");
+        assert_eq!(
+            (
+                candidates[0].component,
+                candidates[0].finding,
+                candidates[0].consecutive
+            ),
+            (Component::Webhook, Some(Finding::DuplicateHooks), 2)
+        );
+    }
+
+    #[tokio::test]
     async fn definite_states_count_and_transition() {
         let (_dir, store, id) = one_project().await;
         let key = Component::DeployKey;
@@ -266,9 +353,7 @@ mod tests {
         let (_dir, store, id) = one_project().await;
         let hook = Component::Webhook;
         let healthy = || Observation::definite(State::Healthy, "hook 3");
-        let unknown = || Observation::Unknown {
-            reason: "HTTP 502".into(),
-        };
+        let unknown = || Observation::unknown("HTTP 502");
         // Undecided before anything is known: pending, no state, no history.
         let (h0, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:00:00Z").await;
         assert!(tr.is_empty());

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::SqliteConnection;
 
 use super::{ROWS_PER_STATEMENT, id_list};
-use crate::health::{Component, Observation, State};
+use crate::health::{Component, Finding, Observation, State};
 
 /// A project's answers in one batch, as one comparable text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +30,8 @@ pub(super) struct Digest {
     pub components: i64,
 }
 
-/// One project's definite answers: state and detail by component.
-type ByComponent<'a> = BTreeMap<Component, (State, &'a str)>;
+/// One project's definite answers: state, detail and finding by component.
+type ByComponent<'a> = BTreeMap<Component, (State, &'a str, Option<Finding>)>;
 
 /// The digest of each project in `batch` whose components each answered
 /// exactly once, definitely; by project id. Connections have none.
@@ -47,8 +47,12 @@ pub(super) fn digests(batch: &[(Component, i64, Observation)]) -> Vec<Digest> {
             .or_insert_with(|| Some(BTreeMap::new()));
         let Some(by_component) = entry else { continue };
         let fits = match observation {
-            Observation::Definite { state, detail } => by_component
-                .insert(*component, (*state, detail.as_str()))
+            Observation::Definite {
+                state,
+                detail,
+                finding,
+            } => by_component
+                .insert(*component, (*state, detail.as_str(), *finding))
                 .is_none(),
             Observation::Unknown { .. } | Observation::Blocked { .. } => false,
         };
@@ -62,7 +66,7 @@ pub(super) fn digests(batch: &[(Component, i64, Observation)]) -> Vec<Digest> {
             let by_component = by_component?;
             let rows: Vec<_> = by_component
                 .iter()
-                .map(|(component, (state, detail))| (component.as_str(), state.as_str(), detail))
+                .map(|(component, (state, detail, finding))| (component, state, detail, finding))
                 .collect();
             Some(Digest {
                 project_id,
@@ -193,9 +197,7 @@ mod tests {
     #[test]
     fn only_projects_that_answered_each_component_once_definitely_have_a_digest() {
         use Component::*;
-        let unknown = Observation::Unknown {
-            reason: "HTTP 502".into(),
-        };
+        let unknown = Observation::unknown("HTTP 502");
         let batch = [
             (Connection, 1, Observation::definite(State::Connected, "me")),
             (Webhook, 1, Observation::definite(State::Healthy, "hook 3")),
@@ -212,7 +214,15 @@ mod tests {
         // In component order, whatever the batch's order.
         assert_eq!(
             digests[0].text,
-            r#"[["repository","ok",""],["webhook","healthy","hook 3"]]"#
+            r#"[["repository","ok","",null],["webhook","healthy","hook 3",null]]"#
+        );
+        // A finding is part of the answer: the same words with one differ.
+        let hook = || Observation::definite(State::Healthy, "hook 3");
+        let plain = [(Webhook, 1, hook())];
+        let found = [(Webhook, 1, hook().with_finding(Finding::DuplicateHooks))];
+        assert_ne!(
+            super::digests(&plain)[0].text,
+            super::digests(&found)[0].text
         );
     }
 }

@@ -6,15 +6,46 @@ use sqlx::FromRow;
 
 use super::{ProjectRow, Store, StoreError};
 use crate::custody::SecretKind;
+use crate::health::Component;
+
+/// How far an unfinished repair got: each step is written after it
+/// completed at GitLab or in the store (the repairs in `src/repair/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+pub enum JournalStep {
+    /// Written before the first request: what the repair will do.
+    Intent,
+    /// GitLab has the new key or hook.
+    Created,
+    /// The new key was read back from GitLab as ours.
+    Confirmed,
+    /// The store holds the new key or hook.
+    Stored,
+    /// Closed without effect: GitLab could not confirm the new key.
+    Abandoned,
+}
+
+impl JournalStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalStep::Intent => "intent",
+            JournalStep::Created => "created",
+            JournalStep::Confirmed => "confirmed",
+            JournalStep::Stored => "stored",
+            JournalStep::Abandoned => "abandoned",
+        }
+    }
+}
 
 /// One unfinished repair.
 #[derive(Debug, Clone, FromRow)]
 pub struct JournalRow {
     pub id: i64,
     pub project_id: i64,
-    pub component: String,
+    pub component: Component,
+    /// The repair's action name (`repair::Action::name`).
     pub action: String,
-    pub step: String,
+    pub step: JournalStep,
     /// JSON with ids and fingerprints, never secrets.
     pub data: String,
     /// The sealed secret being installed.
@@ -158,7 +189,7 @@ impl Store {
     pub async fn journal_begin(
         &self,
         project_id: i64,
-        component: &str,
+        component: Component,
         action: &str,
         data: &serde_json::Value,
         secret: Option<&[u8]>,
@@ -184,7 +215,7 @@ impl Store {
     pub async fn journal_step(
         &self,
         id: i64,
-        step: &str,
+        step: JournalStep,
         data: &serde_json::Value,
     ) -> Result<(), StoreError> {
         sqlx::query(

@@ -283,7 +283,10 @@ mod tests {
         let token = plain.seal(id, SecretKind::HookToken, TOKEN).unwrap();
         store.set_hook(id, 9, Some(&token)).await.unwrap();
         let data = serde_json::json!({});
-        for (component, secret) in [("deploy_key", &key), ("webhook", &token)] {
+        for (component, secret) in [
+            (crate::health::Component::DeployKey, &key),
+            (crate::health::Component::Webhook, &token),
+        ] {
             store
                 .journal_begin(id, component, "repair", &data, Some(secret), "test")
                 .await

@@ -93,9 +93,9 @@ impl Store {
     }
 
     /// Components a repair could be about: a definite state other than
-    /// healthy, or a healthy hook with duplicates noted. Ordered by project.
+    /// healthy, or one with a finding (a healthy hook with duplicates). Ordered by project.
     /// The condition in parentheses is index `health_repairable`'s
-    /// (migration 0006), word for word, or SQLite scans every health row.
+    /// (migration 0010), word for word, or SQLite scans every health row.
     pub async fn repair_candidates(&self) -> Result<Vec<HealthRow>, StoreError> {
         Ok(sqlx::query_as::<_, HealthRow>(REPAIR_CANDIDATES)
             .fetch_all(&self.pool)
@@ -121,7 +121,7 @@ impl Store {
 const REPAIR_CANDIDATES: &str = "
     SELECT h.* FROM health_now h JOIN projects p ON p.id = h.subject_id AND p.removed_at IS NULL
     WHERE h.component != 'connection' AND h.pending IS NULL AND h.state IS NOT NULL
-      AND (h.state NOT IN ('ok', 'healthy') OR h.detail LIKE '%duplicate hooks%')
+      AND (h.state NOT IN ('ok', 'healthy') OR h.finding IS NOT NULL)
       -- An unfinished repair is resumed (start of every sweep), never
       -- begun a second time: two rotations would leave a key behind.
       AND NOT EXISTS (SELECT 1 FROM repair_journal j

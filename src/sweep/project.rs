@@ -9,13 +9,14 @@ use chrono::Utc;
 use crate::config::Config;
 use crate::gitlab::types::{DeployKey, GitLabVersion, Hook, Project};
 use crate::gitlab::{ApiError, ErrorKind, GitLab};
-use crate::health::{Component, Observation, State};
+use crate::health::{Component, Finding, Observation, State};
 use crate::probe::{
     self, ConnectionVerdict, HookAnswer, HookExpectation, KeyAnswer, KeyExpectation,
 };
 use crate::store::{CheckTarget, Store};
 
-/// Marks the first 404 of a project, confirmed (or not) by the next check.
+/// What a first 404 of a project says (the decision hangs on
+/// [`Finding::NotFoundOnce`], not on these words).
 const NOT_FOUND_ONCE: &str =
     "GitLab answers 404 for the project; not_found if the next check agrees";
 
@@ -46,16 +47,13 @@ impl ProjectChecks {
         let seen_before = prev.is_some_and(|h| {
             h.state == Some(State::NotFound)
                 || (h.pending == Some(State::Unknown)
-                    && h.pending_detail
-                        .as_deref()
-                        .is_some_and(|d| d.starts_with(NOT_FOUND_ONCE)))
+                    && h.pending_finding == Some(Finding::NotFoundOnce))
         });
         if seen_before {
             observed
         } else {
-            Observation::Unknown {
-                reason: format!("{NOT_FOUND_ONCE}: {}", observed.detail()),
-            }
+            Observation::unknown(format!("{NOT_FOUND_ONCE}: {}", observed.detail()))
+                .with_finding(Finding::NotFoundOnce)
         }
     }
 
@@ -76,9 +74,10 @@ impl ProjectChecks {
         };
         if !connection.usable {
             let blocked = match &connection.observation {
-                Observation::Unknown { reason } => Observation::Unknown {
-                    reason: format!("connection {} could not be checked: {reason}", p.connection),
-                },
+                Observation::Unknown { reason, .. } => Observation::unknown(format!(
+                    "connection {} could not be checked: {reason}",
+                    p.connection
+                )),
                 other => Observation::Blocked {
                     cause: format!(
                         "connection {} is {}: {}",
@@ -190,11 +189,9 @@ impl ProjectChecks {
         };
         let Some(digest) = crate::keys::KeyDigest::parse(fingerprint) else {
             return Ok((
-                Observation::Unknown {
-                    reason: format!(
-                        "the stored fingerprint `{fingerprint}` is not a SHA-256 fingerprint"
-                    ),
-                },
+                Observation::unknown(format!(
+                    "the stored fingerprint `{fingerprint}` is not a SHA-256 fingerprint"
+                )),
                 None,
             ));
         };
@@ -235,9 +232,7 @@ impl ProjectChecks {
     ) -> Result<(Observation, Option<u64>), ApiError> {
         let Some(url) = expected_webhook_url(&self.cfg, p, path) else {
             return Ok((
-                Observation::Unknown {
-                    reason: "no webhook URL expected: set expect.webhook_url".into(),
-                },
+                Observation::unknown("no webhook URL expected: set expect.webhook_url"),
                 None,
             ));
         };
@@ -308,9 +303,17 @@ impl ProjectChecks {
             None => probe::webhook(&selection, &expected, None, now),
         };
         let observation = match (observation, log_note) {
-            (Observation::Definite { state, detail }, Some(note)) => Observation::Definite {
+            (
+                Observation::Definite {
+                    state,
+                    detail,
+                    finding,
+                },
+                Some(note),
+            ) => Observation::Definite {
                 state,
                 detail: format!("{detail}; {note}"),
+                finding,
             },
             (observation, _) => observation,
         };
@@ -334,9 +337,7 @@ fn undecided(e: &ApiError) -> Result<(Observation, Option<u64>), ApiError> {
         ErrorKind::InsufficientScope { .. } => Observation::Blocked {
             cause: format!("access refused: {e}"),
         },
-        _ => Observation::Unknown {
-            reason: e.to_string(),
-        },
+        _ => Observation::unknown(e.to_string()),
     };
     Ok((observation, None))
 }
