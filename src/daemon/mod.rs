@@ -6,10 +6,11 @@
 //! that wedges the daemon). The same loop sends systemd's `WATCHDOG=1` and
 //! beats for `/healthz`, so a wedged loop is seen and restarted.
 //!
-//! Shutdown (SIGTERM/SIGINT): stop ticking, let the running sweep finish the
-//! checks it started (no new ones start) within the grace period, record
-//! them, close the store, exit 0. SIGHUP reloads the configuration before the
-//! next sweep; a bad file is logged and the running configuration kept.
+//! Shutdown (SIGTERM/SIGINT, or any future passed to [`Daemon::run_until`]):
+//! stop ticking, let the running sweep finish the checks it started (no new
+//! ones start) within the grace period, record them, close the store, exit
+//! 0. A reload (SIGHUP) re-reads the configuration before the next sweep; a
+//! bad file is logged and the running configuration kept.
 
 pub mod memory;
 pub mod metrics;
@@ -37,214 +38,276 @@ use server::{AppState, Liveness};
 /// How often the loop turns when systemd asks for no watchdog.
 const DEFAULT_BEAT: Duration = Duration::from_secs(5);
 
+/// `glwarden run`: loads the configuration, starts logging, and runs the
+/// daemon until SIGTERM or SIGINT; SIGHUP asks for a reload.
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let cfg = Arc::new(Config::load(&config_path)?);
     crate::telemetry::init(&cfg.raw.log.level, cfg.raw.log.format);
-    for warning in cfg.warnings() {
-        tracing::warn!("{warning}");
-    }
-    let store = Store::open(&cfg.raw.store.path).await?;
-    // Refused before anything is served or asked: see `connection move`.
-    store.verify_connections(cfg.connection_urls()).await?;
-    let metrics = Metrics::new(cfg.raw.metrics.per_project);
-    // What was last known is served from the first scrape on.
-    metrics.publish(&store.health_summary(per_project_all(&cfg)).await?);
-
-    let listen = cfg.raw.http.listen.clone();
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {listen} (http.listen in {})",
-                cfg.file.display()
-            )
-        })?;
-    if listener
-        .local_addr()
-        .is_ok_and(|addr| !addr.ip().is_loopback())
-    {
-        tracing::warn!(
-            listen = %listen,
-            "http.listen is not a loopback address: /metrics (project paths and states) is served to every host that can reach it"
-        );
-    }
-    let beat = sd_notify::watchdog_enabled()
-        .map(|w| (w / 2).min(DEFAULT_BEAT))
-        .unwrap_or(DEFAULT_BEAT);
-    let liveness = Arc::new(Liveness::new((beat * 3).max(Duration::from_secs(30))));
-    let stop_server = CancellationToken::new();
-    let server = {
-        let app = crate::daemon::server::router(AppState {
-            metrics: metrics.clone(),
-            store: store.clone(),
-            liveness: liveness.clone(),
-            metrics_token: cfg.metrics_token.clone().map(Arc::new),
-        });
-        let stop = stop_server.clone();
-        tokio::spawn(crate::daemon::server::serve(listener, app, stop))
-    };
-    tracing::info!(listen = %listen, cron = %cfg.raw.schedule.cron, "glwarden running");
-
-    let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
-    let scheduler = JobScheduler::new()
-        .await
-        .context("cannot start the scheduler")?;
-    let job = Job::new_async(cfg.raw.schedule.cron.as_str(), move |_, _| {
-        let tx = tick_tx.clone();
-        Box::pin(async move {
-            // A full channel means the loop has not taken the last tick yet:
-            // dropping this one is the "never queue" rule.
-            let _ = tx.try_send(());
-        })
-    })
-    .with_context(|| {
-        format!(
-            "schedule.cron `{}` in {}",
-            cfg.raw.schedule.cron,
-            cfg.file.display()
-        )
-    })?;
-    scheduler.add(job).await.context("cannot schedule sweeps")?;
-    scheduler
-        .start()
-        .await
-        .context("cannot start the scheduler")?;
-
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status("starting the first sweep"),
-    ]);
-
+    let (daemon, _) = Daemon::build(cfg).await?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut heartbeat = tokio::time::interval(beat);
-    let mut reload_requested = false;
-    let mut daemon = Daemon {
-        cfg: cfg.clone(),
-        config_path,
-        store: store.clone(),
-        metrics: metrics.clone(),
-        checker: Arc::new(Sweeper::new(cfg, store.clone(), Some(&metrics)).await?),
-        cancel: CancellationToken::new(),
-        running: None,
-    };
-    // The first sweep starts now rather than at the first cron tick.
-    let mut sweep: Option<JoinHandle<SweepResult>> = Some(daemon.start_sweep());
-    // The scheduler follows the wall clock; a clock stepped back (NTP, a VM
-    // restored) would silence it for as long as the step. The loop keeps a
-    // monotonic eye on it and sweeps anyway when ticks stop coming.
-    let mut last_start = tokio::time::Instant::now();
-
-    loop {
+    let (reload, reloads) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while sighup.recv().await.is_some() {
+            // One pending request is enough: the reload reads the file then.
+            let _ = reload.try_send(());
+        }
+    });
+    let shutdown = async move {
         tokio::select! {
-            _ = heartbeat.tick() => {
-                // A sweep past its deadline is told to stop starting checks;
-                // one still running long after that is stuck, and the loop
-                // stops vouching for the daemon so that systemd restarts it.
-                if let Some(running) = daemon.running.as_mut().filter(|_| sweep.is_some()) {
-                    let ran = running.started.elapsed();
-                    let deadline = sweep_deadline(&daemon.cfg);
-                    if ran > deadline && !running.cancel.is_cancelled() {
-                        tracing::warn!(
-                            ran_seconds = ran.as_secs(),
-                            deadline_seconds = deadline.as_secs(),
-                            "sweep past its deadline (schedule.sweep_deadline_intervals): no new checks start; the rest wait for the next sweep"
-                        );
-                        running.cancel.cancel();
-                    }
-                    let stuck_after = deadline
-                        + Duration::from_secs(daemon.cfg.raw.schedule.shutdown_grace_seconds)
-                        + cron_interval(&daemon.cfg);
-                    if ran > stuck_after {
-                        if !running.stuck {
-                            tracing::error!(
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+    };
+    daemon.run_until(shutdown, reloads).await
+}
+
+/// The daemon, built and bound but not yet running: the store open, the
+/// listener bound, the last known health published. [`Daemon::run_until`]
+/// runs it; the command line passes in its signals, the tests their own.
+pub struct Daemon {
+    cfg: Arc<Config>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    listener: tokio::net::TcpListener,
+    liveness: Arc<Liveness>,
+    /// How often the loop turns (feeds the watchdog, beats for `/healthz`).
+    beat: Duration,
+}
+
+impl Daemon {
+    /// Opens the store, checks the connections' instances, publishes what
+    /// was last known and binds `http.listen`; returns the daemon and the
+    /// address it serves on (a port of 0 binds a free one).
+    pub async fn build(cfg: Arc<Config>) -> anyhow::Result<(Daemon, std::net::SocketAddr)> {
+        for warning in cfg.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let store = Store::open(&cfg.raw.store.path).await?;
+        // Refused before anything is served or asked: see `connection move`.
+        store.verify_connections(cfg.connection_urls()).await?;
+        let metrics = Metrics::new(cfg.raw.metrics.per_project);
+        // What was last known is served from the first scrape on.
+        metrics.publish(&store.health_summary(per_project_all(&cfg)).await?);
+        let listen = cfg.raw.http.listen.clone();
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {listen} (http.listen in {})",
+                    cfg.file.display()
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                listen = %listen,
+                "http.listen is not a loopback address: /metrics (project paths and states) is served to every host that can reach it"
+            );
+        }
+        let beat = sd_notify::watchdog_enabled()
+            .map(|w| (w / 2).min(DEFAULT_BEAT))
+            .unwrap_or(DEFAULT_BEAT);
+        let liveness = Arc::new(Liveness::new((beat * 3).max(Duration::from_secs(30))));
+        let daemon = Daemon {
+            cfg,
+            store,
+            metrics,
+            listener,
+            liveness,
+            beat,
+        };
+        Ok((daemon, addr))
+    }
+
+    /// Serves and sweeps until `shutdown` completes; each message on
+    /// `reloads` re-reads the configuration file before the next sweep.
+    ///
+    /// On shutdown no new check starts; the running sweep's started checks
+    /// finish within `schedule.shutdown_grace_seconds` and are recorded,
+    /// the listener stops and the store is closed.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut reloads: mpsc::Receiver<()>,
+    ) -> anyhow::Result<()> {
+        let Daemon {
+            cfg,
+            store,
+            metrics,
+            listener,
+            liveness,
+            beat,
+        } = self;
+        let stop_server = CancellationToken::new();
+        let server = {
+            let app = server::router(AppState {
+                metrics: metrics.clone(),
+                store: store.clone(),
+                liveness: liveness.clone(),
+                metrics_token: cfg.metrics_token.clone().map(Arc::new),
+            });
+            tokio::spawn(server::serve(listener, app, stop_server.clone()))
+        };
+        tracing::info!(listen = %cfg.raw.http.listen, cron = %cfg.raw.schedule.cron, "glwarden running");
+
+        let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
+        let scheduler = JobScheduler::new()
+            .await
+            .context("cannot start the scheduler")?;
+        let job = Job::new_async(cfg.raw.schedule.cron.as_str(), move |_, _| {
+            let tx = tick_tx.clone();
+            Box::pin(async move {
+                // A full channel means the loop has not taken the last tick yet:
+                // dropping this one is the "never queue" rule.
+                let _ = tx.try_send(());
+            })
+        })
+        .with_context(|| {
+            format!(
+                "schedule.cron `{}` in {}",
+                cfg.raw.schedule.cron,
+                cfg.file.display()
+            )
+        })?;
+        scheduler.add(job).await.context("cannot schedule sweeps")?;
+        scheduler
+            .start()
+            .await
+            .context("cannot start the scheduler")?;
+
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("starting the first sweep"),
+        ]);
+
+        let mut heartbeat = tokio::time::interval(beat);
+        let mut reload_requested = false;
+        let mut sweeps = Sweeps {
+            cfg: cfg.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            sweeper: Arc::new(Sweeper::new(cfg, store.clone(), Some(&metrics)).await?),
+            cancel: CancellationToken::new(),
+            running: None,
+        };
+        // The first sweep starts now rather than at the first cron tick.
+        let mut sweep: Option<JoinHandle<SweepResult>> = Some(sweeps.start());
+        // The scheduler follows the wall clock; a clock stepped back (NTP, a VM
+        // restored) would silence it for as long as the step. The loop keeps a
+        // monotonic eye on it and sweeps anyway when ticks stop coming.
+        let mut last_start = tokio::time::Instant::now();
+        let mut shutdown = std::pin::pin!(shutdown);
+
+        loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    // A sweep past its deadline is told to stop starting checks;
+                    // one still running long after that is stuck, and the loop
+                    // stops vouching for the daemon so that systemd restarts it.
+                    if let Some(running) = sweeps.running.as_mut().filter(|_| sweep.is_some()) {
+                        let ran = running.started.elapsed();
+                        let deadline = sweep_deadline(&sweeps.cfg);
+                        if ran > deadline && !running.cancel.is_cancelled() {
+                            tracing::warn!(
                                 ran_seconds = ran.as_secs(),
-                                "sweep cancelled at its deadline and still not finished: the watchdog is no longer fed"
+                                deadline_seconds = deadline.as_secs(),
+                                "sweep past its deadline (schedule.sweep_deadline_intervals): no new checks start; the rest wait for the next sweep"
                             );
-                            running.stuck = true;
+                            running.cancel.cancel();
                         }
-                        liveness.stalled(Some(format!(
-                            "sweep running for {}s, cancelled at its deadline and still not finished: the watchdog is no longer fed",
-                            ran.as_secs()
-                        )));
+                        let stuck_after = deadline
+                            + Duration::from_secs(sweeps.cfg.raw.schedule.shutdown_grace_seconds)
+                            + cron_interval(&sweeps.cfg);
+                        if ran > stuck_after {
+                            if !running.stuck {
+                                tracing::error!(
+                                    ran_seconds = ran.as_secs(),
+                                    "sweep cancelled at its deadline and still not finished: the watchdog is no longer fed"
+                                );
+                                running.stuck = true;
+                            }
+                            liveness.stalled(Some(format!(
+                                "sweep running for {}s, cancelled at its deadline and still not finished: the watchdog is no longer fed",
+                                ran.as_secs()
+                            )));
+                            continue;
+                        }
+                    }
+                    liveness.beat();
+                    notify(&[NotifyState::Watchdog]);
+                    let overdue = (cron_interval(&sweeps.cfg) * 2).max(Duration::from_secs(2));
+                    if sweep.is_none() && last_start.elapsed() > overdue {
+                        tracing::warn!(
+                            silent_seconds = last_start.elapsed().as_secs(),
+                            "no scheduled sweep for twice the interval (wall clock stepped?); sweeping now"
+                        );
+                        last_start = tokio::time::Instant::now();
+                        sweep = Some(sweeps.start());
+                    }
+                }
+                Some(()) = ticks.recv() => {
+                    if sweep.is_some() {
+                        metrics.sweep_skipped();
+                        tracing::warn!("sweep skipped: the previous sweep is still running");
                         continue;
                     }
-                }
-                liveness.beat();
-                notify(&[NotifyState::Watchdog]);
-                let overdue = (cron_interval(&daemon.cfg) * 2).max(Duration::from_secs(2));
-                if sweep.is_none() && last_start.elapsed() > overdue {
-                    tracing::warn!(
-                        silent_seconds = last_start.elapsed().as_secs(),
-                        "no scheduled sweep for twice the interval (wall clock stepped?); sweeping now"
-                    );
+                    if std::mem::take(&mut reload_requested) {
+                        sweeps.reload().await;
+                    }
                     last_start = tokio::time::Instant::now();
-                    sweep = Some(daemon.start_sweep());
+                    sweep = Some(sweeps.start());
                 }
-            }
-            Some(()) = ticks.recv() => {
-                if sweep.is_some() {
-                    metrics.sweep_skipped();
-                    tracing::warn!("sweep skipped: the previous sweep is still running");
-                    continue;
+                result = async { sweep.as_mut().expect("guarded by the condition").await }, if sweep.is_some() => {
+                    sweep = None;
+                    let status = sweeps.finish(result).await;
+                    liveness.sweep_done();
+                    notify(&[NotifyState::Status(&status)]);
                 }
-                if std::mem::take(&mut reload_requested) {
-                    daemon.reload().await;
+                Some(()) = reloads.recv() => {
+                    tracing::info!("reload requested (SIGHUP): the configuration is read again before the next sweep");
+                    reload_requested = true;
                 }
-                last_start = tokio::time::Instant::now();
-                sweep = Some(daemon.start_sweep());
+                () = &mut shutdown => break,
             }
-            result = async { sweep.as_mut().expect("guarded by the condition").await }, if sweep.is_some() => {
-                sweep = None;
-                let status = daemon.finish_sweep(result).await;
-                liveness.sweep_done();
-                notify(&[NotifyState::Status(&status)]);
-            }
-            _ = sighup.recv() => {
-                tracing::info!("SIGHUP: the configuration is reloaded before the next sweep");
-                reload_requested = true;
-            }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
         }
-    }
 
-    tracing::info!("stopping: no new checks start; waiting for started checks");
-    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
-    let mut scheduler = scheduler;
-    if let Err(e) = scheduler.shutdown().await {
-        tracing::warn!(error = %e, "scheduler shutdown");
-    }
-    daemon.cancel.cancel();
-    if let Some(running) = sweep {
-        let grace = Duration::from_secs(daemon.cfg.raw.schedule.shutdown_grace_seconds);
-        match tokio::time::timeout(grace, running).await {
-            Ok(result) => {
-                daemon.finish_sweep(result).await;
-            }
-            Err(_) => tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "checks still running after the grace period"
-            ),
+        tracing::info!("stopping: no new checks start; waiting for started checks");
+        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        let mut scheduler = scheduler;
+        if let Err(e) = scheduler.shutdown().await {
+            tracing::warn!(error = %e, "scheduler shutdown");
         }
+        sweeps.cancel.cancel();
+        if let Some(running) = sweep {
+            let grace = Duration::from_secs(sweeps.cfg.raw.schedule.shutdown_grace_seconds);
+            match tokio::time::timeout(grace, running).await {
+                Ok(result) => {
+                    sweeps.finish(result).await;
+                }
+                Err(_) => tracing::warn!(
+                    grace_seconds = grace.as_secs(),
+                    "checks still running after the grace period"
+                ),
+            }
+        }
+        stop_server.cancel();
+        let _ = server.await;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
     }
-    stop_server.cancel();
-    let _ = server.await;
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 type SweepResult = anyhow::Result<(SweepSummary, Duration)>;
 
 /// What the loop needs to run sweeps.
-struct Daemon {
+struct Sweeps {
     cfg: Arc<Config>,
-    config_path: PathBuf,
     store: Store,
     metrics: Arc<Metrics>,
-    checker: Arc<Sweeper>,
+    sweeper: Arc<Sweeper>,
     /// Cancelled on shutdown: running sweeps start no further checks.
     cancel: CancellationToken,
     /// The running sweep's start and its own cancellation (its deadline).
@@ -258,9 +321,9 @@ struct Running {
     stuck: bool,
 }
 
-impl Daemon {
-    fn start_sweep(&mut self) -> JoinHandle<SweepResult> {
-        let checker = self.checker.clone();
+impl Sweeps {
+    fn start(&mut self) -> JoinHandle<SweepResult> {
+        let sweeper = self.sweeper.clone();
         // Shutdown cancels it too.
         let cancel = self.cancel.child_token();
         self.running = Some(Running {
@@ -275,13 +338,13 @@ impl Daemon {
         };
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
-            let summary = checker.sweep_with(&Selection::All, &options).await?;
+            let summary = sweeper.sweep_with(&Selection::All, &options).await?;
             Ok((summary, started.elapsed()))
         })
     }
 
     /// Publishes a finished sweep; returns the one-line status for systemd.
-    async fn finish_sweep(
+    async fn finish(
         &mut self,
         result: Result<SweepResult, tokio::task::JoinError>,
     ) -> String {
@@ -363,18 +426,18 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the configuration; keeps the running one if the file is bad.
+    /// Re-reads the configuration file; keeps the running one if it is bad.
     async fn reload(&mut self) {
         let loaded = async {
-            let cfg = Arc::new(Config::load(&self.config_path)?);
-            let checker =
+            let cfg = Arc::new(Config::load(&self.cfg.file)?);
+            let sweeper =
                 Sweeper::new(cfg.clone(), self.store.clone(), Some(&self.metrics)).await?;
-            anyhow::Ok((checker, cfg))
+            anyhow::Ok((sweeper, cfg))
         }
         .await;
         match loaded {
-            Ok((checker, cfg)) => {
-                self.checker = Arc::new(checker);
+            Ok((sweeper, cfg)) => {
+                self.sweeper = Arc::new(sweeper);
                 self.cfg = cfg;
                 tracing::info!("configuration reloaded");
             }
