@@ -2,14 +2,12 @@
 //! would, `report` touching nothing, adoption without writes, the storm
 //! guard, custody, and crash safety (a real child process killed mid-repair).
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gitlab_sim::{Fault, FaultKind, HookSpec};
 use glwarden::check::{RunOptions, Selection};
 use glwarden::custody::SecretKind;

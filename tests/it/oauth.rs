@@ -2,12 +2,10 @@
 //! the rotated pair persisted and used after a restart, a refused refresh,
 //! the pair sealed under a master key.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use gitlab_sim::HookSpec;
 use glwarden::health::State;
 use secrecy::ExposeSecret;

@@ -16,14 +16,12 @@
 //! Not in the default test run (`--features soak`): a minute is the least
 //! that says anything.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use gitlab_sim::{Fault, FaultKind};
 use sqlx::Connection;
 

@@ -1,11 +1,9 @@
 //! The check engine against the simulator: every state from real answers,
 //! pagination, renames, transient failures, revoked tokens and rate limits.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use gitlab_sim::{Fault, FaultKind, HookSpec};
 use glwarden::health::{Component, State};
 

@@ -2,12 +2,10 @@
 //! `ca_file` is the one way to trust a private CA. The simulator is put
 //! behind a TLS front whose certificate is issued by a CA made for the test.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use glwarden::health::State;
 
 /// A CA and a `localhost` certificate it issued: (CA PEM, server config).

@@ -2,13 +2,11 @@
 //! schedule: endpoints, metrics, spreading, no overlap, pacing, 429 pauses,
 //! revoked connections, reload and graceful shutdown.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use gitlab_sim::{Fault, FaultKind, HookSpec, RequestRecord};
 
 /// A fixture with `n` connected projects and a daemon config.

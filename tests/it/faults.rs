@@ -7,15 +7,13 @@
 //! private key, hook secret or history row was lost, `PRAGMA
 //! integrity_check` passes, and metrics and `/readyz` say what happened.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use gitlab_sim::{Fault, FaultKind, HookSpec};
 use glwarden::keys::generate_ed25519;
 use sqlx::Connection;

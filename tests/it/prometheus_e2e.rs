@@ -3,13 +3,11 @@
 //! with the shipped alert rules (their `for:` shortened to seconds). Built
 //! only with `--features e2e`; `.ci/run` installs Prometheus and runs it.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 struct Prometheus {
     child: Child,

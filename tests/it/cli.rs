@@ -1,12 +1,10 @@
 //! The `glwarden` binary as a user runs it: the demo, config errors, exit
 //! statuses, project commands, and no secret in anything it prints.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use glwarden::health::{Component, State};
 
 fn glwarden(args: &[&str]) -> Command {

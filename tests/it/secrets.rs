@@ -7,13 +7,11 @@
 //! prints a private key, and it is audited. The listener serves only
 //! /metrics, /healthz and /readyz.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use secrecy::ExposeSecret;
 
 const MASTER_KEY: &str = "9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
