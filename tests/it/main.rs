@@ -2,9 +2,7 @@
 //! dependencies instead of one per suite, and `cargo test --test it --
 //! <module>::` runs a single suite. Each module's header says what it covers
 //! (docs/testing.md has the table); the fixtures they share are in
-//! `common`.
-
-mod common;
+//! `crates/glwarden-testkit`.
 
 mod check;
 mod cli;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use gitlab_sim::{Fault, FaultKind};
 
 use super::rig::*;
-use crate::common::*;
+use glwarden_testkit::*;
 
 struct Row {
     name: &'static str,

@@ -1,10 +1,10 @@
 //! The clock: the daemon's wall clock jumps back and forward (libfaketime).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::rig::*;
-use crate::common::*;
+use glwarden_testkit::*;
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
@@ -17,48 +17,28 @@ async fn wall_clock_jumps() {
     }
     let fx = Fixture::new().await;
     let projects: Vec<Connected> = (0..3).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let config = write_daemon_config(&fx, &projects, "", &listen, |t| t);
+    let listen = free_listen();
+    let config = write_daemon_config(&fx, &projects, "", &listen, |c| c);
     let clock = fx.dir.path().join("faketime");
     std::fs::write(&clock, "+0\n").unwrap();
-    let stderr_path = fx.dir.path().join("daemon-clock.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_glwarden"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env("RUST_LOG", "glwarden=debug")
-        .env("LD_PRELOAD", FAKETIME)
-        .env("FAKETIME_TIMESTAMP_FILE", &clock)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("DONT_FAKE_MONOTONIC", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
+    let daemon = fx
+        .start_daemon_with(&config, &listen, |cmd| {
+            cmd.env("LD_PRELOAD", FAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("DONT_FAKE_MONOTONIC", "1");
+        })
+        .await;
+    let db = fx.db_path();
     let mut rig = Rig {
         fx,
         projects,
         config,
         listen,
-        daemon: DaemonProcess {
-            child,
-            listen: String::new(),
-            stderr_path,
-        },
-        db: PathBuf::new(),
+        daemon,
+        db,
     };
-    rig.db = rig.fx.db_path();
-    rig.daemon.listen = rig.listen.clone();
-    wait_until(
-        "ready under libfaketime",
-        Duration::from_secs(30),
-        || async {
-            matches!(
-                reqwest::get(format!("http://{}/readyz", rig.listen)).await,
-                Ok(r) if r.status() == 200
-            )
-        },
-    )
-    .await;
     rig.wait_all_healthy("start").await;
     let before = Baseline {
         db: db_facts(&rig.fx.db_path()).await,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::Connection;
 
 use super::rig::*;
-use crate::common::*;
+use glwarden_testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_file_locked_by_another_process() {
@@ -154,11 +154,9 @@ async fn database_disk_full() {
         panic!("cannot mount a tmpfs here (needs CAP_SYS_ADMIN): the full-disk row cannot run");
     };
     let db = mnt.join("glwarden.db");
-    let db_str = db.display().to_string();
-    let mut rig = rig_at(3, "", Some(db.clone()), |t| {
-        let start = t.find("path = ").unwrap();
-        let end = start + t[start..].find('\n').unwrap();
-        format!("{}path = {db_str:?}{}", &t[..start], &t[end..])
+    let on_tmpfs = db.clone();
+    let mut rig = rig_at(3, "", Some(db.clone()), |c| {
+        c.edit(|c| c.store.path = on_tmpfs)
     })
     .await;
     let before = baseline(&rig).await;

@@ -8,7 +8,7 @@ use gitlab_sim::HookSpec;
 use glwarden::keys::generate_ed25519;
 
 use super::rig::*;
-use crate::common::*;
+use glwarden_testkit::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Paging {
@@ -146,10 +146,11 @@ async fn paging_rig(mode: Paging) -> (Fixture, Vec<Connected>, Arc<Proxy>, Daemo
     let fx = Fixture::new().await;
     let projects = vec![connect_behind_100(&fx, "acme/crowded")];
     let proxy = start_proxy(fx.sim.base_url(), mode).await;
-    let listen = format!("127.0.0.1:{}", free_port());
-    let sim_url = fx.sim.base_url();
+    let listen = free_listen();
     let me = proxy.me.clone();
-    let config = write_daemon_config(&fx, &projects, "", &listen, |t| t.replace(&sim_url, &me));
+    let config = write_daemon_config(&fx, &projects, "", &listen, |c| {
+        c.edit(|c| c.connections.get_mut("main").unwrap().url = me)
+    });
     let counts = gitlab_counts(&fx, &projects);
     assert_eq!(counts, vec![(101, 101)]);
     let daemon = fx.start_daemon(&config, &listen).await;
@@ -170,7 +171,7 @@ async fn pagination_that_loops() {
         1.0,
         "a looping list decides nothing: {text}"
     );
-    assert_eq!(writes(&fx), Vec::<String>::new());
+    assert_eq!(writes_answered(&fx), Vec::<String>::new());
     assert_eq!(gitlab_counts(&fx, &projects), vec![(101, 101)]);
     *proxy.mode.lock().unwrap() = Paging::Pass;
     wait_until(
@@ -182,7 +183,7 @@ async fn pagination_that_loops() {
         },
     )
     .await;
-    assert_eq!(writes(&fx), Vec::<String>::new());
+    assert_eq!(writes_answered(&fx), Vec::<String>::new());
     assert_eq!(gitlab_counts(&fx, &projects), vec![(101, 101)]);
     let facts = db_facts(&fx.db_path()).await;
     assert_eq!(facts.integrity, "ok");
@@ -198,7 +199,7 @@ async fn pagination_that_ends_early() {
     let log = daemon.log();
     assert!(daemon.stop().await.success());
     assert_eq!(
-        writes(&fx),
+        writes_answered(&fx),
         Vec::<String>::new(),
         "a list cut short (x-total-pages 2, no next link) made glwarden write to GitLab"
     );

@@ -6,7 +6,7 @@ use std::time::Duration;
 use gitlab_sim::{Fault, FaultKind};
 
 use super::rig::*;
-use crate::common::*;
+use glwarden_testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gitlab_answering_404_for_everything_for_one_sweep() {
@@ -190,7 +190,7 @@ async fn project_renamed_mid_sweep() {
         .map(|(_, a)| a.clone())
         .collect();
     assert_eq!(new_events, vec!["follow_rename".to_owned()]);
-    assert_eq!(writes(&rig.fx), Vec::<String>::new());
+    assert_eq!(writes_answered(&rig.fx), Vec::<String>::new());
     assert_eq!(gitlab_counts(&rig.fx, &rig.projects), before.counts);
     assert_eq!(now.integrity, "ok");
     assert_eq!(now.secrets, before.db.secrets);

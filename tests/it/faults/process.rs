@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use gitlab_sim::{Fault, FaultKind};
 
 use super::rig::*;
-use crate::common::*;
+use glwarden_testkit::*;
 
 fn sigkill(d: &mut DaemonProcess) {
     d.child.kill().unwrap();

@@ -3,14 +3,12 @@
 //! baseline taken before it and the invariants checked after it.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::*;
+use glwarden_testkit::*;
 use sqlx::Connection;
 
-pub const MASTER_KEY: &str = "5f9c3a1e7b2d4c6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
 pub const CRON: &str = "*/1 * * * * *";
 
 // ---------------------------------------------------------------------------
@@ -27,70 +25,46 @@ pub struct Rig {
     pub db: PathBuf,
 }
 
-pub fn repair_sections(fx: &Fixture) -> String {
-    let key_file = fx.dir.path().join("master.key");
-    std::fs::write(&key_file, MASTER_KEY).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    format!(
-        "[repair]\ndeploy_key = \"auto\"\nwebhook = \"auto\"\nmoved = \"follow\"\nconfirm_checks = 1\n\n\
-         [custody]\nmaster_key_file = {:?}\n\n",
-        key_file.display().to_string()
-    )
-}
-
-/// Writes the daemon config; `edit` may rewrite its text (store path, GitLab URL).
+/// Writes the daemon config: sweeps every second, keys and hooks on `auto`
+/// (confirmed after one check, renames followed), custody; `check_lines` in
+/// `[check]`; `edit` may change more (the store's path, GitLab's URL).
 pub fn write_daemon_config(
     fx: &Fixture,
     projects: &[Connected],
     check_lines: &str,
     listen: &str,
-    edit: impl Fn(String) -> String,
+    edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
 ) -> PathBuf {
-    let (sections, _) = Fixture::daemon_sections(CRON, 0.5);
-    let sections = sections.replace(
-        &sections[sections.find("listen").unwrap()..],
-        &format!("listen = {listen:?}\n\n"),
-    );
     let refs: Vec<&Connected> = projects.iter().collect();
-    let config = fx.write_config_full(
-        &refs,
-        check_lines,
-        &format!("{sections}{}", repair_sections(fx)),
-    );
-    let text = edit(std::fs::read_to_string(&config).unwrap());
-    std::fs::write(&config, text).unwrap();
-    config
+    let config = fx
+        .config(&refs)
+        .toml(&format!("[check]\n{check_lines}"))
+        .daemon(CRON, 0.5)
+        .listen_on(listen)
+        .repairs(Policy::Auto, 1)
+        .master_key_file(&fx.master_key_file());
+    edit(config).write()
 }
 
 /// `n` projects; project 0 starts without our key and hook, so that the first
 /// sweep repairs it and custody holds a private key and a hook secret. Returns
 /// once every component is healthy.
 pub async fn rig(n: usize, check_lines: &str) -> Rig {
-    rig_with(n, check_lines, |t| t).await
-}
-
-pub async fn rig_with(n: usize, check_lines: &str, edit: impl Fn(String) -> String) -> Rig {
-    rig_at(n, check_lines, None, edit).await
+    rig_at(n, check_lines, None, |c| c).await
 }
 
 pub async fn rig_at(
     n: usize,
     check_lines: &str,
     db: Option<PathBuf>,
-    edit: impl Fn(String) -> String,
+    edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
 ) -> Rig {
     let fx = Fixture::new().await;
     let projects: Vec<Connected> = (0..n).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
-    let key0 = fx
-        .sim
-        .deploy_keys(projects[0].id)
-        .into_iter()
-        .find(|k| k.ssh_fingerprint() == projects[0].key.fingerprint)
-        .unwrap()
-        .id;
-    fx.sim.remove_deploy_key(projects[0].id, key0);
+    fx.sim
+        .remove_deploy_key(projects[0].id, key_id(&fx, &projects[0]));
     fx.sim.remove_hook(projects[0].id, projects[0].hook_id);
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = free_listen();
     let config = write_daemon_config(&fx, &projects, check_lines, &listen, edit);
     let daemon = fx.start_daemon(&config, &listen).await;
     let db = db.unwrap_or_else(|| fx.db_path());
@@ -246,7 +220,8 @@ pub fn gitlab_counts(fx: &Fixture, projects: &[Connected]) -> Vec<(usize, usize)
         .collect()
 }
 
-pub fn writes(fx: &Fixture) -> Vec<String> {
+/// The requests that changed something at GitLab, with GitLab's answer.
+pub fn writes_answered(fx: &Fixture) -> Vec<String> {
     fx.sim
         .requests()
         .into_iter()
@@ -289,7 +264,7 @@ pub async fn assert_unharmed(rig: &mut Rig, before: &Baseline, fault: &str, exce
     let (code, body) = rig.daemon.get("/readyz").await;
     assert_eq!(code, 200, "{fault}: /readyz says {body}");
     assert_eq!(
-        writes(&rig.fx),
+        writes_answered(&rig.fx),
         Vec::<String>::new(),
         "{fault}: glwarden wrote to GitLab"
     );
