@@ -25,9 +25,8 @@
 //! not a time).
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 // The same allocator as the daemon's binary (src/main.rs), so that the raw
@@ -39,6 +38,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use gitlab_sim::{HookSpec, Sim};
 use glwarden::keys::generate_ed25519;
 use glwarden::store::{NewProject, Source, Store};
+// The tests' fixtures where the benchmark needs the same: the token file,
+// the config, the daemon as a child process and its /metrics.
+use glwarden_testkit::{ConfigBuilder, DaemonProcess, free_listen, secret_file};
 
 const TOKEN: &str = "glpat-bench-token";
 const CONCURRENCY: usize = 8;
@@ -147,9 +149,7 @@ async fn build_world(n: usize) -> (World, PathBuf) {
         ids.push(id);
     }
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    secret_file(dir.path(), "token", TOKEN);
     let db = dir.path().join("glwarden.db");
     let store = Store::open(&db).await.unwrap();
     let conn = store.connection_id("main", &sim.base_url()).await.unwrap();
@@ -191,67 +191,48 @@ fn write_config(
     db: &Path,
     listen: &str,
     cron: &str,
-    requests_per_minute: u64,
+    requests_per_minute: u32,
 ) -> PathBuf {
-    let text = format!(
-        "[store]\npath = {db:?}\n\n[log]\nlevel = \"error\"\n\n[check]\nconcurrency = {CONCURRENCY}\nrequest_timeout_seconds = 30\n\n\
-         [schedule]\ncron = {cron:?}\nspread = 0.0\n\n[http]\nlisten = {listen:?}\n\n\
-         [expect]\nwebhook_url = \"https://ci.example.com/hooks/{{id}}\"\n\n\
-         [connections.main]\nurl = {:?}\ntoken_file = {:?}\nrequests_per_minute = {requests_per_minute}\n",
-        w.sim.base_url(),
-        w.dir.path().join("token"),
-    );
-    let file = w.dir.path().join("glwarden.toml");
-    std::fs::write(&file, text).unwrap();
-    file
+    ConfigBuilder::new(
+        db,
+        &w.sim.base_url(),
+        &w.dir.path().join("token"),
+        &w.dir.path().join("glwarden.toml"),
+    )
+    .edit(|c| {
+        c.log.level = "error".into();
+        c.check.concurrency = CONCURRENCY;
+        c.check.request_timeout_seconds = 30;
+        c.schedule.cron = cron.into();
+        c.schedule.spread = 0.0;
+        c.http.listen = listen.into();
+        c.expect.webhook_url = Some("https://ci.example.com/hooks/{id}".into());
+        c.connections.get_mut("main").unwrap().requests_per_minute = requests_per_minute;
+    })
+    .write()
 }
 
+/// The daemon, and how long it took to say READY=1 and to answer /readyz.
 struct Daemon {
-    child: Child,
-    listen: String,
-    started: Instant,
+    process: DaemonProcess,
     notify_ready: Option<Duration>,
     readyz: Option<Duration>,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `glwarden run` with our own NOTIFY_SOCKET; returns once READY=1 came and /readyz answers.
-async fn start_daemon(config: &Path, dir: &Path) -> Daemon {
+async fn start_daemon(config: &Path, listen: &str, dir: &Path) -> Daemon {
     let socket_path = dir.join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(600)))
         .unwrap();
-    let listen = std::fs::read_to_string(config)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("listen = ")
-                .map(|v| v.trim_matches('"').to_owned())
-        })
-        .unwrap();
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_glwarden"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut d = Daemon {
-        child,
-        listen,
-        started,
-        notify_ready: None,
-        readyz: None,
-    };
+    let process = DaemonProcess::spawn(config, listen, PathBuf::new(), |cmd| {
+        cmd.env("NOTIFY_SOCKET", &socket_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+    });
     let ready = tokio::task::spawn_blocking(move || {
         let mut buf = [0u8; 4096];
         loop {
@@ -266,36 +247,28 @@ async fn start_daemon(config: &Path, dir: &Path) -> Daemon {
     })
     .await
     .unwrap();
-    d.notify_ready = Some(ready - d.started);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://{}/readyz", d.listen)).await {
-            if r.status() == 200 {
-                d.readyz = Some(d.started.elapsed());
-                break;
-            }
-        }
+    let notify_ready = Some(ready - started);
+    // Polled every 20 ms, not the tests' 100 ms: this wait is a figure.
+    while !process.ready().await {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    d
+    Daemon {
+        readyz: Some(started.elapsed()),
+        process,
+        notify_ready,
+    }
 }
 
+/// One sample of /metrics, 0 when absent.
 async fn metric(d: &Daemon, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", d.listen))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    d.process.metric(name).await.unwrap_or(0.0)
 }
 
 /// Waits until the daemon has finished `count` sweeps in all. Each look
 /// renders /metrics, which costs the daemon a millisecond or more at
 /// 100,000 projects: hence not more often than every 100 ms.
 async fn wait_sweeps(d: &Daemon, count: u64) {
-    while (metric(d, "glwarden_sweep_duration_seconds_count ").await as u64) < count {
+    while (metric(d, "glwarden_sweep_duration_seconds_count").await as u64) < count {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -348,15 +321,6 @@ async fn db_logical_size(db: &Path) -> f64 {
     (pages * size) as f64
 }
 
-fn free_listen() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
 async fn steady_state(n: usize) -> Row {
     let (w, db) = build_world(n).await;
     // The raw loop runs in the gaps between the daemon's sweeps, so that
@@ -369,16 +333,17 @@ async fn steady_state(n: usize) -> Row {
     let mut raw = vec![raw_pass(&w).await];
     let period = sweep_period(raw[0].seconds);
     let cron = format!("*/{period} * * * * *");
-    let config = write_config(&w, &db, &free_listen(), &cron, 100_000_000);
-    let d = start_daemon(&config, w.dir.path()).await;
+    let listen = free_listen();
+    let config = write_config(&w, &db, &listen, &cron, 100_000_000);
+    let d = start_daemon(&config, &listen, w.dir.path()).await;
     // The first sweep (at start) learns the owned key and hook ids by
     // listing; steady state starts after it.
     wait_sweeps(&d, 1).await;
     let size_before = db_logical_size(&db).await;
     let requests_before = w.sim.request_total();
-    let (_, cpu_before) = proc_stat(d.child.id());
-    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum ").await;
-    let count_before = metric(&d, "glwarden_sweep_duration_seconds_count ").await;
+    let (_, cpu_before) = proc_stat(d.process.child.id());
+    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum").await;
+    let count_before = metric(&d, "glwarden_sweep_duration_seconds_count").await;
     let mut raw_requests_between = 0;
     let mut gaps_missed = 0;
     let mut after = None;
@@ -387,9 +352,9 @@ async fn steady_state(n: usize) -> Row {
         if sweep == STEADY_SWEEPS {
             after = Some((
                 w.sim.request_total(),
-                proc_stat(d.child.id()).1,
-                metric(&d, "glwarden_sweep_duration_seconds_sum ").await,
-                metric(&d, "glwarden_sweep_duration_seconds_count ").await,
+                proc_stat(d.process.child.id()).1,
+                metric(&d, "glwarden_sweep_duration_seconds_sum").await,
+                metric(&d, "glwarden_sweep_duration_seconds_count").await,
             ));
         }
         if !fits_before_next_tick(period, typical_seconds(&raw)) {
@@ -417,10 +382,10 @@ async fn steady_state(n: usize) -> Row {
     for (id, hook) in w.ids.iter().zip(&w.hook_ids).step_by(100) {
         w.sim.remove_hook(*id, *hook);
     }
-    let done = metric(&d, "glwarden_sweep_duration_seconds_count ").await as u64;
+    let done = metric(&d, "glwarden_sweep_duration_seconds_count").await as u64;
     wait_sweeps(&d, done + 2).await;
     let t = Instant::now();
-    let body = reqwest::get(format!("http://{}/metrics", d.listen))
+    let body = reqwest::get(format!("http://{}/metrics", d.process.listen))
         .await
         .unwrap()
         .text()
@@ -428,7 +393,7 @@ async fn steady_state(n: usize) -> Row {
         .unwrap();
     let metrics_ms = t.elapsed().as_secs_f64() * 1000.0;
     assert!(body.contains("state=\"missing\""), "the broken hooks show");
-    let (rss_mb, _) = proc_stat(d.child.id());
+    let (rss_mb, _) = proc_stat(d.process.child.id());
     let notify = d.notify_ready.unwrap_or_default();
     let readyz = d.readyz.unwrap_or_default();
     drop(d);
@@ -639,18 +604,19 @@ fn raw_loop_child(plan: &str) {
 
 async fn latency(n: usize, latency: Duration) -> Row {
     let (w, db) = build_world(n).await;
-    let config = write_config(&w, &db, &free_listen(), "* * * * * *", 100_000_000);
-    let d = start_daemon(&config, w.dir.path()).await;
+    let listen = free_listen();
+    let config = write_config(&w, &db, &listen, "* * * * * *", 100_000_000);
+    let d = start_daemon(&config, &listen, w.dir.path()).await;
     wait_sweeps(&d, 1).await;
     w.sim.set_latency(latency);
-    let done = metric(&d, "glwarden_sweep_duration_seconds_count ").await as u64;
+    let done = metric(&d, "glwarden_sweep_duration_seconds_count").await as u64;
     // The sweep under way may have started before the latency; measure the next full one.
     wait_sweeps(&d, done + 1).await;
-    let count = metric(&d, "glwarden_sweep_duration_seconds_count ").await;
-    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum ").await;
+    let count = metric(&d, "glwarden_sweep_duration_seconds_count").await;
+    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum").await;
     let requests_before = w.sim.request_total();
     wait_sweeps(&d, count as u64 + 1).await;
-    let sweep = metric(&d, "glwarden_sweep_duration_seconds_sum ").await - sum_before;
+    let sweep = metric(&d, "glwarden_sweep_duration_seconds_sum").await - sum_before;
     let requests = (w.sim.request_total() - requests_before) as f64;
     drop(d);
     let ideal = requests * latency.as_secs_f64() / CONCURRENCY as f64;
@@ -668,21 +634,16 @@ async fn latency(n: usize, latency: Duration) -> Row {
 async fn rate_limited(n: usize, per_minute: u32) -> Row {
     let (w, db) = build_world(n).await;
     w.sim.set_rate_limit(Some(per_minute));
-    let config = write_config(
-        &w,
-        &db,
-        &free_listen(),
-        "* * * * * *",
-        u64::from(per_minute),
-    );
-    let d = start_daemon(&config, w.dir.path()).await;
+    let listen = free_listen();
+    let config = write_config(&w, &db, &listen, "* * * * * *", per_minute);
+    let d = start_daemon(&config, &listen, w.dir.path()).await;
     // The first sweep (with key and hook listings) is all work under the budget.
     let started = Instant::now();
     let requests_before = w.sim.request_total();
-    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum ").await;
-    let count = metric(&d, "glwarden_sweep_duration_seconds_count ").await as u64;
+    let sum_before = metric(&d, "glwarden_sweep_duration_seconds_sum").await;
+    let count = metric(&d, "glwarden_sweep_duration_seconds_count").await as u64;
     wait_sweeps(&d, count + 2).await;
-    let busy = metric(&d, "glwarden_sweep_duration_seconds_sum ").await - sum_before;
+    let busy = metric(&d, "glwarden_sweep_duration_seconds_sum").await - sum_before;
     let requests = (w.sim.request_total() - requests_before) as f64;
     let wall = started.elapsed().as_secs_f64();
     let too_many = w.sim.too_many_requests_sent();

@@ -344,10 +344,7 @@ impl Sweeps {
     }
 
     /// Publishes a finished sweep; returns the one-line status for systemd.
-    async fn finish(
-        &mut self,
-        result: Result<SweepResult, tokio::task::JoinError>,
-    ) -> String {
+    async fn finish(&mut self, result: Result<SweepResult, tokio::task::JoinError>) -> String {
         let result = result.map_err(anyhow::Error::from).and_then(|r| r);
         // Cancelled, but not by shutdown: its deadline.
         let past_deadline = self

@@ -2,14 +2,11 @@
 //! the rotated pair persisted and used after a restart, a refused refresh,
 //! the pair sealed under a master key.
 
-mod common;
+use std::path::Path;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-
-use common::*;
 use gitlab_sim::HookSpec;
 use glwarden::health::State;
+use glwarden_testkit::*;
 use secrecy::ExposeSecret;
 
 const CLIENT_ID: &str = "glwarden-app";
@@ -17,37 +14,36 @@ const CLIENT_SECRET: &str = "oauth-client-SECRET";
 const ACCESS: &str = "oat-initial-SECRET";
 const REFRESH: &str = "ort-initial-SECRET";
 
-fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, value).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
+/// A fixture whose user holds an OAuth pair (`ACCESS`, `REFRESH`) of the
+/// app `CLIENT_ID`, its access token valid for `seconds_left`.
+async fn oauth_fixture(seconds_left: i64) -> Fixture {
+    let fx = Fixture::new().await;
+    fx.sim.add_oauth_app(CLIENT_ID, CLIENT_SECRET);
+    fx.sim
+        .add_oauth_token(fx.user, CLIENT_ID, ACCESS, REFRESH, &["api"], seconds_left);
+    fx
 }
 
-/// A config with one OAuth connection and `projects`.
-fn oauth_config(fx: &Fixture, projects: &[&Connected], refresh: &str) -> PathBuf {
+/// A config with one OAuth connection, `main`, and `projects`; its refresh
+/// token file holds `refresh`.
+fn oauth_config(fx: &Fixture, projects: &[&Connected], refresh: &str) -> ConfigBuilder {
     let dir = fx.dir.path();
-    let mut text = format!(
-        "[store]\npath = {:?}\n\n[check]\nconcurrency = 8\n\n[expect]\nwebhook_url = {HOOK_TEMPLATE:?}\n\n\
-         [connections.main]\nurl = {:?}\ntoken_kind = \"oauth\"\ntoken_file = {:?}\nrefresh_token_file = {:?}\n\
-         client_id = {CLIENT_ID:?}\nclient_secret_file = {:?}\nrequests_per_minute = 60000\n\n",
-        fx.db_path().display().to_string(),
-        fx.sim.base_url(),
-        secret_file(dir, "access", ACCESS).display().to_string(),
-        secret_file(dir, "refresh", refresh).display().to_string(),
-        secret_file(dir, "client-secret", CLIENT_SECRET)
-            .display()
-            .to_string(),
+    let main = oauth_connection(
+        &fx.sim.base_url(),
+        &secret_file(dir, "access", ACCESS),
+        &secret_file(dir, "refresh", refresh),
+        CLIENT_ID,
+        &secret_file(dir, "client-secret", CLIENT_SECRET),
     );
-    for p in projects {
-        text.push_str(&format!(
-            "[[projects]]\nconnection = \"main\"\nid = {}\ndeploy_key = {:?}\n\n",
-            p.id, p.key.public_openssh
-        ));
-    }
-    let file = dir.join("oauth.toml");
-    std::fs::write(&file, text).unwrap();
-    file
+    let defaults = glwarden::config::CheckConfig::default();
+    fx.config(projects)
+        .connection("main", main)
+        .edit(|c| {
+            // Not the fixture's short timeouts: the check section as it was.
+            c.check = defaults;
+            c.check.concurrency = 8;
+        })
+        .file(&dir.join("oauth.toml"))
 }
 
 /// The custody the configuration at `config` sets up.
@@ -66,14 +62,11 @@ fn refreshes(fx: &Fixture) -> usize {
 #[tokio::test]
 async fn many_concurrent_checks_cause_exactly_one_refresh_and_the_rotated_pair_survives_a_restart()
 {
-    let fx = Fixture::new().await;
-    fx.sim.add_oauth_app(CLIENT_ID, CLIENT_SECRET);
     // Two minutes left: inside the five-minute refresh margin.
-    fx.sim
-        .add_oauth_token(fx.user, CLIENT_ID, ACCESS, REFRESH, &["api"], 120);
+    let fx = oauth_fixture(120).await;
     let projects: Vec<Connected> = (0..12).map(|i| fx.connect(&format!("acme/o{i}"))).collect();
     let refs: Vec<&Connected> = projects.iter().collect();
-    let config = oauth_config(&fx, &refs, REFRESH);
+    let config = oauth_config(&fx, &refs, REFRESH).write();
 
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
@@ -132,14 +125,11 @@ async fn many_concurrent_checks_cause_exactly_one_refresh_and_the_rotated_pair_s
 
 #[tokio::test]
 async fn a_refused_refresh_makes_the_connection_not_connected() {
-    let fx = Fixture::new().await;
-    fx.sim.add_oauth_app(CLIENT_ID, CLIENT_SECRET);
-    fx.sim
-        .add_oauth_token(fx.user, CLIENT_ID, ACCESS, REFRESH, &["api"], 7200);
+    let fx = oauth_fixture(7200).await;
     let p = fx.connect("acme/app");
     fx.sim.add_hook(p.id, HookSpec::default());
     // A refresh token GitLab does not know (already used, or revoked).
-    let config = oauth_config(&fx, &[&p], "ort-unknown");
+    let config = oauth_config(&fx, &[&p], "ort-unknown").write();
     fx.sim.expire_token(ACCESS);
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
@@ -164,19 +154,12 @@ async fn a_refused_refresh_makes_the_connection_not_connected() {
 
 #[tokio::test]
 async fn an_oversized_token_answer_is_refused_within_the_body_limit() {
-    let fx = Fixture::new().await;
-    fx.sim.add_oauth_app(CLIENT_ID, CLIENT_SECRET);
     // Two minutes left: the first check refreshes.
-    fx.sim
-        .add_oauth_token(fx.user, CLIENT_ID, ACCESS, REFRESH, &["api"], 120);
+    let fx = oauth_fixture(120).await;
     let p = fx.connect("acme/app");
-    let config = oauth_config(&fx, &[&p], REFRESH);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("[check]\n", "[check]\nmax_response_bytes = 65536\n"),
-    )
-    .unwrap();
+    let config = oauth_config(&fx, &[&p], REFRESH)
+        .edit(|c| c.check.max_response_bytes = 65536)
+        .write();
     // The token endpoint answers 200 with a body far past the limit.
     fx.sim.inject(
         gitlab_sim::Fault::on(
@@ -217,20 +200,12 @@ async fn an_oversized_token_answer_is_refused_within_the_body_limit() {
 
 #[tokio::test]
 async fn with_a_master_key_the_rotated_pair_is_sealed_at_rest_and_survives_a_restart() {
-    let fx = Fixture::new().await;
-    fx.sim.add_oauth_app(CLIENT_ID, CLIENT_SECRET);
     // Two minutes left: the first check refreshes.
-    fx.sim
-        .add_oauth_token(fx.user, CLIENT_ID, ACCESS, REFRESH, &["api"], 120);
+    let fx = oauth_fixture(120).await;
     let p = fx.connect("acme/app");
-    let config = oauth_config(&fx, &[&p], REFRESH);
+    let keyless = oauth_config(&fx, &[&p], REFRESH);
     let master = secret_file(fx.dir.path(), "master.key", &"5a".repeat(32));
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "[custody]\nmaster_key_file = {:?}\n",
-        master.display().to_string()
-    ));
-    std::fs::write(&config, text).unwrap();
+    let config = keyless.clone().master_key_file(&master).write();
 
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
@@ -272,9 +247,7 @@ async fn with_a_master_key_the_rotated_pair_is_sealed_at_rest_and_survives_a_res
 
     // Without the master key the sealed pair cannot be read, and the error
     // names the connection.
-    let text = std::fs::read_to_string(&config).unwrap();
-    let keyless = fx.dir.path().join("keyless.toml");
-    std::fs::write(&keyless, text.split("[custody]").next().unwrap()).unwrap();
+    let keyless = keyless.file(&fx.dir.path().join("keyless.toml")).write();
     let cfg = std::sync::Arc::new(glwarden::config::Config::load(&keyless).unwrap());
     let store = glwarden::store::Store::open(&cfg.raw.store.path)
         .await

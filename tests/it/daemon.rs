@@ -2,14 +2,12 @@
 //! schedule: endpoints, metrics, spreading, no overlap, pacing, 429 pauses,
 //! revoked connections, reload and graceful shutdown.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::*;
 use gitlab_sim::{Fault, FaultKind, HookSpec, RequestRecord};
+use glwarden_testkit::*;
 
 /// A fixture with `n` connected projects and a daemon config.
 async fn setup(
@@ -20,10 +18,13 @@ async fn setup(
 ) -> (Fixture, Vec<Connected>, std::path::PathBuf, String) {
     let fx = Fixture::new().await;
     let projects: Vec<Connected> = (0..n).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
-    let (sections, listen) = Fixture::daemon_sections(cron, spread);
     let refs: Vec<&Connected> = projects.iter().collect();
-    let config = fx.write_config_full(&refs, check_lines, &sections);
-    (fx, projects, config, listen)
+    let config = fx
+        .config(&refs)
+        .daemon(cron, spread)
+        .toml(&format!("[check]\n{check_lines}"));
+    let listen = config.listen();
+    (fx, projects, config.write(), listen)
 }
 
 fn user_probes(requests: &[RequestRecord]) -> Vec<DateTime<Utc>> {
@@ -108,12 +109,10 @@ async fn endpoints_metrics_recovery_and_reload() {
         daemon.metric(gone).await.is_some()
     })
     .await;
-    let (sections, _) = Fixture::daemon_sections("*/1 * * * * *", 0.5);
-    let sections = sections.replace(
-        &sections[sections.find("listen").unwrap()..],
-        &format!("listen = {listen:?}\n"),
-    );
-    fx.write_config_full(&[&projects[1]], "", &sections);
+    fx.config(&[&projects[1]])
+        .daemon("*/1 * * * * *", 0.5)
+        .listen_on(&listen)
+        .write();
     daemon.signal("HUP");
     wait_until(
         "p0 to leave the metrics",
@@ -179,16 +178,14 @@ async fn sweeps_are_spread_over_the_interval_and_never_overlap() {
 async fn a_connection_stays_within_its_request_budget() {
     let fx_rpm = 120; // one request every 500 ms
     let (fx, _projects, _, listen) = setup(0, "*/1 * * * * *", 0.5, "").await;
-    fx.requests_per_minute
-        .store(fx_rpm, std::sync::atomic::Ordering::Relaxed);
     let projects: Vec<Connected> = (0..4).map(|i| fx.connect(&format!("acme/q{i}"))).collect();
-    let (sections, _) = Fixture::daemon_sections("*/1 * * * * *", 0.5);
-    let sections = sections.replace(
-        &sections[sections.find("listen").unwrap()..],
-        &format!("listen = {listen:?}\n"),
-    );
     let refs: Vec<&Connected> = projects.iter().collect();
-    let config = fx.write_config_full(&refs, "", &sections);
+    let config = fx
+        .config(&refs)
+        .daemon("*/1 * * * * *", 0.5)
+        .listen_on(&listen)
+        .edit(|c| c.connections.get_mut("main").unwrap().requests_per_minute = fx_rpm)
+        .write();
     let mut daemon = fx.start_daemon(&config, &listen).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(daemon.stop().await.success(), "{}", daemon.log());
@@ -483,15 +480,18 @@ async fn a_connection_told_to_wait_for_ever_holds_up_no_other() {
             reset: 10_413_792_000,
         },
     ));
-    let (sections, listen) = Fixture::daemon_sections("*/1 * * * * *", 0.2);
-    let extra = format!(
-        "{sections}[connections.distant]\nurl = {:?}\ntoken_file = {:?}\n\n\
-         [[projects]]\nconnection = \"distant\"\nid = {theirs}\n\n",
-        other.base_url(),
-        fx.dir.path().join("token").display().to_string(),
-    );
     let refs: Vec<&Connected> = projects.iter().collect();
-    let config = fx.write_config(&refs, &extra);
+    let config = fx
+        .config(&refs)
+        .daemon("*/1 * * * * *", 0.2)
+        .toml(&format!(
+            "[connections.distant]\nurl = {:?}\ntoken_file = {:?}\n",
+            other.base_url(),
+            fx.token_file().display().to_string(),
+        ))
+        .project_id("distant", theirs);
+    let listen = config.listen();
+    let config = config.write();
     let mut daemon = fx.start_daemon(&config, &listen).await;
 
     // Both answers were seen, and neither stalled the daemon.
@@ -563,20 +563,17 @@ async fn a_connection_told_to_wait_for_ever_holds_up_no_other() {
 async fn a_sweep_past_its_deadline_is_cancelled_and_a_stuck_one_fails_healthz() {
     let fx = Fixture::new().await;
     let projects: Vec<Connected> = (0..3).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
-    let listen = format!("127.0.0.1:{}", free_port());
     // One check at a time, a request may take 20 s: one hanging answer holds
     // the sweep well past its deadline (1.5 s) and the grace after it.
-    let sections = format!(
-        "[schedule]\ncron = \"*/1 * * * * *\"\nspread = 0.2\nshutdown_grace_seconds = 1\n\
-         sweep_deadline_intervals = 1.5\n\n[http]\nlisten = {listen:?}\n\n"
-    );
     let refs: Vec<&Connected> = projects.iter().collect();
-    let config = fx.write_config_full(&refs, "concurrency = 1\n", &sections);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "request_timeout_seconds = 2\n",
-        "request_timeout_seconds = 20\n",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = fx.config(&refs).daemon("*/1 * * * * *", 0.2).edit(|c| {
+        c.schedule.shutdown_grace_seconds = 1;
+        c.schedule.sweep_deadline_intervals = 1.5;
+        c.check.concurrency = 1;
+        c.check.request_timeout_seconds = 20;
+    });
+    let listen = config.listen();
+    let config = config.write();
     let mut daemon = fx.start_daemon(&config, &listen).await;
 
     fx.sim.inject(

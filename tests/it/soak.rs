@@ -16,19 +16,15 @@
 //! Not in the default test run (`--features soak`): a minute is the least
 //! that says anything.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
 use gitlab_sim::{Fault, FaultKind};
+use glwarden_testkit::*;
 use sqlx::Connection;
 
 const PROJECTS: usize = 30;
-const MASTER_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 /// Breakages in flight at once: well under the storm guard (5 projects, 20%).
 const MAX_OUTSTANDING: usize = 3;
 
@@ -387,21 +383,18 @@ fn account(
 }
 
 fn soak_config(fx: &Fixture, projects: &[Connected], listen: &str) -> std::path::PathBuf {
-    let key_file = fx.dir.path().join("master.key");
-    std::fs::write(&key_file, MASTER_KEY).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let refs: Vec<&Connected> = projects.iter().collect();
-    fx.write_config(
-        &refs,
-        &format!(
-            "[schedule]\ncron = \"*/1 * * * * *\"\nspread = 0.3\nshutdown_grace_seconds = 10\n\n\
-             [http]\nlisten = {listen:?}\n\n\
-             [repair]\ndeploy_key = \"auto\"\nwebhook = \"auto\"\nmoved = \"follow\"\n\
-             confirm_checks = 2\ncooldown_minutes = 0\nbudget_per_hour = 100000\nwebhook_reenable = \"test\"\n\n\
-             [custody]\nmaster_key_file = {:?}\n\n",
-            key_file.display().to_string()
-        ),
-    )
+    fx.config(&refs)
+        .daemon("*/1 * * * * *", 0.3)
+        .listen_on(listen)
+        .repairs(Policy::Auto, 2)
+        .master_key_file(&fx.master_key_file())
+        .edit(|c| {
+            c.repair.cooldown_minutes = 0;
+            c.repair.budget_per_hour = 100_000;
+            c.repair.webhook_reenable = WebhookReenable::Test;
+        })
+        .write()
 }
 
 /// The median and the largest of `v` (0 when empty).
@@ -438,7 +431,7 @@ async fn soak() {
     let projects: Vec<Connected> = (0..PROJECTS)
         .map(|i| fx.connect(&format!("acme/p{i}")))
         .collect();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = free_listen();
     let config = soak_config(&fx, &projects, &listen);
     let mut daemon = fx
         .start_daemon_logging(&config, &listen, "glwarden=info")

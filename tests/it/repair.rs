@@ -2,132 +2,22 @@
 //! would, `report` touching nothing, adoption without writes, the storm
 //! guard, custody, and crash safety (a real child process killed mid-repair).
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use gitlab_sim::{Fault, FaultKind, HookSpec};
-use glwarden::custody::SecretKind;
 use glwarden::health::{Component, State};
 use glwarden::store::Store;
-use glwarden::sweep::{RepairResult, Selection, SweepOptions};
+use glwarden::sweep::{RepairResult, Selection};
+use glwarden_testkit::*;
 
-const MASTER_KEY: &str = "5f9c3a1e7b2d4c6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
-
-/// `[repair]` and `[custody]` sections: everything on `auto`, confirmed after one check.
-fn repair_sections(fx: &Fixture, policy: &str, confirm: u32, extra: &str) -> String {
-    let key_file = fx.dir.path().join("master.key");
-    std::fs::write(&key_file, MASTER_KEY).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    format!(
-        "[repair]\ndeploy_key = \"{policy}\"\nwebhook = \"{policy}\"\nmoved = \"{}\"\nconfirm_checks = {confirm}\n{extra}\n\
-         [custody]\nmaster_key_file = {:?}\n\n",
-        if policy == "auto" { "follow" } else { "report" },
-        key_file.display().to_string()
-    )
-}
-
-async fn repair_run(checker: &glwarden::sweep::Sweeper) -> glwarden::sweep::SweepSummary {
-    checker
-        .sweep_with(
-            &Selection::All,
-            &SweepOptions {
-                repair: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("run")
-}
-
-fn writes(fx: &Fixture) -> Vec<String> {
-    fx.sim
-        .requests()
-        .into_iter()
-        .filter(|r| r.method != "GET" && r.method != "HEAD")
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
-/// The project's stored key material and what GitLab holds agree: exactly
-/// one key of ours, its fingerprint ours, and the private key opens to it.
-async fn assert_one_matching_key(fx: &Fixture, store: &Store, gitlab_id: u64) {
-    let row = stored_project(store, gitlab_id).await;
-    let keys = fx.sim.deploy_keys(gitlab_id);
-    assert_eq!(keys.len(), 1, "exactly one key at GitLab: {keys:?}");
-    assert_eq!(
-        Some(keys[0].ssh_fingerprint()),
-        row.fingerprint,
-        "stored fingerprint is GitLab's"
-    );
-    assert_eq!(row.deploy_key_id, Some(keys[0].id as i64));
-    let custody = glwarden::custody::Custody::new(
-        Some(&secrecy::SecretString::from(MASTER_KEY.to_owned())),
-        false,
-    )
-    .unwrap();
-    let sealed = store
-        .project_secret(row.id, SecretKind::DeployKey)
-        .await
-        .unwrap()
-        .expect("private key stored");
-    let private = custody
-        .open(row.id, SecretKind::DeployKey, &sealed)
-        .unwrap();
-    let key = ssh_key::PrivateKey::from_openssh(&private[..]).unwrap();
-    let fp = glwarden::keys::fingerprint_of(&key.public_key().to_openssh().unwrap()).unwrap();
-    assert_eq!(
-        Some(fp),
-        row.fingerprint,
-        "the stored private key is the one at GitLab"
-    );
-    assert!(store.journal().await.unwrap().is_empty(), "journal empty");
-}
-
-/// The stored hook token opens and equals the one GitLab holds; one hook of ours.
-async fn assert_one_matching_hook(fx: &Fixture, store: &Store, gitlab_id: u64) {
-    let row = stored_project(store, gitlab_id).await;
-    let ours: Vec<_> = fx
-        .sim
-        .hooks(gitlab_id)
-        .into_iter()
-        .filter(|h| h.url == Fixture::hook_url(gitlab_id))
-        .collect();
-    assert_eq!(ours.len(), 1, "exactly one hook of ours: {ours:?}");
-    assert_eq!(row.hook_id, Some(ours[0].id as i64));
-    let custody = glwarden::custody::Custody::new(
-        Some(&secrecy::SecretString::from(MASTER_KEY.to_owned())),
-        false,
-    )
-    .unwrap();
-    let sealed = store
-        .project_secret(row.id, SecretKind::HookToken)
-        .await
-        .unwrap()
-        .expect("hook token stored");
-    let token = custody
-        .open(row.id, SecretKind::HookToken, &sealed)
-        .unwrap();
-    assert_eq!(
-        ours[0].token.as_deref().map(str::as_bytes),
-        Some(&token[..]),
-        "GitLab has our secret"
-    );
-    assert_eq!(token.len(), 64, "32 random bytes, hex");
-    assert!(store.journal().await.unwrap().is_empty(), "journal empty");
-}
-
-fn key_id(fx: &Fixture, p: &Connected) -> u64 {
-    fx.sim
-        .deploy_keys(p.id)
-        .into_iter()
-        .find(|k| k.ssh_fingerprint() == p.key.fingerprint)
-        .unwrap()
-        .id
+/// Keys and hooks on `policy`, confirmed after `confirm` checks, renames
+/// followed on `auto`, custody under the testkit's `MASTER_KEY`.
+fn repairing(fx: &Fixture, projects: &[&Connected], policy: Policy, confirm: u32) -> ConfigBuilder {
+    fx.config(projects)
+        .repairs(policy, confirm)
+        .master_key_file(&fx.master_key_file())
 }
 
 #[tokio::test]
@@ -138,8 +28,7 @@ async fn broken_deploy_keys_are_regenerated_without_a_moment_without_a_key() {
     let expired = fx.connect("acme/expired");
     let writable = fx.connect("acme/writable");
     let all = [&deleted, &mismatch, &expired, &writable];
-    let sections = repair_sections(&fx, "auto", 2, "");
-    let config = fx.write_config(&all, &sections);
+    let config = repairing(&fx, &all, Policy::Auto, 2).write();
     let (checker, _) = fx.checker(&config).await;
     repair_run(&checker).await;
 
@@ -158,7 +47,13 @@ async fn broken_deploy_keys_are_regenerated_without_a_moment_without_a_key() {
     let writable_key = key_id(&fx, &writable);
     let mismatched_at_gitlab = key_id(&fx, &mismatch);
     mismatch.key = glwarden::keys::generate_ed25519("rotated elsewhere").unwrap();
-    let config = fx.write_config(&[&deleted, &mismatch, &expired, &writable], &sections);
+    let config = repairing(
+        &fx,
+        &[&deleted, &mismatch, &expired, &writable],
+        Policy::Auto,
+        2,
+    )
+    .write();
     let (checker, store) = fx.checker(&config).await;
 
     // First sighting: not yet confirmed, nothing changes at GitLab.
@@ -229,16 +124,17 @@ async fn broken_webhooks_are_fixed_recreated_or_re_enabled() {
     let disabled_ok = fx.connect("acme/disabled-ok");
     let disabled_down = fx.connect("acme/disabled-down");
     // Five projects broken at once would pause repairs as a storm.
-    let sections = repair_sections(
+    let config = repairing(
         &fx,
-        "auto",
-        1,
-        "webhook_reenable = \"test\"\nstorm_min_projects = 100\n",
-    );
-    let config = fx.write_config(
         &[&wrong, &elsewhere, &deleted, &disabled_ok, &disabled_down],
-        &sections,
-    );
+        Policy::Auto,
+        1,
+    )
+    .edit(|c| {
+        c.repair.webhook_reenable = WebhookReenable::Test;
+        c.repair.storm_min_projects = 100;
+    })
+    .write();
     let (checker, store) = fx.checker(&config).await;
     repair_run(&checker).await;
 
@@ -349,11 +245,9 @@ async fn a_renamed_project_is_followed_and_a_new_project_is_provisioned() {
     // A project with nothing of ours at GitLab: connecting it is provisioning.
     let fresh_id = fx.sim.add_project("acme/fresh");
     fx.sim.set_member(fresh_id, fx.user, 40);
-    let sections = repair_sections(&fx, "auto", 1, "");
-    let config = fx.write_config(
-        &[&moved],
-        &format!("[[projects]]\nconnection = \"main\"\nid = {fresh_id}\n\n{sections}"),
-    );
+    let config = repairing(&fx, &[&moved], Policy::Auto, 1)
+        .project_id("main", fresh_id)
+        .write();
     let (checker, store) = fx.checker(&config).await;
     repair_run(&checker).await;
     assert_one_matching_key(&fx, &store, fresh_id).await;
@@ -382,8 +276,7 @@ async fn a_renamed_project_is_followed_and_a_new_project_is_provisioned() {
 async fn report_policy_changes_nothing_at_gitlab_and_records_the_plan() {
     let fx = Fixture::new().await;
     let p = fx.connect("acme/app");
-    let sections = repair_sections(&fx, "report", 2, "");
-    let config = fx.write_config(&[&p], &sections);
+    let config = repairing(&fx, &[&p], Policy::Report, 2).write();
     let (checker, store) = fx.checker(&config).await;
     repair_run(&checker).await;
     fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
@@ -420,13 +313,12 @@ async fn the_storm_guard_pauses_when_every_hook_vanishes() {
     let fx = Fixture::new().await;
     let projects: Vec<Connected> = (0..10).map(|i| fx.connect(&format!("acme/s{i}"))).collect();
     let refs: Vec<&Connected> = projects.iter().collect();
-    let sections = repair_sections(
-        &fx,
-        "auto",
-        1,
-        "storm_share = 0.3\nstorm_min_projects = 3\n",
-    );
-    let config = fx.write_config(&refs, &sections);
+    let config = repairing(&fx, &refs, Policy::Auto, 1)
+        .edit(|c| {
+            c.repair.storm_share = 0.3;
+            c.repair.storm_min_projects = 3;
+        })
+        .write();
     let (checker, store) = fx.checker(&config).await;
     repair_run(&checker).await;
 
@@ -466,10 +358,13 @@ async fn the_storm_guard_pauses_when_every_hook_vanishes() {
 async fn without_a_master_key_secrets_are_refused_and_gitlab_is_untouched() {
     let fx = Fixture::new().await;
     let p = fx.connect("acme/app");
-    let config = fx.write_config(
-        &[&p],
-        "[repair]\ndeploy_key = \"auto\"\nconfirm_checks = 1\n",
-    );
+    let config = fx
+        .config(&[&p])
+        .edit(|c| {
+            c.repair.deploy_key = Policy::Auto;
+            c.repair.confirm_checks = 1;
+        })
+        .write();
     let (checker, store) = fx.checker(&config).await;
     repair_run(&checker).await;
     fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
@@ -488,7 +383,15 @@ async fn without_a_master_key_secrets_are_refused_and_gitlab_is_untouched() {
     );
 
     // Plaintext, when explicitly allowed, works (and the database stays 0600).
-    let config = fx.write_config(&[&p], "[repair]\ndeploy_key = \"auto\"\nconfirm_checks = 1\ncooldown_minutes = 0\n[custody]\nallow_plaintext = true\n");
+    let config = fx
+        .config(&[&p])
+        .edit(|c| {
+            c.repair.deploy_key = Policy::Auto;
+            c.repair.confirm_checks = 1;
+            c.repair.cooldown_minutes = 0;
+            c.custody.allow_plaintext = true;
+        })
+        .write();
     let (checker, store) = fx.checker(&config).await;
     let summary = repair_run(&checker).await;
     assert_eq!(
@@ -504,18 +407,6 @@ async fn without_a_master_key_secrets_are_refused_and_gitlab_is_untouched() {
             & 0o777,
         0o600
     );
-}
-
-fn glwarden(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glwarden"));
-    cmd.args(args).env_remove("RUST_LOG");
-    cmd
-}
-
-async fn run(mut cmd: Command) -> std::process::Output {
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -539,8 +430,7 @@ async fn adoption_takes_custody_with_zero_gitlab_writes_and_keys_are_served_audi
             token: Some("hand-made-token".into()),
         },
     );
-    let sections = repair_sections(&fx, "auto", 1, "");
-    let config = fx.write_config(&[], &sections);
+    let config = repairing(&fx, &[], Policy::Auto, 1).write();
     let cfg = config.to_str().unwrap();
     let private_file: PathBuf = fx.dir.path().join("id_ed25519");
     std::fs::write(&private_file, key.private_openssh.as_bytes()).unwrap();
@@ -665,8 +555,7 @@ async fn kill_mid_repair(
 async fn a_key_rotation_killed_after_any_step_is_finished_on_restart() {
     let fx = Fixture::new().await;
     let p = fx.connect("acme/app");
-    let sections = repair_sections(&fx, "report", 2, "");
-    let config = fx.write_config(&[&p], &sections);
+    let config = repairing(&fx, &[&p], Policy::Report, 2).write();
     let (checker, _) = fx.checker(&config).await;
     checker.sweep(&Selection::All).await.unwrap();
     drop(checker);
@@ -714,8 +603,7 @@ async fn a_key_rotation_killed_after_any_step_is_finished_on_restart() {
 async fn a_webhook_recreation_killed_after_any_step_is_finished_on_restart() {
     let fx = Fixture::new().await;
     let p = fx.connect("acme/app");
-    let sections = repair_sections(&fx, "report", 2, "");
-    let config = fx.write_config(&[&p], &sections);
+    let config = repairing(&fx, &[&p], Policy::Report, 2).write();
     let (checker, _) = fx.checker(&config).await;
     checker.sweep(&Selection::All).await.unwrap();
     drop(checker);
@@ -754,13 +642,21 @@ async fn a_webhook_recreation_killed_after_any_step_is_finished_on_restart() {
 
 #[tokio::test]
 async fn key_files_are_written_for_the_ci_and_replaced_on_rotation() {
-    let fx = Fixture::new().await;
-    let p = fx.connect("acme/app");
-    let key_dir = fx.dir.path().join("keys");
-    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n")
-        + &format!("key_dir = {:?}\n", key_dir.display().to_string());
-    let config = fx.write_config(&[&p], &sections);
-    let (checker, store) = fx.checker(&config).await;
+    let mut key_dir = PathBuf::new();
+    let OneProject {
+        fx,
+        p,
+        config,
+        checker,
+        store,
+    } = OneProject::new(|c| {
+        key_dir = c.raw.store.path.with_file_name("keys");
+        c.edit(|c| {
+            c.repair.cooldown_minutes = 0;
+            c.custody.key_dir = Some(key_dir.clone());
+        })
+    })
+    .await;
     repair_run(&checker).await;
     fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
     repair_run(&checker).await;
@@ -820,11 +716,13 @@ async fn key_files_are_written_for_the_ci_and_replaced_on_rotation() {
 
 #[tokio::test]
 async fn a_rotation_left_unfinished_is_resumed_never_begun_again() {
-    let fx = Fixture::new().await;
-    let p = fx.connect("acme/app");
-    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
-    let config = fx.write_config(&[&p], &sections);
-    let (checker, store) = fx.checker(&config).await;
+    let OneProject {
+        fx,
+        p,
+        checker,
+        store,
+        ..
+    } = OneProject::new(|c| c.edit(|c| c.repair.cooldown_minutes = 0)).await;
     repair_run(&checker).await;
     let old = key_id(&fx, &p);
     fx.sim.remove_deploy_key(p.id, old);
@@ -867,8 +765,9 @@ async fn a_healthy_fleet_in_gitlabs_fingerprint_form_stays_healthy_and_gets_no_n
     // The simulator serves `fingerprint_sha256` as GitLab does: no prefix.
     let served = &fx.sim.deploy_keys(fleet[0].id)[0];
     assert!(!served.fingerprint_sha256.starts_with("SHA256:"));
-    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
-    let config = fx.write_config(&fleet.iter().collect::<Vec<_>>(), &sections);
+    let config = repairing(&fx, &fleet.iter().collect::<Vec<_>>(), Policy::Auto, 1)
+        .edit(|c| c.repair.cooldown_minutes = 0)
+        .write();
     let (checker, store) = fx.checker(&config).await;
     for sweep in 0..3 {
         let summary = repair_run(&checker).await;
@@ -896,11 +795,13 @@ async fn a_healthy_fleet_in_gitlabs_fingerprint_form_stays_healthy_and_gets_no_n
 
 #[tokio::test]
 async fn a_new_key_gitlab_never_confirms_is_deleted_again_and_repairs_stop_after_three() {
-    let fx = Fixture::new().await;
-    let p = fx.connect("acme/app");
-    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
-    let config = fx.write_config(&[&p], &sections);
-    let (checker, store) = fx.checker(&config).await;
+    let OneProject {
+        fx,
+        p,
+        checker,
+        store,
+        ..
+    } = OneProject::new(|c| c.edit(|c| c.repair.cooldown_minutes = 0)).await;
     repair_run(&checker).await;
     assert_eq!(states(&store, p.id).await, HEALTHY);
 
@@ -974,8 +875,9 @@ async fn archived_or_deletion_scheduled_projects_get_no_key_or_hook_write() {
     let fx = Fixture::new().await;
     let archived = fx.connect("acme/archived");
     let doomed = fx.connect("acme/doomed");
-    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
-    let config = fx.write_config(&[&archived, &doomed], &sections);
+    let config = repairing(&fx, &[&archived, &doomed], Policy::Auto, 1)
+        .edit(|c| c.repair.cooldown_minutes = 0)
+        .write();
     let (checker, store) = fx.checker(&config).await;
     repair_run(&checker).await;
     for p in [&archived, &doomed] {
@@ -1002,15 +904,14 @@ async fn a_hook_url_gitlab_refuses_is_reported_once_not_retried() {
     let fx = Fixture::new().await;
     let p = fx.connect("acme/app");
     fx.sim.remove_hook(p.id, p.hook_id);
-    let sections = repair_sections(&fx, "auto", 1, "cooldown_minutes = 0\n");
     // The CI's receiver is on a private address; GitLab's default refuses it.
-    let text = std::fs::read_to_string(fx.write_config(&[&p], &sections)).unwrap();
-    let config = fx.dir.path().join("private.toml");
-    std::fs::write(
-        &config,
-        text.replace(HOOK_TEMPLATE, "https://10.1.2.3/hooks/{id}"),
-    )
-    .unwrap();
+    let config = repairing(&fx, &[&p], Policy::Auto, 1)
+        .edit(|c| {
+            c.repair.cooldown_minutes = 0;
+            c.expect.webhook_url = Some("https://10.1.2.3/hooks/{id}".into());
+        })
+        .file(&fx.dir.path().join("private.toml"))
+        .write();
     let (checker, store) = fx.checker(&config).await;
     for _ in 0..4 {
         repair_run(&checker).await;
@@ -1044,17 +945,13 @@ async fn on_gitlab_16_0_no_hook_test_or_events_request_and_nothing_stays_unknown
     fx.sim.update_hook(disabled.id, disabled.hook_id, |h| {
         h.recent_failures = 40;
     });
-    let sections = repair_sections(
-        &fx,
-        "auto",
-        1,
-        "cooldown_minutes = 0\nwebhook_reenable = \"test\"\n",
-    );
-    let config = fx.write_config_full(
-        &[&healthy, &disabled],
-        "webhook_deliveries = true\n",
-        &sections,
-    );
+    let config = repairing(&fx, &[&healthy, &disabled], Policy::Auto, 1)
+        .edit(|c| {
+            c.check.webhook_deliveries = true;
+            c.repair.cooldown_minutes = 0;
+            c.repair.webhook_reenable = WebhookReenable::Test;
+        })
+        .write();
     let (checker, store) = fx.checker(&config).await;
     for _ in 0..2 {
         repair_run(&checker).await;
@@ -1085,11 +982,13 @@ async fn on_gitlab_16_0_no_hook_test_or_events_request_and_nothing_stays_unknown
 
 #[tokio::test]
 async fn an_old_key_id_naming_someone_elses_key_is_never_deleted() {
-    let fx = Fixture::new().await;
-    let p = fx.connect("acme/app");
-    let sections = repair_sections(&fx, "auto", 1, "");
-    let config = fx.write_config(&[&p], &sections);
-    let (checker, store) = fx.checker(&config).await;
+    let OneProject {
+        fx,
+        p,
+        checker,
+        store,
+        ..
+    } = OneProject::new(|c| c).await;
     repair_run(&checker).await;
 
     // The stored key id now names another key on the project (a restored

@@ -1,29 +1,11 @@
 //! The `glwarden` binary as a user runs it: the demo, config errors, exit
 //! statuses, project commands, and no secret in anything it prints.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::*;
 use glwarden::health::{Component, State};
-
-fn glwarden(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glwarden"));
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("GLWARDEN_CONFIG");
-    cmd
-}
-
-/// Runs the binary off the async runtime's worker threads (the simulator
-/// lives on them and must keep answering).
-async fn run(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().expect("binary runs"))
-        .await
-        .unwrap()
-}
+use glwarden_testkit::*;
 
 fn text(out: &Output) -> String {
     format!(
@@ -324,16 +306,13 @@ async fn the_shipped_example_config_is_valid() {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_check_warns_about_event_flags_older_gitlab_does_not_return() {
     let fx = Fixture::new().await;
-    let config = fx.write_config(&[], "");
-    let text_of = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text_of.replace(
-            "[expect]\n",
-            "[expect]\nwebhook_events = [\"push_events\", \"resource_deploy_token_events\"]\n",
-        ),
-    )
-    .unwrap();
+    let config = fx
+        .config(&[])
+        .edit(|c| {
+            c.expect.webhook_events =
+                vec!["push_events".into(), "resource_deploy_token_events".into()]
+        })
+        .write();
     let config = config.display().to_string();
     let out = run(glwarden(&["--config", &config, "config", "check"])).await;
     assert!(out.status.success(), "{}", text(&out));

@@ -2,13 +2,11 @@
 //! `ca_file` is the one way to trust a private CA. The simulator is put
 //! behind a TLS front whose certificate is issued by a CA made for the test.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::*;
 use glwarden::health::State;
+use glwarden_testkit::*;
 
 /// A CA and a `localhost` certificate it issued: (CA PEM, server config).
 fn private_pki() -> (String, rustls::ServerConfig) {
@@ -65,20 +63,28 @@ async fn tls_front(upstream: SocketAddr, config: rustls::ServerConfig) -> Socket
     addr
 }
 
-/// A config for `p` at `https://localhost:<front>`, with `extra` lines in the connection.
+/// A config for `p` at `https://localhost:<front>`, with `extra` lines
+/// (as written, unknown keys too) in the connection's table.
 fn config_behind_tls(
     fx: &Fixture,
     p: &Connected,
     front: SocketAddr,
     extra: &str,
 ) -> std::path::PathBuf {
-    let config = fx.write_config(&[p], "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("url = {:?}\n", fx.sim.base_url()),
-        &format!("url = \"https://localhost:{}\"\n{extra}", front.port()),
-    );
-    assert!(text.contains("https://localhost"), "{text}");
-    std::fs::write(&config, text).unwrap();
+    let url = format!("https://localhost:{}", front.port());
+    config_at(fx, p, &url, extra)
+}
+
+/// A config for `p` at `url`, with `extra` lines in the connection's table.
+fn config_at(fx: &Fixture, p: &Connected, url: &str, extra: &str) -> std::path::PathBuf {
+    let config = fx
+        .config(&[p])
+        .edit(|c| c.connections.get_mut("main").unwrap().url = url.into())
+        .write();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let header = "[connections.main]\n";
+    assert!(text.contains(header), "{text}");
+    std::fs::write(&config, text.replace(header, &format!("{header}{extra}"))).unwrap();
     config
 }
 
@@ -158,15 +164,11 @@ async fn a_bad_ca_file_or_a_switch_to_skip_verification_is_a_config_error() {
         "would send the token unencrypted",
     )]);
     for (lines, key, why) in cases {
-        let config = config_behind_tls(&fx, &p, front, &lines);
-        if lines == plain {
-            let text = std::fs::read_to_string(&config).unwrap();
-            std::fs::write(
-                &config,
-                text.replace("https://localhost:1", "http://gitlab.example.com"),
-            )
-            .unwrap();
-        }
+        let config = if lines == plain {
+            config_at(&fx, &p, "http://gitlab.example.com", &lines)
+        } else {
+            config_behind_tls(&fx, &p, front, &lines)
+        };
         let err = match glwarden::config::Config::load(&config) {
             Ok(_) => panic!("{lines} was accepted"),
             Err(e) => e.to_string(),

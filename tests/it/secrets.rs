@@ -7,13 +7,11 @@
 //! prints a private key, and it is audited. The listener serves only
 //! /metrics, /healthz and /readyz.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use glwarden_testkit::*;
 use secrecy::ExposeSecret;
 
 const MASTER_KEY: &str = "9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
@@ -39,7 +37,7 @@ struct Output {
 }
 
 async fn glwarden(config: &Path, args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_glwarden"))
+    let out = tokio::process::Command::new(glwarden_bin())
         .arg("-vv")
         .arg("--config")
         .arg(config)
@@ -56,53 +54,33 @@ async fn glwarden(config: &Path, args: &[&str]) -> Output {
     }
 }
 
-fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, value).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 /// A config with an access-token connection and an OAuth connection, repairs
 /// on `auto` and custody, and a daemon section.
 fn write_config(fx: &Fixture, main: &Connected, other: &Connected, listen: &str) -> PathBuf {
     let dir = fx.dir.path();
-    let text = format!(
-        "[store]\npath = {db:?}\n\n\
-         [schedule]\ncron = \"*/1 * * * * *\"\nspread = 0.2\nshutdown_grace_seconds = 10\n\n\
-         [http]\nlisten = {listen:?}\n\n\
-         [check]\nrequest_timeout_seconds = 2\n\n\
-         [expect]\nwebhook_url = {HOOK_TEMPLATE:?}\n\n\
-         [repair]\ndeploy_key = \"auto\"\nwebhook = \"auto\"\nconfirm_checks = 1\n\n\
-         [custody]\nmaster_key_file = {master:?}\n\n\
-         [connections.main]\nurl = {url:?}\ntoken_file = {token:?}\nrequests_per_minute = 60000\n\n\
-         [connections.oauth]\nurl = {url:?}\ntoken_kind = \"oauth\"\ntoken_file = {access:?}\n\
-         refresh_token_file = {refresh:?}\nclient_id = {CLIENT_ID:?}\nclient_secret_file = {secret:?}\n\
-         requests_per_minute = 60000\n\n\
-         [[projects]]\nconnection = \"main\"\nid = {main_id}\n\n\
-         [[projects]]\nconnection = \"oauth\"\nid = {other_id}\ndeploy_key = {other_key:?}\n\n",
-        db = fx.db_path().display().to_string(),
-        master = secret_file(dir, "master.key", MASTER_KEY)
-            .display()
-            .to_string(),
-        url = fx.sim.base_url(),
-        token = dir.join("token").display().to_string(),
-        access = secret_file(dir, "oauth-access", OAUTH_ACCESS)
-            .display()
-            .to_string(),
-        refresh = secret_file(dir, "oauth-refresh", OAUTH_REFRESH)
-            .display()
-            .to_string(),
-        secret = secret_file(dir, "client-secret", CLIENT_SECRET)
-            .display()
-            .to_string(),
-        main_id = main.id,
-        other_id = other.id,
-        other_key = other.key.public_openssh,
+    let oauth = oauth_connection(
+        &fx.sim.base_url(),
+        &secret_file(dir, "oauth-access", OAUTH_ACCESS),
+        &secret_file(dir, "oauth-refresh", OAUTH_REFRESH),
+        CLIENT_ID,
+        &secret_file(dir, "client-secret", CLIENT_SECRET),
     );
-    let path = dir.join("glwarden.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    fx.config(&[])
+        .daemon("*/1 * * * * *", 0.2)
+        .listen_on(listen)
+        .master_key_file(&secret_file(dir, "master.key", MASTER_KEY))
+        .edit(|c| {
+            // The fixture's shorter wait is not this config's.
+            c.check.max_rate_limit_wait_seconds =
+                glwarden::config::CheckConfig::default().max_rate_limit_wait_seconds;
+            c.repair.deploy_key = Policy::Auto;
+            c.repair.webhook = Policy::Auto;
+            c.repair.confirm_checks = 1;
+        })
+        .connection("oauth", oauth)
+        .project_id("main", main.id)
+        .project("oauth", other)
+        .write()
 }
 
 /// The strings that identify a private key: the Ed25519 seed in hex and
@@ -129,13 +107,6 @@ fn private_key_markers(pem: &str, public: &str) -> Vec<String> {
     markers
 }
 
-async fn http_get(listen: &str, path: &str) -> (u16, String) {
-    let r = reqwest::get(format!("http://{listen}{path}"))
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_leaks_anywhere() {
     let fx = Fixture::new().await;
@@ -155,7 +126,7 @@ async fn no_secret_leaks_anywhere() {
     let ours = fx.sim.deploy_keys(main.id)[0].id;
     fx.sim.remove_deploy_key(main.id, ours);
     fx.sim.remove_hook(main.id, main.hook_id);
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = free_listen();
     let config = write_config(&fx, &main, &other, &listen);
     let captured = Captured::default();
     let main_id = main.id.to_string();
@@ -236,28 +207,7 @@ async fn no_secret_leaks_anywhere() {
     store.close().await;
 
     // The daemon, at trace level, for a few sweeps.
-    let stderr_path = fx.dir.path().join("daemon-trace.log");
-    let mut daemon = DaemonProcess {
-        child: std::process::Command::new(env!("CARGO_BIN_EXE_glwarden"))
-            .args(["--config", config.to_str().unwrap(), "run"])
-            .env("RUST_LOG", "trace")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap(),
-        listen: listen.clone(),
-        stderr_path,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://{listen}/readyz")).await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut daemon = fx.start_daemon_logging(&config, &listen, "trace").await;
     let sweeps = || async {
         daemon
             .metric("glwarden_sweep_duration_seconds_count")
@@ -271,7 +221,7 @@ async fn no_secret_leaks_anywhere() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for path in ["/metrics", "/healthz", "/readyz"] {
-        let (code, body) = http_get(&listen, path).await;
+        let (code, body) = daemon.get(path).await;
         assert_eq!(code, 200, "{path}: {body}");
         captured.add(format!("GET {path}"), body);
     }
@@ -292,7 +242,7 @@ async fn no_secret_leaks_anywhere() {
         "/%2e%2e/etc/passwd",
         "/metrics%00",
     ] {
-        let (code, body) = http_get(&listen, path).await;
+        let (code, body) = daemon.get(path).await;
         assert_eq!(code, 404, "{path} is served: {body}");
         captured.add(format!("GET {path}"), body);
     }

@@ -3,13 +3,11 @@
 //! with the shipped alert rules (their `for:` shortened to seconds). Built
 //! only with `--features e2e`; `.ci/run` installs Prometheus and runs it.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use glwarden_testkit::*;
 
 struct Prometheus {
     child: Child,
@@ -168,8 +166,9 @@ async fn alerts_fire_and_resolve_on_a_real_prometheus() {
     let fx = Fixture::new().await;
     let p0 = fx.connect("acme/app");
     let p1 = fx.connect("acme/web");
-    let (sections, listen) = Fixture::daemon_sections("*/1 * * * * *", 0.5);
-    let config = fx.write_config(&[&p0, &p1], &sections);
+    let config = fx.config(&[&p0, &p1]).daemon("*/1 * * * * *", 0.5);
+    let listen = config.listen();
+    let config = config.write();
     let mut daemon = fx.start_daemon(&config, &listen).await;
 
     // promtool accepts the exposition as it is served.

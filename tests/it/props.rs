@@ -609,17 +609,12 @@ fn nasty_paths_pass_promtool_and_a_very_long_path_survives() {
 // ---------------------------------------------------------------------------
 // the command line: misuse and bad files
 
-fn glwarden(args: &[&str], config: Option<&std::path::Path>) -> (Option<i32>, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_glwarden"));
+fn glwarden_out(args: &[&str], config: Option<&std::path::Path>) -> (Option<i32>, String, String) {
+    let mut cmd = glwarden_testkit::glwarden(&[]);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
-    let out = cmd
-        .args(args)
-        .env_remove("GLWARDEN_CONFIG")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = cmd.args(args).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -649,7 +644,7 @@ fn every_cli_misuse_prints_usage_help_and_exits_2() {
         vec!["--config"],
         vec!["repair", "now"],
     ] {
-        let (code, _, stderr) = glwarden(&args, None);
+        let (code, _, stderr) = glwarden_out(&args, None);
         if code != Some(2) || !stderr.contains("Usage:") || stderr.contains("panicked") {
             offenders.push(format!("{args:?} -> exit {code:?}:\n{stderr}"));
         }
@@ -702,7 +697,7 @@ fn every_config_error_is_one_message_naming_the_file_and_key() {
         let file = dir.path().join(format!("case-{i}.toml"));
         std::fs::write(&file, text).unwrap();
         for args in [["config", "check"].as_slice(), ["status"].as_slice()] {
-            let (code, _, stderr) = glwarden(args, Some(&file));
+            let (code, _, stderr) = glwarden_out(args, Some(&file));
             let mut wrong = Vec::new();
             if code != Some(3) {
                 wrong.push(format!("exit {code:?}"));
@@ -740,7 +735,7 @@ fn every_config_error_is_one_message_naming_the_file_and_key() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // A missing file is named too.
     let missing = dir.path().join("missing.toml");
-    let (code, _, stderr) = glwarden(&["status"], Some(&missing));
+    let (code, _, stderr) = glwarden_out(&["status"], Some(&missing));
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
 }

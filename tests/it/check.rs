@@ -1,13 +1,11 @@
 //! The check engine against the simulator: every state from real answers,
 //! pagination, renames, transient failures, revoked tokens and rate limits.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use gitlab_sim::{Fault, FaultKind, HookSpec};
 use glwarden::health::{Component, State};
+use glwarden_testkit::*;
 
 #[tokio::test]
 async fn repository_states_come_from_gitlab_answers() {
@@ -270,13 +268,13 @@ async fn our_hook_is_found_on_a_later_page_and_duplicates_are_noted() {
 async fn a_project_configured_by_path_is_resolved_once_and_followed_by_id_after_a_rename() {
     let fx = Fixture::new().await;
     let p = fx.connect("acme/app");
-    let config = fx.write_config(&[], "");
-    let text = std::fs::read_to_string(&config).unwrap()
-        + &format!(
+    let config = fx.write_config(
+        &[],
+        &format!(
             "[[projects]]\nconnection = \"main\"\npath = \"acme/app\"\ndeploy_key = {:?}\n",
             p.key.public_openssh
-        );
-    std::fs::write(&config, text).unwrap();
+        ),
+    );
     let (checker, store) = fx.checker(&config).await;
     fx.check(&checker).await;
     assert_eq!(states(&store, p.id).await, HEALTHY);
