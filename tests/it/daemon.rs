@@ -1,6 +1,8 @@
-//! `glwarden run` as a real child process against the simulator, with a fast
-//! schedule: endpoints, metrics, spreading, no overlap, pacing, 429 pauses,
-//! revoked connections, reload and graceful shutdown.
+//! `glwarden run` against the simulator, with a fast schedule: endpoints,
+//! metrics, spreading, no overlap, pacing, 429 pauses, reload and graceful
+//! shutdown run the daemon in this process ([`AppDaemon`]); what needs a
+//! process (the signals themselves, the log, a stuck sweep, half-sent
+//! requests) runs `glwarden run` as a child.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -39,7 +41,7 @@ fn user_probes(requests: &[RequestRecord]) -> Vec<DateTime<Utc>> {
 async fn endpoints_metrics_recovery_and_reload() {
     let (fx, projects, config, listen) = setup(2, "*/1 * * * * *", 0.5, "").await;
     fx.sim.remove_hook(projects[1].id, projects[1].hook_id);
-    let mut daemon = fx.start_daemon(&config, &listen).await;
+    let mut daemon = fx.spawn_daemon(&config).await;
 
     assert_eq!(daemon.get("/healthz").await.0, 200);
     assert_eq!(daemon.get("/readyz").await.0, 200);
@@ -113,7 +115,7 @@ async fn endpoints_metrics_recovery_and_reload() {
         .daemon("*/1 * * * * *", 0.5)
         .listen_on(&listen)
         .write();
-    daemon.signal("HUP");
+    daemon.reload().await;
     wait_until(
         "p0 to leave the metrics",
         Duration::from_secs(15),
@@ -127,23 +129,21 @@ async fn endpoints_metrics_recovery_and_reload() {
     )
     .await;
 
-    let status = daemon.stop().await;
-    assert!(status.success(), "exit {status:?}: {}", daemon.log());
+    daemon.stop().await.expect("the daemon stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sweeps_are_spread_over_the_interval_and_never_overlap() {
-    let (fx, projects, config, listen) = setup(6, "*/1 * * * * *", 0.8, "concurrency = 8\n").await;
+    let (fx, projects, config, _) = setup(6, "*/1 * * * * *", 0.8, "concurrency = 8\n").await;
     // Each project takes ~1.2 s (three requests of 400 ms): a sweep outlasts the 1 s schedule.
     fx.sim.set_latency(Duration::from_millis(400));
-    let mut daemon = fx.start_daemon(&config, &listen).await;
+    let mut daemon = fx.spawn_daemon(&config).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let skipped = daemon
         .metric("glwarden_sweeps_skipped_total")
         .await
         .unwrap_or(0.0);
-    let status = daemon.stop().await;
-    assert!(status.success(), "{}", daemon.log());
+    daemon.stop().await.expect("the daemon stops cleanly");
     assert!(
         skipped >= 1.0,
         "ticks during a running sweep are skipped and counted: {skipped}"
@@ -186,9 +186,9 @@ async fn a_connection_stays_within_its_request_budget() {
         .listen_on(&listen)
         .edit(|c| c.connections.get_mut("main").unwrap().requests_per_minute = fx_rpm)
         .write();
-    let mut daemon = fx.start_daemon(&config, &listen).await;
+    let mut daemon = fx.spawn_daemon(&config).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(daemon.stop().await.success(), "{}", daemon.log());
+    daemon.stop().await.expect("the daemon stops cleanly");
 
     let times: Vec<DateTime<Utc>> = fx.sim.requests().iter().map(|r| r.at).collect();
     assert!(times.len() >= 10, "{} requests", times.len());
@@ -214,8 +214,8 @@ async fn a_connection_stays_within_its_request_budget() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_silences_the_connection_for_retry_after() {
-    let (fx, projects, config, listen) = setup(3, "*/1 * * * * *", 0.2, "").await;
-    let mut daemon = fx.start_daemon(&config, &listen).await;
+    let (fx, projects, config, _) = setup(3, "*/1 * * * * *", 0.2, "").await;
+    let mut daemon = fx.spawn_daemon(&config).await;
     fx.sim.inject(
         Fault::on(
             format!("/projects/{}/hooks", projects[1].id),
@@ -236,7 +236,7 @@ async fn a_429_silences_the_connection_for_retry_after() {
             .await,
         Some(1.0)
     );
-    assert!(daemon.stop().await.success());
+    daemon.stop().await.expect("the daemon stops cleanly");
 
     let requests = fx.sim.requests();
     let limited = requests.iter().find(|r| r.status == 429).unwrap().at;
@@ -289,9 +289,9 @@ async fn a_revoked_connection_costs_one_request_per_sweep() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_during_a_sweep_exits_0_with_every_started_check_recorded() {
-    let (fx, projects, config, listen) = setup(8, "*/1 * * * * *", 0.0, "concurrency = 2\n").await;
-    let mut daemon = fx.start_daemon(&config, &listen).await;
+async fn a_shutdown_during_a_sweep_records_every_started_check() {
+    let (fx, projects, config, _) = setup(8, "*/1 * * * * *", 0.0, "concurrency = 2\n").await;
+    let mut daemon = fx.spawn_daemon(&config).await;
     // Slow GitLab: a sweep of 8 projects, 2 at a time, takes about 4 s.
     fx.sim.set_latency(Duration::from_millis(300));
     fx.sim.clear_requests();
@@ -304,8 +304,7 @@ async fn sigterm_during_a_sweep_exits_0_with_every_started_check_recorded() {
             >= 2
     })
     .await;
-    let status = daemon.stop().await;
-    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    daemon.stop().await.expect("the daemon stops cleanly");
 
     let requests = fx.sim.requests();
     let sweep_start = *user_probes(&requests).last().unwrap();
@@ -336,7 +335,7 @@ async fn sigterm_during_a_sweep_exits_0_with_every_started_check_recorded() {
     }
     assert!(
         started >= 2 && started < projects.len(),
-        "{started} checks had started when SIGTERM came"
+        "{started} checks had started when the shutdown came"
     );
     store.close().await;
 }
@@ -425,7 +424,7 @@ async fn metrics_ask_for_the_bearer_token_when_one_is_configured() {
         ),
     )
     .unwrap();
-    let daemon = fx.start_daemon(&config, &listen).await;
+    let daemon = fx.spawn_daemon(&config).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("http://{listen}/metrics");
     let status =
@@ -604,4 +603,24 @@ async fn a_sweep_past_its_deadline_is_cancelled_and_a_stuck_one_fails_healthz() 
     assert!(daemon.stop().await.success());
     let log = daemon.log();
     assert!(log.contains("sweep past its deadline"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_reach_the_daemon_sighup_reloads_and_sigterm_exits_0() {
+    let (fx, _projects, config, listen) = setup(1, "*/1 * * * * *", 0.5, "").await;
+    let mut daemon = fx.start_daemon(&config, &listen).await;
+    daemon.signal("HUP");
+    wait_until(
+        "the reload request in the log",
+        Duration::from_secs(10),
+        || async { daemon.log().contains("reload requested") },
+    )
+    .await;
+    wait_until("the reload", Duration::from_secs(10), || async {
+        daemon.log().contains("configuration reloaded")
+    })
+    .await;
+    let status = daemon.stop().await;
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    assert!(daemon.log().contains("stopped"), "{}", daemon.log());
 }

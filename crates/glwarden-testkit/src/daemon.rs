@@ -1,5 +1,7 @@
-//! The `glwarden` binary: one-shot commands, and `glwarden run` as a child
-//! process whose endpoints a test reads.
+//! The daemon under test: `glwarden run` in the test's own process
+//! ([`AppDaemon`]), or the `glwarden` binary as a child process
+//! ([`DaemonProcess`]) where the test needs a process (SIGKILL, signals,
+//! its log, a faked clock); and one-shot commands.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -87,17 +89,11 @@ impl DaemonProcess {
 
     /// Whether `/readyz` answers 200 now.
     pub async fn ready(&self) -> bool {
-        matches!(
-            reqwest::get(format!("http://{}/readyz", self.listen)).await,
-            Ok(r) if r.status() == 200
-        )
+        ready(&self.listen).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = reqwest::get(format!("http://{}{path}", self.listen))
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        get(&self.listen, path).await
     }
 
     pub async fn metrics(&self) -> String {
@@ -106,11 +102,7 @@ impl DaemonProcess {
 
     /// The value of one sample line of `/metrics` (exact name and labels as rendered).
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        self.metrics().await.lines().find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
+        sample(&self.metrics().await, series)
     }
 
     pub fn signal(&self, sig: &str) {
@@ -200,4 +192,118 @@ impl Fixture {
         }
         daemon
     }
+}
+
+/// `glwarden run` inside the test's own process: [`Daemon::build`] on the
+/// configuration file, then [`Daemon::run_until`] on a task, with a
+/// shutdown and a reload the test triggers (the command line wires
+/// SIGTERM/SIGINT and SIGHUP to the same two).
+///
+/// [`Daemon::build`]: glwarden::daemon::Daemon::build
+/// [`Daemon::run_until`]: glwarden::daemon::Daemon::run_until
+pub struct AppDaemon {
+    pub listen: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    reload: tokio::sync::mpsc::Sender<()>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl AppDaemon {
+    /// Builds and runs the daemon on `config`; returns once `/readyz`
+    /// answers 200.
+    pub async fn start(config: &Path) -> AppDaemon {
+        let cfg = glwarden::config::Config::load(config).expect("the test's config loads");
+        let (daemon, addr) = glwarden::daemon::Daemon::build(std::sync::Arc::new(cfg))
+            .await
+            .expect("the daemon builds");
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(daemon.run_until(
+            async {
+                let _ = stop.await;
+            },
+            reloads,
+        ));
+        let app = AppDaemon {
+            listen: addr.to_string(),
+            shutdown: Some(shutdown),
+            reload,
+            task: Some(task),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready(&app.listen).await {
+            assert!(Instant::now() < deadline, "daemon not ready in 30s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        app
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        get(&self.listen, path).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.1
+    }
+
+    /// The value of one sample line of `/metrics` (exact name and labels as rendered).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics().await, series)
+    }
+
+    /// What SIGHUP does: the configuration file is read again before the next sweep.
+    pub async fn reload(&self) {
+        self.reload.send(()).await.expect("the daemon is running");
+    }
+
+    /// What SIGTERM does; returns what `run_until` returned (at most 60 s).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let task = self.task.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the daemon stops within 60 s")
+            .expect("the daemon's task does not panic")
+    }
+}
+
+impl Drop for AppDaemon {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Fixture {
+    /// [`AppDaemon::start`]: the daemon in this process.
+    pub async fn spawn_daemon(&self, config: &Path) -> AppDaemon {
+        AppDaemon::start(config).await
+    }
+}
+
+/// Whether `/readyz` at `listen` answers 200 now.
+async fn ready(listen: &str) -> bool {
+    matches!(
+        reqwest::get(format!("http://{listen}/readyz")).await,
+        Ok(r) if r.status() == 200
+    )
+}
+
+async fn get(listen: &str, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{listen}{path}"))
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// One sample line's value in a `/metrics` text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }

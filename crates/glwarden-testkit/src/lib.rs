@@ -14,7 +14,7 @@ mod read;
 mod repair;
 
 pub use config::{ConfigBuilder, oauth_connection};
-pub use daemon::{DaemonProcess, free_listen, free_port, glwarden, glwarden_bin, run};
+pub use daemon::{AppDaemon, DaemonProcess, free_listen, free_port, glwarden, glwarden_bin, run};
 pub use fixture::{Connected, Fixture, HOOK_TEMPLATE, TOKEN, secret_file};
 pub use read::{
     BROKEN, HEALTHY, active_ids, component, connection_state, metric_sum, states, stored_project,
