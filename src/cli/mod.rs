@@ -126,7 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         println!("# configuration OK: {}", cfg.file.display());
         return Ok(0);
     }
-    let store = Store::open(&cfg.raw.store.path).await?;
+    let store = Store::connect(&cfg.store).await?;
     if let Command::Connection(ConnectionCommand::Move { name, to }) = command {
         let outcome = move_connection(&cfg, &store, &name, &to).await;
         store.close().await;

@@ -15,11 +15,13 @@ use url::Url;
 
 mod schema;
 mod secrets;
+mod store;
 mod validate;
 
 pub use schema::*;
 pub use secrets::read_secret_file;
 use secrets::{SecretSource, load_ca_bundle, load_oauth, load_token};
+pub use store::StoreTarget;
 use validate::validate;
 pub use validate::{expand_url_template, expected_hook_url, parse_base_url, validate_url_template};
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// `schedule.cron`, parsed once here (validation checked it).
     pub cron: croner::Cron,
+    /// The store: a SQLite file or a PostgreSQL database, its password loaded.
+    pub store: StoreTarget,
 }
 
 /// A connection ready to use: where it points and its credential.
@@ -101,7 +105,8 @@ impl Config {
     /// older GitLab releases do not return (a hook there is judged without
     /// them; the detail says so). Each names the key at fault.
     pub fn warnings(&self) -> Vec<String> {
-        self.raw
+        let mut warnings: Vec<String> = self
+            .raw
             .expect
             .webhook_events
             .iter()
@@ -114,7 +119,14 @@ impl Config {
                     )
                 })
             })
-            .collect()
+            .collect();
+        if store::path_is_ignored(&self.raw.store) {
+            warnings.push(format!(
+                "{}: store.path is not used: store.url names a PostgreSQL database",
+                self.file.display()
+            ));
+        }
+        warnings
     }
 
     /// Reads `file`, applies environment overrides, validates, loads secrets.
@@ -183,6 +195,8 @@ impl Config {
         .map(|(token, _)| token);
         let cron = parse_cron(&raw.schedule.cron)
             .map_err(|reason| invalid("schedule.cron".into(), reason))?;
+        let store =
+            store::store_target(&raw.store).map_err(|(key, reason)| invalid(key, reason))?;
         Ok(Config {
             file: file.to_owned(),
             raw,
@@ -190,6 +204,7 @@ impl Config {
             custody: std::sync::Arc::new(custody),
             metrics_token,
             cron,
+            store,
         })
     }
 

@@ -40,21 +40,37 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// SQLite database file. Default: `$STATE_DIRECTORY/glwarden.db` under
-    /// systemd, else `./glwarden.db`.
+    /// SQLite database file, the embedded default. Default:
+    /// `$STATE_DIRECTORY/glwarden.db` under systemd, else `./glwarden.db`.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// PostgreSQL instead: `postgres://USER@HOST[:PORT]/DATABASE`, TLS
+    /// options (`sslmode`, `sslrootcert`) in its query; never a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The PostgreSQL password: one of a file, an environment variable or
+    /// a systemd credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_credential: Option<String>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            url: None,
+            password_file: None,
+            password_env: None,
+            password_credential: None,
         }
     }
 }
 
-fn default_store_path() -> PathBuf {
+pub(super) fn default_store_path() -> PathBuf {
     match std::env::var_os("STATE_DIRECTORY") {
         // systemd may pass several colon-separated directories; the first is ours.
         Some(dirs) => {

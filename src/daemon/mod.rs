@@ -74,6 +74,8 @@ pub struct Daemon {
     liveness: Arc<Liveness>,
     /// How often the loop turns (feeds the watchdog, beats for `/healthz`).
     beat: Duration,
+    /// The database held for this daemon alone (PostgreSQL).
+    held: Option<crate::store::Held>,
 }
 
 impl Daemon {
@@ -84,7 +86,8 @@ impl Daemon {
         for warning in cfg.warnings() {
             tracing::warn!("{warning}");
         }
-        let store = Store::open(&cfg.raw.store.path).await?;
+        let store = Store::connect(&cfg.store).await?;
+        let held = store.hold_alone(&cfg.store.to_string()).await?;
         // Refused before anything is served or asked: see `connection move`.
         store.verify_connections(cfg.connection_urls()).await?;
         let metrics = Metrics::new(cfg.raw.metrics.per_project);
@@ -117,6 +120,7 @@ impl Daemon {
             listener,
             liveness,
             beat,
+            held,
         };
         Ok((daemon, addr))
     }
@@ -139,6 +143,7 @@ impl Daemon {
             listener,
             liveness,
             beat,
+            held,
         } = self;
         let stop_server = CancellationToken::new();
         let server = {
@@ -294,6 +299,7 @@ impl Daemon {
         }
         stop_server.cancel();
         let _ = server.await;
+        drop(held);
         store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -1,7 +1,7 @@
 //! The `connections` table: each configured connection's name and the
 //! instance (base URL) its stored ids belong to.
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 use chrono::Utc;
 
 /// Whether two base URLs name the same address once parsed
@@ -18,20 +18,22 @@ impl Store {
     pub async fn connection_id(&self, name: &str, base_url: &str) -> Result<i64, StoreError> {
         // Registered once; a later url never overwrites the instance the
         // stored ids belong to (`move_connection` does, on a person's word).
-        sqlx::query(
-            "INSERT INTO connections (name, base_url, created_at) VALUES (?1, ?2, ?3)
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO connections (name, base_url, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(base_url)
         .bind(Utc::now())
-        .execute(&self.pool)
-        .await?;
-        let (id, stored): (i64, String) =
-            sqlx::query_as("SELECT id, base_url FROM connections WHERE name = ?1")
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        let (id, stored): (i64, String) = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, base_url FROM connections WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_one(pool)
+        .await)?;
         if !same_address(&stored, base_url) {
             return Err(StoreError::ConnectionMoved {
                 name: name.to_owned(),
@@ -50,11 +52,13 @@ impl Store {
         configured: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<(), StoreError> {
         let stored: std::collections::HashMap<String, String> =
-            sqlx::query_as("SELECT name, base_url FROM connections")
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .collect();
+            on_pool!(self, |pool| sqlx::query_as(
+                "SELECT name, base_url FROM connections"
+            )
+            .fetch_all(pool)
+            .await)?
+            .into_iter()
+            .collect();
         for (name, url) in configured {
             if let Some(was) = stored.get(name).filter(|was| !same_address(was, url)) {
                 return Err(StoreError::ConnectionMoved {
@@ -75,36 +79,38 @@ impl Store {
         name: &str,
         to: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let found: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, base_url FROM connections WHERE name = ?1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let found: Option<(i64, String)> =
+                sqlx::query_as("SELECT id, base_url FROM connections WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((id, was)) = found else {
+                return Ok(None);
+            };
+            sqlx::query("UPDATE connections SET base_url = $2 WHERE id = $1")
+                .bind(id)
+                .bind(to)
+                .execute(&mut *tx)
                 .await?;
-        let Some((id, was)) = found else {
-            return Ok(None);
-        };
-        sqlx::query("UPDATE connections SET base_url = ?2 WHERE id = ?1")
+            let projects: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM projects WHERE connection_id = $1 AND removed_at IS NULL",
+            )
             .bind(id)
-            .bind(to)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-        let projects: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM projects WHERE connection_id = ?1 AND removed_at IS NULL",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some((was, projects)))
+            tx.commit().await?;
+            Ok(Some((was, projects)))
+        })
     }
 
     /// Connection names by id.
     pub async fn connections(&self) -> Result<Vec<(i64, String)>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, (i64, String)>("SELECT id, name FROM connections ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, (i64, String)>(
+            "SELECT id, name FROM connections ORDER BY name"
         )
+        .fetch_all(pool)
+        .await)?)
     }
 }

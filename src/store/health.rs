@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
+use super::quiet::{self, count_quiet, settle, unsettle};
 use super::transitions::{Transition, TransitionRow};
-use super::{ROWS_PER_STATEMENT, Store, StoreError, id_list, quiet};
+use super::{BeginWrite, ROWS_PER_STATEMENT, Store, StoreError};
 use crate::health::{Component, Finding, Observation, State};
 
 /// Current health of one component of one subject.
@@ -56,6 +57,46 @@ impl HealthRow {
     }
 }
 
+/// The observations (`observed`, at `now`) as the rows they would make: a
+/// definite answer as a first row, or an undecided one as a pending
+/// condition with no state yet; `WHERE true` lets SQLite parse the ON
+/// CONFLICT that follows a SELECT.
+const INSERT_OBSERVED: &str = ")
+    INSERT INTO health (component, subject_id, state, detail, since, consecutive,
+                        last_checked, pending, pending_detail, pending_since,
+                        finding, pending_finding)
+    SELECT component, subject_id, state,
+           CASE WHEN state IS NULL THEN '' ELSE text END,
+           CASE WHEN state IS NULL THEN NULL ELSE now.at END,
+           CASE WHEN state IS NULL THEN 0 ELSE 1 END,
+           now.at,
+           pending,
+           CASE WHEN pending IS NULL THEN NULL ELSE text END,
+           CASE WHEN pending IS NULL THEN NULL ELSE now.at END,
+           CASE WHEN state IS NULL THEN NULL ELSE finding END,
+           CASE WHEN pending IS NULL THEN NULL ELSE finding END
+    FROM observed, now WHERE true";
+
+/// A batch split so that no component appears twice in one statement, in
+/// order: the k-th observation of a component goes to the k-th statement.
+/// PostgreSQL refuses an upsert that touches a row twice ("ON CONFLICT DO
+/// UPDATE command cannot affect row a second time"); SQLite folds them in
+/// order, and so, statement after statement, do both.
+fn rounds<'a, T>(chunk: &[&'a (Component, i64, T)]) -> Vec<Vec<&'a (Component, i64, T)>> {
+    let mut seen: std::collections::HashMap<(Component, i64), usize> =
+        std::collections::HashMap::with_capacity(chunk.len());
+    let mut rounds: Vec<Vec<&'a (Component, i64, T)>> = Vec::new();
+    for row in chunk {
+        let k = seen.entry((row.0, row.1)).or_insert(0);
+        if rounds.len() <= *k {
+            rounds.push(Vec::new());
+        }
+        rounds[*k].push(row);
+        *k += 1;
+    }
+    rounds
+}
+
 /// How an observation (the row `record` tries to insert, `excluded`) folds
 /// into the component's current health. A definite answer moves the state:
 /// `since` and a count of 1 when it changed, one more consecutive check when
@@ -90,31 +131,37 @@ impl Store {
         component: Component,
         subject_id: i64,
     ) -> Result<Option<HealthRow>, StoreError> {
-        Ok(sqlx::query_as::<_, HealthRow>(
-            "SELECT * FROM health_now WHERE component = ?1 AND subject_id = ?2",
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, HealthRow>(
+            "SELECT * FROM health_now WHERE component = $1 AND subject_id = $2",
         )
         .bind(component.as_str())
         .bind(subject_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Current health of every component.
     pub async fn all_health(&self) -> Result<Vec<HealthRow>, StoreError> {
-        Ok(sqlx::query_as::<_, HealthRow>("SELECT * FROM health_now")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, HealthRow>(
+            "SELECT * FROM health_now"
+        )
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// The health rows of the given subjects, whatever their component (the
     /// caller tells a connection's rows from a project's by component).
     pub async fn health_of(&self, subject_ids: &[i64]) -> Result<Vec<HealthRow>, StoreError> {
-        Ok(sqlx::query_as::<_, HealthRow>(
-            "SELECT * FROM health_now WHERE subject_id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(id_list(subject_ids))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(on_pool!(self, |pool, engine| {
+            sqlx::query_as::<_, HealthRow>(engine.pick(
+                "SELECT * FROM health_now WHERE subject_id IN (SELECT value FROM json_each($1))",
+                "SELECT * FROM health_now
+             WHERE subject_id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))",
+            ))
+            .bind(super::id_list(subject_ids))
+            .fetch_all(pool)
+            .await
+        })?)
     }
 
     /// Records a batch of observations in one transaction; returns the
@@ -131,82 +178,71 @@ impl Store {
         batch: &[(Component, i64, Observation)],
         now: DateTime<Utc>,
     ) -> Result<Vec<(Component, i64, Transition)>, StoreError> {
-        // As sqlx writes a DateTime<Utc>, so that rows read back the same.
-        let at = now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
         let digests = quiet::digests(batch);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let last_before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM transitions")
-            .fetch_one(&mut *tx)
+        let written = on_pool!(self, |pool, engine| {
+            let mut tx = pool.begin_write().await?;
+            let last_before: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM transitions")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let quiet = count_quiet!(tx, digests, now).await?;
+            let loud: Vec<_> = batch
+                .iter()
+                .filter(|(component, id, _)| !component.is_project() || !quiet.contains(id))
+                .collect();
+            let mut loud_projects: Vec<i64> = loud
+                .iter()
+                .filter(|(component, ..)| component.is_project())
+                .map(|(_, id, _)| *id)
+                .collect();
+            loud_projects.sort_unstable();
+            loud_projects.dedup();
+            unsettle!(tx, engine, &loud_projects).await?;
+            for chunk in loud.chunks(ROWS_PER_STATEMENT) {
+                for round in rounds(chunk) {
+                    // The time is bound once; each observation binds only what it
+                    // says, and the first row it would make is derived from that.
+                    let mut upsert = sqlx::QueryBuilder::new("WITH now(at) AS (SELECT ");
+                    upsert.push_bind(now);
+                    upsert.push(
+                        "), observed(component, subject_id, state, text, pending, finding) AS (",
+                    );
+                    upsert.push_values(round, |mut b, (component, subject_id, observation)| {
+                        let (state, pending, text) = match observation {
+                            Observation::Definite { state, detail, .. } => {
+                                (Some(*state), None, detail)
+                            }
+                            Observation::Unknown { reason: text, .. }
+                            | Observation::Blocked { cause: text } => {
+                                (None, Some(observation.state()), text)
+                            }
+                        };
+                        b.push_bind(*component)
+                            .push_bind(*subject_id)
+                            .push_bind(state)
+                            .push_bind(text.as_str())
+                            .push_bind(pending)
+                            .push_bind(observation.finding());
+                    });
+                    upsert.push(INSERT_OBSERVED);
+                    upsert.push(FOLD_OBSERVATION);
+                    upsert.build().execute(&mut *tx).await?;
+                }
+            }
+            let written_in_full: Vec<_> = digests
+                .iter()
+                .filter(|digest| !quiet.contains(&digest.project_id))
+                .collect();
+            settle!(tx, written_in_full, now).await?;
+            let written = sqlx::query_as::<_, TransitionRow>(
+                "SELECT * FROM transitions WHERE id > $1 ORDER BY id",
+            )
+            .bind(last_before)
+            .fetch_all(&mut *tx)
             .await?;
-        let quiet = quiet::count_quiet(&mut tx, &digests, &at).await?;
-        let loud: Vec<_> = batch
-            .iter()
-            .filter(|(component, id, _)| !component.is_project() || !quiet.contains(id))
-            .collect();
-        let mut loud_projects: Vec<i64> = loud
-            .iter()
-            .filter(|(component, ..)| component.is_project())
-            .map(|(_, id, _)| *id)
-            .collect();
-        loud_projects.sort_unstable();
-        loud_projects.dedup();
-        quiet::unsettle(&mut tx, &loud_projects).await?;
-        for chunk in loud.chunks(ROWS_PER_STATEMENT) {
-            // The time is bound once; each observation binds only what it
-            // says, and the first row it would make is derived from that.
-            let mut upsert = sqlx::QueryBuilder::new("WITH now(at) AS (SELECT ");
-            upsert.push_bind(at.as_str());
-            upsert.push("), observed(component, subject_id, state, text, pending, finding) AS (");
-            upsert.push_values(chunk, |mut b, (component, subject_id, observation)| {
-                let (state, pending, text) = match observation {
-                    Observation::Definite { state, detail, .. } => (Some(*state), None, detail),
-                    Observation::Unknown { reason: text, .. }
-                    | Observation::Blocked { cause: text } => {
-                        (None, Some(observation.state()), text)
-                    }
-                };
-                b.push_bind(*component)
-                    .push_bind(*subject_id)
-                    .push_bind(state)
-                    .push_bind(text.as_str())
-                    .push_bind(pending)
-                    .push_bind(observation.finding());
-            });
-            // A definite answer as a first row, or an undecided one as a
-            // pending condition with no state yet; `WHERE true` lets SQLite
-            // parse the ON CONFLICT that follows a SELECT.
-            upsert.push(
-                ")
-                INSERT INTO health (component, subject_id, state, detail, since, consecutive,
-                                    last_checked, pending, pending_detail, pending_since,
-                                    finding, pending_finding)
-                SELECT component, subject_id, state,
-                       CASE WHEN state IS NULL THEN '' ELSE text END,
-                       CASE WHEN state IS NULL THEN NULL ELSE now.at END,
-                       state IS NOT NULL,
-                       now.at,
-                       pending,
-                       CASE WHEN pending IS NULL THEN NULL ELSE text END,
-                       CASE WHEN pending IS NULL THEN NULL ELSE now.at END,
-                       CASE WHEN state IS NULL THEN NULL ELSE finding END,
-                       CASE WHEN pending IS NULL THEN NULL ELSE finding END
-                FROM observed, now WHERE true",
-            );
-            upsert.push(FOLD_OBSERVATION);
-            upsert.build().execute(&mut *tx).await?;
-        }
-        let written_in_full: Vec<_> = digests
-            .iter()
-            .filter(|digest| !quiet.contains(&digest.project_id))
-            .collect();
-        quiet::settle(&mut tx, &written_in_full, &at).await?;
-        let written = sqlx::query_as::<_, TransitionRow>(
-            "SELECT * FROM transitions WHERE id > ?1 ORDER BY id",
-        )
-        .bind(last_before)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+            tx.commit().await?;
+            written
+        });
         Ok(written
             .into_iter()
             .map(|row| {

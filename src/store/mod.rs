@@ -1,17 +1,49 @@
-//! The SQLite store (sqlx), one file per table: [`connections`], the
-//! [`projects`] inventory, current component [`health`] (with its [`quiet`]
-//! checks), the history of [`transitions`], events and the repair journal
-//! ([`repairs`]), [`oauth`] pairs and the sealing of secrets ([`sealing`]).
+//! The store (sqlx) on SQLite, embedded, or PostgreSQL, one file per table:
+//! [`connections`], the [`projects`] inventory, current component
+//! [`health`] (with its [`quiet`] checks), the history of [`transitions`],
+//! events and the repair journal ([`repairs`]), [`oauth`] pairs and the
+//! sealing of secrets ([`sealing`]).
 //!
-//! The file is created 0600 before SQLite opens it (SQLite gives its WAL and
-//! shared-memory files the same mode), runs in WAL mode with a busy timeout,
-//! and its schema comes from the embedded migrations in `migrations/`.
+//! One store API over both engines: a statement is written once (`$N`
+//! placeholders, which sqlx's SQLite driver also reads) and run by
+//! [`on_pool!`] on whichever pool holds the store, its code compiled once
+//! per engine; where the engines' SQL differs, [`Engine::pick`] chooses the
+//! text.
+//!
+//! SQLite: the file is created 0600 before SQLite opens it (SQLite gives its
+//! WAL and shared-memory files the same mode), runs in WAL mode with a busy
+//! timeout, and its schema comes from the embedded migrations in
+//! `migrations/`. PostgreSQL: its schema from `migrations/postgres/`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+/// Runs the same statement code on the store's pool, whichever engine it
+/// is: `on_pool!(store, |pool| sqlx::query(..).execute(pool).await.map(|done| done.rows_affected()))`. The
+/// body is compiled once per engine.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, |$pool:ident, $engine:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite($pool) => {
+                let $engine = $crate::store::Engine::Sqlite;
+                $body
+            }
+            $crate::store::Db::Postgres($pool) => {
+                let $engine = $crate::store::Engine::Postgres;
+                $body
+            }
+        }
+    };
+}
 
 mod connections;
 mod health;
@@ -55,15 +87,81 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Custody(#[from] CustodyError),
+    /// Another `glwarden run` holds the database (PostgreSQL).
+    #[error(
+        "database {shown}: another glwarden daemon holds it; one replica per database until leadership between replicas is built"
+    )]
+    Held { shown: String },
 }
 
-/// The database. Write transactions start with `BEGIN IMMEDIATE`: a
-/// deferred one that reads first and then writes fails at once
-/// (SQLITE_BUSY_SNAPSHOT) when another connection wrote meanwhile, whatever
-/// the busy timeout.
+/// The database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
+}
+
+/// The engine's pool.
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which engine a statement runs on, where their SQL differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub(crate) fn pick(self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self {
+            Engine::Sqlite => sqlite,
+            Engine::Postgres => postgres,
+        }
+    }
+}
+
+/// A write transaction that has the store to itself until it ends: on
+/// SQLite `BEGIN IMMEDIATE` (a deferred one that reads first and then
+/// writes fails at once, SQLITE_BUSY_SNAPSHOT, when another connection
+/// wrote meanwhile, whatever the busy timeout); on PostgreSQL one
+/// store-wide advisory lock, the same serialization (`record` reads the
+/// last transition id before it writes and the ones after it).
+pub(crate) trait BeginWrite {
+    type Database: sqlx::Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+/// The advisory lock key of store-wide writes (any constant unique to glwarden).
+const WRITE_LOCK: i64 = 0x676c_7761_7264;
+
+/// The advisory lock key a daemon holds for its lifetime ([`Store::hold_alone`]).
+const DAEMON_LOCK: i64 = 0x676c_7761_7265;
+
+/// A daemon's hold on its PostgreSQL database: the session that holds the lock.
+pub struct Held {
+    _connection: sqlx::PgConnection,
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
 }
 
 impl Store {
@@ -94,18 +192,97 @@ impl Store {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Store { pool })
+        Ok(Store {
+            db: Db::Sqlite(pool),
+        })
+    }
+
+    /// Opens the store the configuration names.
+    pub async fn connect(target: &crate::config::StoreTarget) -> Result<Store, StoreError> {
+        match target {
+            crate::config::StoreTarget::Sqlite(path) => Store::open(path).await,
+            crate::config::StoreTarget::Postgres { options, shown } => {
+                Store::open_postgres((**options).clone(), shown).await
+            }
+        }
+    }
+
+    /// Connects to PostgreSQL with `options` and migrates its schema.
+    /// `shown` names the database in errors (never with a password).
+    pub async fn open_postgres(
+        options: sqlx::postgres::PgConnectOptions,
+        shown: &str,
+    ) -> Result<Store, StoreError> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            // sqlx pings every connection it hands out by default: one more
+            // round trip per statement.
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Open {
+                path: shown.to_owned(),
+                reason: e.to_string(),
+            })?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate {
+                path: shown.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Store {
+            db: Db::Postgres(pool),
+        })
+    }
+
+    /// Holds the database for this daemon alone while the returned guard
+    /// lives: on PostgreSQL a session advisory lock on a connection of its
+    /// own, released by the server when the process ends however it ends;
+    /// refused with [`StoreError::Held`] while another daemon holds it. On
+    /// SQLite nothing (one file, one machine). Two daemons on one database
+    /// would both sweep and repair.
+    pub async fn hold_alone(&self, shown: &str) -> Result<Option<Held>, StoreError> {
+        let Db::Postgres(pool) = &self.db else {
+            return Ok(None);
+        };
+        let mut connection = pool.acquire().await?.detach();
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(DAEMON_LOCK)
+            .fetch_one(&mut connection)
+            .await?;
+        if !held {
+            return Err(StoreError::Held {
+                shown: shown.to_owned(),
+            });
+        }
+        Ok(Some(Held {
+            _connection: connection,
+        }))
     }
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the pool (on SQLite, checkpointing the WAL).
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, |pool| pool.close().await)
+    }
+
+    /// The SQLite pool, for tests of SQLite's own behaviour (query plans, file modes).
+    #[cfg(test)]
+    pub(crate) fn sqlite(&self) -> &SqlitePool {
+        match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(_) => panic!("a SQLite store was expected"),
+        }
     }
 }
 
@@ -185,25 +362,83 @@ mod tests {
         }
     }
 
-    /// A new store in a directory of its own (kept while the test holds it).
-    pub(super) async fn empty_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("glwarden.db")).await.unwrap();
-        (dir, store)
+    /// What keeps a test's store alive: its SQLite directory, or the
+    /// PostgreSQL cluster its database is in.
+    #[allow(dead_code)]
+    pub(super) enum Kept {
+        Dir(tempfile::TempDir),
+        Cluster(std::sync::Arc<pg_fixture::Cluster>),
+    }
+
+    tokio::task_local! {
+        /// The engine the running test's stores are on (SQLite outside `on_both_engines!`).
+        pub(super) static ENGINE: Engine;
+    }
+
+    /// Each test body run once per engine, as `NAME::sqlite` and
+    /// `NAME::postgres`: one store suite for both.
+    macro_rules! on_both_engines {
+        ($(async fn $name:ident() $body:block)*) => {$(
+            mod $name {
+                use super::*;
+
+                async fn body() $body
+
+                #[tokio::test]
+                async fn sqlite() {
+                    ENGINE.scope(Engine::Sqlite, body()).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    ENGINE.scope(Engine::Postgres, body()).await
+                }
+            }
+        )*};
+    }
+    pub(super) use on_both_engines;
+
+    /// A new store of its own on the test's engine: a SQLite file in a
+    /// directory of its own, or a new database in the test cluster.
+    pub(super) async fn empty_store() -> (Kept, Store) {
+        match ENGINE.try_with(|engine| *engine).unwrap_or(Engine::Sqlite) {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(&dir.path().join("glwarden.db")).await.unwrap();
+                (Kept::Dir(dir), store)
+            }
+            Engine::Postgres => {
+                let cluster = tokio::task::spawn_blocking(pg_fixture::cluster)
+                    .await
+                    .unwrap();
+                let database = {
+                    let cluster = cluster.clone();
+                    tokio::task::spawn_blocking(move || cluster.create_database())
+                        .await
+                        .unwrap()
+                };
+                let options: sqlx::postgres::PgConnectOptions =
+                    cluster.url(&database).parse().unwrap();
+                let store = Store::open_postgres(options.password(cluster.password()), &database)
+                    .await
+                    .unwrap();
+                (Kept::Cluster(cluster), store)
+            }
+        }
     }
 
     /// The plan SQLite chose for `query`, one step a line.
     pub(super) async fn plan(store: &Store, query: &str) -> String {
         let steps: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(&format!("EXPLAIN QUERY PLAN {query}"))
-                .fetch_all(&store.pool)
+                .fetch_all(store.sqlite())
                 .await
                 .unwrap();
         steps.into_iter().map(|s| s.3 + "\n").collect()
     }
 
     /// A store with one connection and one project, for folding observations.
-    async fn one_project() -> (tempfile::TempDir, Store, i64) {
+    async fn one_project() -> (Kept, Store, i64) {
         let (dir, store) = empty_store().await;
         let conn = store
             .connection_id("main", "https://gitlab.example.com")
@@ -229,191 +464,336 @@ mod tests {
         (row, written.into_iter().map(|(_, _, tr)| tr).collect())
     }
 
-    #[tokio::test]
-    async fn findings_go_with_their_state_or_their_pending_condition() {
-        let (_dir, store, id) = one_project().await;
-        let (hook, repo) = (Component::Webhook, Component::Repository);
-        let duplicates = || {
-            Observation::definite(State::Healthy, "hook 3; duplicate hooks to the same URL: 4")
-                .with_finding(Finding::DuplicateHooks)
-        };
-        let (h, _) = observe(&store, hook, id, duplicates(), "2026-01-01T00:00:00Z").await;
-        assert_eq!(
-            (h.finding, h.pending_finding),
-            (Some(Finding::DuplicateHooks), None)
-        );
-        // An outage keeps the last definite finding, as it keeps the detail.
-        let outage = Observation::unknown("HTTP 502");
-        let (h, _) = observe(&store, hook, id, outage, "2026-01-01T00:05:00Z").await;
-        assert_eq!(
-            (h.finding, h.pending),
-            (Some(Finding::DuplicateHooks), Some(State::Unknown))
-        );
-        // A definite answer without duplicates clears it.
-        let clean = Observation::definite(State::Healthy, "hook 3");
-        let (h, _) = observe(&store, hook, id, clean, "2026-01-01T00:10:00Z").await;
-        assert_eq!((h.finding, h.pending), (None, None));
-        assert!(store.repair_candidates().await.unwrap().is_empty());
+    on_both_engines! {
+        async fn findings_go_with_their_state_or_their_pending_condition() {
+            let (_dir, store, id) = one_project().await;
+            let (hook, repo) = (Component::Webhook, Component::Repository);
+            let duplicates = || {
+                Observation::definite(State::Healthy, "hook 3; duplicate hooks to the same URL: 4")
+                    .with_finding(Finding::DuplicateHooks)
+            };
+            let (h, _) = observe(&store, hook, id, duplicates(), "2026-01-01T00:00:00Z").await;
+            assert_eq!(
+                (h.finding, h.pending_finding),
+                (Some(Finding::DuplicateHooks), None)
+            );
+            // An outage keeps the last definite finding, as it keeps the detail.
+            let outage = Observation::unknown("HTTP 502");
+            let (h, _) = observe(&store, hook, id, outage, "2026-01-01T00:05:00Z").await;
+            assert_eq!(
+                (h.finding, h.pending),
+                (Some(Finding::DuplicateHooks), Some(State::Unknown))
+            );
+            // A definite answer without duplicates clears it.
+            let clean = Observation::definite(State::Healthy, "hook 3");
+            let (h, _) = observe(&store, hook, id, clean, "2026-01-01T00:10:00Z").await;
+            assert_eq!((h.finding, h.pending), (None, None));
+            assert!(store.repair_candidates().await.unwrap().is_empty());
 
-        // A first 404 is a pending condition with its finding; the next
-        // definite answer clears both.
-        let ok = || Observation::definite(State::Ok, "a/b");
-        observe(&store, repo, id, ok(), "2026-01-01T00:00:00Z").await;
-        let once = Observation::unknown("GitLab answers 404 for the project")
-            .with_finding(Finding::NotFoundOnce);
-        let (h, _) = observe(&store, repo, id, once, "2026-01-01T00:05:00Z").await;
-        assert_eq!(
-            (h.state, h.pending, h.pending_finding, h.finding),
-            (
-                Some(State::Ok),
-                Some(State::Unknown),
-                Some(Finding::NotFoundOnce),
-                None
-            )
-        );
-        let (h, _) = observe(&store, repo, id, ok(), "2026-01-01T00:10:00Z").await;
-        assert_eq!((h.pending, h.pending_finding), (None, None));
-    }
-
-    #[tokio::test]
-    async fn a_finding_makes_a_healthy_component_a_repair_candidate() {
-        let (_dir, store, id) = one_project().await;
-        let batch = |hook: Observation| {
-            vec![
+            // A first 404 is a pending condition with its finding; the next
+            // definite answer clears both.
+            let ok = || Observation::definite(State::Ok, "a/b");
+            observe(&store, repo, id, ok(), "2026-01-01T00:00:00Z").await;
+            let once = Observation::unknown("GitLab answers 404 for the project")
+                .with_finding(Finding::NotFoundOnce);
+            let (h, _) = observe(&store, repo, id, once, "2026-01-01T00:05:00Z").await;
+            assert_eq!(
+                (h.state, h.pending, h.pending_finding, h.finding),
                 (
-                    Component::Repository,
-                    id,
-                    Observation::definite(State::Ok, "a/b"),
-                ),
+                    Some(State::Ok),
+                    Some(State::Unknown),
+                    Some(Finding::NotFoundOnce),
+                    None
+                )
+            );
+            let (h, _) = observe(&store, repo, id, ok(), "2026-01-01T00:10:00Z").await;
+            assert_eq!((h.pending, h.pending_finding), (None, None));
+        }
+
+        async fn a_finding_makes_a_healthy_component_a_repair_candidate() {
+            let (_dir, store, id) = one_project().await;
+            let batch = |hook: Observation| {
+                vec![
+                    (
+                        Component::Repository,
+                        id,
+                        Observation::definite(State::Ok, "a/b"),
+                    ),
+                    (
+                        Component::DeployKey,
+                        id,
+                        Observation::definite(State::Healthy, "key 1"),
+                    ),
+                    (Component::Webhook, id, hook),
+                ]
+            };
+            let duplicates = Observation::definite(State::Healthy, "hook 3; duplicate hooks")
+                .with_finding(Finding::DuplicateHooks);
+            store
+                .record(&batch(duplicates.clone()), t("2026-01-01T00:00:00Z"))
+                .await
+                .unwrap();
+            // The same answers again: a quiet check, the finding still read.
+            store
+                .record(&batch(duplicates), t("2026-01-01T00:05:00Z"))
+                .await
+                .unwrap();
+            let candidates = store.repair_candidates().await.unwrap();
+            assert_eq!(candidates.len(), 1, "{candidates:?}");
+            assert_eq!(
                 (
-                    Component::DeployKey,
-                    id,
-                    Observation::definite(State::Healthy, "key 1"),
+                    candidates[0].component,
+                    candidates[0].finding,
+                    candidates[0].consecutive
                 ),
-                (Component::Webhook, id, hook),
-            ]
-        };
-        let duplicates = Observation::definite(State::Healthy, "hook 3; duplicate hooks")
-            .with_finding(Finding::DuplicateHooks);
-        store
-            .record(&batch(duplicates.clone()), t("2026-01-01T00:00:00Z"))
-            .await
-            .unwrap();
-        // The same answers again: a quiet check, the finding still read.
-        store
-            .record(&batch(duplicates), t("2026-01-01T00:05:00Z"))
-            .await
-            .unwrap();
-        let candidates = store.repair_candidates().await.unwrap();
-        assert_eq!(candidates.len(), 1, "{candidates:?}");
-        assert_eq!(
-            (
-                candidates[0].component,
-                candidates[0].finding,
-                candidates[0].consecutive
-            ),
-            (Component::Webhook, Some(Finding::DuplicateHooks), 2)
-        );
-    }
+                (Component::Webhook, Some(Finding::DuplicateHooks), 2)
+            );
+        }
 
-    #[tokio::test]
-    async fn definite_states_count_and_transition() {
-        let (_dir, store, id) = one_project().await;
-        let key = Component::DeployKey;
-        let healthy = || Observation::definite(State::Healthy, "key 1");
-        let (h1, tr) = observe(&store, key, id, healthy(), "2026-01-01T00:00:00Z").await;
-        assert_eq!(tr.len(), 1);
-        assert_eq!((tr[0].from, tr[0].to), (None, State::Healthy));
-        assert_eq!(h1.consecutive, 1);
-        let (h2, tr) = observe(&store, key, id, healthy(), "2026-01-01T00:05:00Z").await;
-        assert!(tr.is_empty());
-        assert_eq!(h2.consecutive, 2);
-        assert_eq!(h2.since, h1.since);
-        assert_eq!(h2.last_checked, Some(t("2026-01-01T00:05:00Z")));
-        let missing = Observation::definite(State::Missing, "gone");
-        let (h3, tr) = observe(&store, key, id, missing, "2026-01-01T00:10:00Z").await;
-        assert_eq!(
-            tr,
-            vec![Transition {
-                from: Some(State::Healthy),
-                to: State::Missing,
-                detail: "gone".into()
-            }]
-        );
-        assert_eq!(h3.consecutive, 1);
-        assert_eq!(h3.since, Some(t("2026-01-01T00:10:00Z")));
-        assert_eq!(h3.detail, "gone");
-        let history = store.transitions(Some(id), 10).await.unwrap();
-        assert_eq!(history.len(), 2, "one row per change, none for the repeat");
-        assert_eq!(history[0].at, t("2026-01-01T00:10:00Z"));
-    }
+        async fn definite_states_count_and_transition() {
+            let (_dir, store, id) = one_project().await;
+            let key = Component::DeployKey;
+            let healthy = || Observation::definite(State::Healthy, "key 1");
+            let (h1, tr) = observe(&store, key, id, healthy(), "2026-01-01T00:00:00Z").await;
+            assert_eq!(tr.len(), 1);
+            assert_eq!((tr[0].from, tr[0].to), (None, State::Healthy));
+            assert_eq!(h1.consecutive, 1);
+            let (h2, tr) = observe(&store, key, id, healthy(), "2026-01-01T00:05:00Z").await;
+            assert!(tr.is_empty());
+            assert_eq!(h2.consecutive, 2);
+            assert_eq!(h2.since, h1.since);
+            assert_eq!(h2.last_checked, Some(t("2026-01-01T00:05:00Z")));
+            let missing = Observation::definite(State::Missing, "gone");
+            let (h3, tr) = observe(&store, key, id, missing, "2026-01-01T00:10:00Z").await;
+            assert_eq!(
+                tr,
+                vec![Transition {
+                    from: Some(State::Healthy),
+                    to: State::Missing,
+                    detail: "gone".into()
+                }]
+            );
+            assert_eq!(h3.consecutive, 1);
+            assert_eq!(h3.since, Some(t("2026-01-01T00:10:00Z")));
+            assert_eq!(h3.detail, "gone");
+            let history = store.transitions(Some(id), 10).await.unwrap();
+            assert_eq!(history.len(), 2, "one row per change, none for the repeat");
+            assert_eq!(history[0].at, t("2026-01-01T00:10:00Z"));
+        }
 
-    #[tokio::test]
-    async fn unknown_keeps_the_last_known_state() {
-        let (_dir, store, id) = one_project().await;
-        let hook = Component::Webhook;
-        let healthy = || Observation::definite(State::Healthy, "hook 3");
-        let unknown = || Observation::unknown("HTTP 502");
-        // Undecided before anything is known: pending, no state, no history.
-        let (h0, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:00:00Z").await;
-        assert!(tr.is_empty());
-        assert_eq!((h0.state.map(State::as_str), h0.consecutive), (None, 0));
-        assert_eq!(h0.pending.map(State::as_str), Some("unknown"));
-        let (h1, _) = observe(&store, hook, id, healthy(), "2026-01-01T00:01:00Z").await;
-        assert_eq!(
-            (h1.state.map(State::as_str), h1.pending.map(State::as_str)),
-            (Some("healthy"), None)
-        );
-        let (h2, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:05:00Z").await;
-        assert!(tr.is_empty(), "a transient failure is not a transition");
-        assert_eq!(h2.state.map(State::as_str), Some("healthy"));
-        assert_eq!((h2.detail.as_str(), h2.consecutive), ("hook 3", 1));
-        assert_eq!(h2.shown_state(), State::Unknown);
-        assert!(h2.shown_detail().contains("last known: healthy"));
-        assert_eq!(h2.pending_since, Some(t("2026-01-01T00:05:00Z")));
-        // Still failing: the pending condition keeps its start.
-        let (h3, _) = observe(&store, hook, id, unknown(), "2026-01-01T00:06:00Z").await;
-        assert_eq!(h3.pending_since, Some(t("2026-01-01T00:05:00Z")));
-        assert_eq!(h3.last_checked, Some(t("2026-01-01T00:06:00Z")));
-        // A different undecided condition starts over.
-        let blocked = Observation::Blocked {
-            cause: "connection is unauthorized".into(),
-        };
-        let (h4, _) = observe(&store, hook, id, blocked, "2026-01-01T00:07:00Z").await;
-        assert_eq!(h4.pending.map(State::as_str), Some("blocked"));
-        assert_eq!(h4.pending_since, Some(t("2026-01-01T00:07:00Z")));
-        // Recovery clears the pending condition and keeps counting the same state.
-        let (h5, tr) = observe(&store, hook, id, healthy(), "2026-01-01T00:10:00Z").await;
-        assert!(tr.is_empty());
-        assert_eq!(
-            (&h5.pending, &h5.pending_detail, h5.pending_since),
-            (&None, &None, None)
-        );
-        assert_eq!(h5.consecutive, 2);
-        assert_eq!(h5.since, h1.since);
-        assert_eq!(h5.shown_state(), State::Healthy);
-    }
+        async fn unknown_keeps_the_last_known_state() {
+            let (_dir, store, id) = one_project().await;
+            let hook = Component::Webhook;
+            let healthy = || Observation::definite(State::Healthy, "hook 3");
+            let unknown = || Observation::unknown("HTTP 502");
+            // Undecided before anything is known: pending, no state, no history.
+            let (h0, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:00:00Z").await;
+            assert!(tr.is_empty());
+            assert_eq!((h0.state.map(State::as_str), h0.consecutive), (None, 0));
+            assert_eq!(h0.pending.map(State::as_str), Some("unknown"));
+            let (h1, _) = observe(&store, hook, id, healthy(), "2026-01-01T00:01:00Z").await;
+            assert_eq!(
+                (h1.state.map(State::as_str), h1.pending.map(State::as_str)),
+                (Some("healthy"), None)
+            );
+            let (h2, tr) = observe(&store, hook, id, unknown(), "2026-01-01T00:05:00Z").await;
+            assert!(tr.is_empty(), "a transient failure is not a transition");
+            assert_eq!(h2.state.map(State::as_str), Some("healthy"));
+            assert_eq!((h2.detail.as_str(), h2.consecutive), ("hook 3", 1));
+            assert_eq!(h2.shown_state(), State::Unknown);
+            assert!(h2.shown_detail().contains("last known: healthy"));
+            assert_eq!(h2.pending_since, Some(t("2026-01-01T00:05:00Z")));
+            // Still failing: the pending condition keeps its start.
+            let (h3, _) = observe(&store, hook, id, unknown(), "2026-01-01T00:06:00Z").await;
+            assert_eq!(h3.pending_since, Some(t("2026-01-01T00:05:00Z")));
+            assert_eq!(h3.last_checked, Some(t("2026-01-01T00:06:00Z")));
+            // A different undecided condition starts over.
+            let blocked = Observation::Blocked {
+                cause: "connection is unauthorized".into(),
+            };
+            let (h4, _) = observe(&store, hook, id, blocked, "2026-01-01T00:07:00Z").await;
+            assert_eq!(h4.pending.map(State::as_str), Some("blocked"));
+            assert_eq!(h4.pending_since, Some(t("2026-01-01T00:07:00Z")));
+            // Recovery clears the pending condition and keeps counting the same state.
+            let (h5, tr) = observe(&store, hook, id, healthy(), "2026-01-01T00:10:00Z").await;
+            assert!(tr.is_empty());
+            assert_eq!(
+                (&h5.pending, &h5.pending_detail, h5.pending_since),
+                (&None, &None, None)
+            );
+            assert_eq!(h5.consecutive, 2);
+            assert_eq!(h5.since, h1.since);
+            assert_eq!(h5.shown_state(), State::Healthy);
+        }
 
-    #[tokio::test]
-    async fn one_batch_folds_repeated_components_in_order() {
-        let (_dir, store, id) = one_project().await;
-        let repo = Component::Repository;
-        let batch = [
-            (repo, id, Observation::definite(State::Ok, "")),
-            (repo, id, Observation::definite(State::Ok, "")),
-            (repo, id, Observation::definite(State::AccessLost, "403")),
-        ];
-        let written = store
-            .record(&batch, t("2026-01-01T00:00:00Z"))
-            .await
-            .unwrap();
-        let moves: Vec<_> = written.iter().map(|(_, _, tr)| (tr.from, tr.to)).collect();
-        assert_eq!(
-            moves,
-            vec![(None, State::Ok), (Some(State::Ok), State::AccessLost)]
-        );
-        let row = store.health(repo, id).await.unwrap().unwrap();
-        assert_eq!((row.state, row.consecutive), (Some(State::AccessLost), 1));
+        async fn one_batch_folds_repeated_components_in_order() {
+            let (_dir, store, id) = one_project().await;
+            let repo = Component::Repository;
+            let batch = [
+                (repo, id, Observation::definite(State::Ok, "")),
+                (repo, id, Observation::definite(State::Ok, "")),
+                (repo, id, Observation::definite(State::AccessLost, "403")),
+            ];
+            let written = store
+                .record(&batch, t("2026-01-01T00:00:00Z"))
+                .await
+                .unwrap();
+            let moves: Vec<_> = written.iter().map(|(_, _, tr)| (tr.from, tr.to)).collect();
+            assert_eq!(
+                moves,
+                vec![(None, State::Ok), (Some(State::Ok), State::AccessLost)]
+            );
+            let row = store.health(repo, id).await.unwrap().unwrap();
+            assert_eq!((row.state, row.consecutive), (Some(State::AccessLost), 1));
+        }
+
+        async fn the_inventory_streams_page_by_page_in_listing_order() {
+            use futures::StreamExt;
+            let (_dir, store) = empty_store().await;
+            let a = store
+                .connection_id("a", "https://a.example.com")
+                .await
+                .unwrap();
+            let b = store
+                .connection_id("b", "https://b.example.com")
+                .await
+                .unwrap();
+            // More than two pages, over two connections, inserted out of order.
+            let n = 2 * INVENTORY_PAGE as u64 + 300;
+            let paths: Vec<String> = (0..n).map(|i| format!("g/p{i}")).collect();
+            let rows: Vec<NewProject> = (0..n)
+                .rev()
+                .map(|i| NewProject {
+                    connection_id: if i % 3 == 0 { b } else { a },
+                    gitlab_id: 1000 + i,
+                    path: &paths[i as usize],
+                    ..added_by_hand(a)
+                })
+                .collect();
+            let ids = store.upsert_projects(&rows).await.unwrap();
+            store.remove_project(ids[0]).await.unwrap();
+
+            let mut streamed: Vec<(i64, i64)> = Vec::new();
+            for connection in [a, b] {
+                let of_one: Vec<(i64, i64)> = store
+                    .stream_active_projects(connection)
+                    .map(|p| p.map(|p| (p.connection_id, p.gitlab_id)).unwrap())
+                    .collect()
+                    .await;
+                assert!(of_one.iter().all(|(c, _)| *c == connection));
+                streamed.extend(of_one);
+            }
+            let mut expected: Vec<(i64, i64)> = rows[1..]
+                .iter()
+                .map(|p| (p.connection_id, p.gitlab_id as i64))
+                .collect();
+            expected.sort();
+            assert_eq!(streamed.len(), n as usize - 1, "each active project once");
+            assert_eq!(streamed, expected);
+
+            // A sweep that stops early drops the stream and its reader.
+            let first = store
+                .stream_active_projects(a)
+                .next()
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((first.connection_id, first.gitlab_id), expected[0]);
+        }
+
+        async fn a_connection_keeps_its_instance_until_a_person_moves_it() {
+            let (_dir, store, _) = one_project().await;
+            let (was, now) = ("https://gitlab.example.com", "https://other.example.com");
+            let moved = |e: StoreError| match e {
+                StoreError::ConnectionMoved {
+                    name,
+                    stored,
+                    configured,
+                } => (name, stored, configured),
+                other => panic!("{other}"),
+            };
+            let expected = ("main".to_owned(), was.to_owned(), now.to_owned());
+            // The same address written with or without its final slash is the same.
+            store
+                .verify_connections([("main", "https://gitlab.example.com/")])
+                .await
+                .unwrap();
+            // Neither registering nor verifying takes the new url, or writes it.
+            let e = store.connection_id("main", now).await.unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("glwarden connection move main --to https://other.example.com"),
+                "{e}"
+            );
+            assert_eq!(moved(e), expected);
+            let e = store.verify_connections([("main", now)]).await.unwrap_err();
+            assert_eq!(moved(e), expected);
+            store
+                .verify_connections([("main", was), ("new", now)])
+                .await
+                .unwrap();
+
+            assert_eq!(
+                store.move_connection("main", now).await.unwrap(),
+                Some((was.to_owned(), 1))
+            );
+            store.verify_connections([("main", now)]).await.unwrap();
+            assert!(store.connection_id("main", now).await.is_ok());
+            assert_eq!(store.move_connection("absent", now).await.unwrap(), None);
+        }
+
+        async fn projects_are_named_by_id_path_or_config_name() {
+            let (_dir, store, id) = one_project().await;
+            let conn = store
+                .connection_id("main", "https://gitlab.example.com")
+                .await
+                .unwrap();
+            let other = store
+                .upsert_project(&NewProject {
+                    gitlab_id: 7,
+                    path: "acme/tool",
+                    source: Source::Config,
+                    config_ref: Some("tools"),
+                    ..added_by_hand(conn)
+                })
+                .await
+                .unwrap();
+            let named = |wanted: &'static str, active_only| {
+                let store = store.clone();
+                async move {
+                    let rows = store.projects_named(wanted, active_only).await.unwrap();
+                    rows.iter().map(|p| p.id).collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(named("42", true).await, vec![id]);
+            assert_eq!(named("acme/app", true).await, vec![id]);
+            assert_eq!(named("tools", true).await, vec![other]);
+            assert_eq!(named("7", true).await, vec![other]);
+            assert!(named("acme", true).await.is_empty(), "no partial paths");
+            assert!(named("4", true).await.is_empty(), "no partial ids");
+
+            // The health of the named project alone, not the fleet's.
+            let ok = || Observation::definite(State::Ok, "");
+            let batch = [
+                (Component::Repository, id, ok()),
+                (Component::Repository, other, ok()),
+            ];
+            store.record(&batch, Utc::now()).await.unwrap();
+            let rows = store.health_of(&[id]).await.unwrap();
+            assert_eq!(
+                rows.iter().map(|h| h.subject_id).collect::<Vec<_>>(),
+                vec![id]
+            );
+            assert!(store.health_of(&[]).await.unwrap().is_empty());
+
+            store.remove_project(other).await.unwrap();
+            assert!(named("tools", true).await.is_empty());
+            assert_eq!(
+                named("tools", false).await,
+                vec![other],
+                "removed, still known"
+            );
+        }
     }
 
     #[tokio::test]
@@ -447,9 +827,9 @@ mod tests {
         assert_eq!(record(&answers("hook 3"), "2026-01-01T00:10:00Z").await, 0);
         // The health rows are as the first write left them ...
         let stored: Vec<(i64, DateTime<Utc>)> =
-            sqlx::query_as("SELECT consecutive, last_checked FROM health WHERE subject_id = ?1")
+            sqlx::query_as("SELECT consecutive, last_checked FROM health WHERE subject_id = $1")
                 .bind(id)
-                .fetch_all(&store.pool)
+                .fetch_all(store.sqlite())
                 .await
                 .unwrap();
         assert_eq!(stored, vec![(1, t("2026-01-01T00:00:00Z")); 3]);
@@ -480,14 +860,14 @@ mod tests {
         // Were the project's health rows ever deleted, its digest would go too.
         let digests = || async {
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM settled")
-                .fetch_one(&store.pool)
+                .fetch_one(store.sqlite())
                 .await
                 .unwrap()
         };
         assert_eq!(digests().await, 1);
-        sqlx::query("DELETE FROM health WHERE subject_id = ?1")
+        sqlx::query("DELETE FROM health WHERE subject_id = $1")
             .bind(id)
-            .execute(&store.pool)
+            .execute(store.sqlite())
             .await
             .unwrap();
         assert_eq!(digests().await, 0);
@@ -500,157 +880,6 @@ mod tests {
         assert!(
             steps.contains("(connection_id=? AND gitlab_id>?)") && !steps.contains("TEMP B-TREE"),
             "{steps}"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_inventory_streams_page_by_page_in_listing_order() {
-        use futures::StreamExt;
-        let (_dir, store) = empty_store().await;
-        let a = store
-            .connection_id("a", "https://a.example.com")
-            .await
-            .unwrap();
-        let b = store
-            .connection_id("b", "https://b.example.com")
-            .await
-            .unwrap();
-        // More than two pages, over two connections, inserted out of order.
-        let n = 2 * INVENTORY_PAGE as u64 + 300;
-        let paths: Vec<String> = (0..n).map(|i| format!("g/p{i}")).collect();
-        let rows: Vec<NewProject> = (0..n)
-            .rev()
-            .map(|i| NewProject {
-                connection_id: if i % 3 == 0 { b } else { a },
-                gitlab_id: 1000 + i,
-                path: &paths[i as usize],
-                ..added_by_hand(a)
-            })
-            .collect();
-        let ids = store.upsert_projects(&rows).await.unwrap();
-        store.remove_project(ids[0]).await.unwrap();
-
-        let mut streamed: Vec<(i64, i64)> = Vec::new();
-        for connection in [a, b] {
-            let of_one: Vec<(i64, i64)> = store
-                .stream_active_projects(connection)
-                .map(|p| p.map(|p| (p.connection_id, p.gitlab_id)).unwrap())
-                .collect()
-                .await;
-            assert!(of_one.iter().all(|(c, _)| *c == connection));
-            streamed.extend(of_one);
-        }
-        let mut expected: Vec<(i64, i64)> = rows[1..]
-            .iter()
-            .map(|p| (p.connection_id, p.gitlab_id as i64))
-            .collect();
-        expected.sort();
-        assert_eq!(streamed.len(), n as usize - 1, "each active project once");
-        assert_eq!(streamed, expected);
-
-        // A sweep that stops early drops the stream and its reader.
-        let first = store
-            .stream_active_projects(a)
-            .next()
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((first.connection_id, first.gitlab_id), expected[0]);
-    }
-
-    #[tokio::test]
-    async fn a_connection_keeps_its_instance_until_a_person_moves_it() {
-        let (_dir, store, _) = one_project().await;
-        let (was, now) = ("https://gitlab.example.com", "https://other.example.com");
-        let moved = |e: StoreError| match e {
-            StoreError::ConnectionMoved {
-                name,
-                stored,
-                configured,
-            } => (name, stored, configured),
-            other => panic!("{other}"),
-        };
-        let expected = ("main".to_owned(), was.to_owned(), now.to_owned());
-        // The same address written with or without its final slash is the same.
-        store
-            .verify_connections([("main", "https://gitlab.example.com/")])
-            .await
-            .unwrap();
-        // Neither registering nor verifying takes the new url, or writes it.
-        let e = store.connection_id("main", now).await.unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("glwarden connection move main --to https://other.example.com"),
-            "{e}"
-        );
-        assert_eq!(moved(e), expected);
-        let e = store.verify_connections([("main", now)]).await.unwrap_err();
-        assert_eq!(moved(e), expected);
-        store
-            .verify_connections([("main", was), ("new", now)])
-            .await
-            .unwrap();
-
-        assert_eq!(
-            store.move_connection("main", now).await.unwrap(),
-            Some((was.to_owned(), 1))
-        );
-        store.verify_connections([("main", now)]).await.unwrap();
-        assert!(store.connection_id("main", now).await.is_ok());
-        assert_eq!(store.move_connection("absent", now).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn projects_are_named_by_id_path_or_config_name() {
-        let (_dir, store, id) = one_project().await;
-        let conn = store
-            .connection_id("main", "https://gitlab.example.com")
-            .await
-            .unwrap();
-        let other = store
-            .upsert_project(&NewProject {
-                gitlab_id: 7,
-                path: "acme/tool",
-                source: Source::Config,
-                config_ref: Some("tools"),
-                ..added_by_hand(conn)
-            })
-            .await
-            .unwrap();
-        let named = |wanted: &'static str, active_only| {
-            let store = store.clone();
-            async move {
-                let rows = store.projects_named(wanted, active_only).await.unwrap();
-                rows.iter().map(|p| p.id).collect::<Vec<_>>()
-            }
-        };
-        assert_eq!(named("42", true).await, vec![id]);
-        assert_eq!(named("acme/app", true).await, vec![id]);
-        assert_eq!(named("tools", true).await, vec![other]);
-        assert_eq!(named("7", true).await, vec![other]);
-        assert!(named("acme", true).await.is_empty(), "no partial paths");
-        assert!(named("4", true).await.is_empty(), "no partial ids");
-
-        // The health of the named project alone, not the fleet's.
-        let ok = || Observation::definite(State::Ok, "");
-        let batch = [
-            (Component::Repository, id, ok()),
-            (Component::Repository, other, ok()),
-        ];
-        store.record(&batch, Utc::now()).await.unwrap();
-        let rows = store.health_of(&[id]).await.unwrap();
-        assert_eq!(
-            rows.iter().map(|h| h.subject_id).collect::<Vec<_>>(),
-            vec![id]
-        );
-        assert!(store.health_of(&[]).await.unwrap().is_empty());
-
-        store.remove_project(other).await.unwrap();
-        assert!(named("tools", true).await.is_empty());
-        assert_eq!(
-            named("tools", false).await,
-            vec![other],
-            "removed, still known"
         );
     }
 

@@ -13,12 +13,12 @@ impl Store {
     /// opening the pair: a pair the configuration has replaced is never
     /// opened, so a re-authorization also recovers from one that cannot be.
     pub async fn oauth_seed(&self, connection: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT seed FROM oauth_tokens WHERE connection = ?1")
-                .bind(connection)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT seed FROM oauth_tokens WHERE connection = $1"
         )
+        .bind(connection)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// The stored OAuth pair of a connection, opened, and the seed it
@@ -30,12 +30,14 @@ impl Store {
     ) -> Result<Option<(OAuthPair, String)>, StoreError> {
         // The stored tokens (custody format), their expiry and their seed.
         type Row = (Vec<u8>, Vec<u8>, Option<DateTime<Utc>>, String);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT access_token, refresh_token, expires_at, seed FROM oauth_tokens WHERE connection = ?1",
+        let row: Option<Row> = on_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT access_token, refresh_token, expires_at, seed FROM oauth_tokens WHERE connection = $1",
         )
         .bind(connection)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(pool)
+        .await
+        })?;
         let Some((access, refresh, expires_at, seed)) = row else {
             return Ok(None);
         };
@@ -83,9 +85,10 @@ impl Store {
             zeroize::Zeroizing::new(access),
             zeroize::Zeroizing::new(refresh),
         );
-        sqlx::query(
+        on_pool!(self, |pool| {
+            sqlx::query(
             "INSERT INTO oauth_tokens (connection, access_token, refresh_token, expires_at, seed, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (connection) DO UPDATE SET access_token = excluded.access_token,
                  refresh_token = excluded.refresh_token, expires_at = excluded.expires_at,
                  seed = excluded.seed, updated_at = excluded.updated_at",
@@ -96,8 +99,10 @@ impl Store {
         .bind(pair.expires_at)
         .bind(seed)
         .bind(Utc::now())
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        })?;
         Ok(())
     }
 }

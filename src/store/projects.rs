@@ -1,7 +1,7 @@
 //! The `projects` table: the inventory, from the config, the command line
 //! and discovery; removed projects keep their rows (and history).
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
@@ -91,48 +91,51 @@ pub struct NewProject<'a> {
     pub from_config: bool,
 }
 
-/// Adds or updates one project inside a transaction.
-pub(super) async fn upsert_project_in(
-    conn: &mut sqlx::SqliteConnection,
-    p: &NewProject<'_>,
-) -> Result<i64, StoreError> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO projects (connection_id, gitlab_id, path, source, config_ref, webhook_url,
-                               public_key, fingerprint, added_at, config_fingerprint)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (connection_id, gitlab_id) DO UPDATE SET
-             source = excluded.source,
-             config_ref = COALESCE(excluded.config_ref, projects.config_ref),
-             webhook_url = COALESCE(excluded.webhook_url, projects.webhook_url),
-             public_key = CASE
-                 WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.public_key, projects.public_key)
-                 WHEN excluded.config_fingerprint IS NOT projects.config_fingerprint THEN excluded.public_key
-                 ELSE projects.public_key END,
-             fingerprint = CASE
-                 WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.fingerprint, projects.fingerprint)
-                 WHEN excluded.config_fingerprint IS NOT projects.config_fingerprint THEN excluded.fingerprint
-                 ELSE projects.fingerprint END,
-             private_key = CASE
-                 WHEN excluded.config_fingerprint IS NOT NULL
-                  AND excluded.config_fingerprint IS NOT projects.config_fingerprint THEN NULL
-                 ELSE projects.private_key END,
-             config_fingerprint = COALESCE(excluded.config_fingerprint, projects.config_fingerprint),
-             removed_at = NULL
-         RETURNING id",
-    )
-    .bind(p.connection_id)
-    .bind(p.gitlab_id as i64)
-    .bind(p.path)
-    .bind(p.source.as_str())
-    .bind(p.config_ref)
-    .bind(p.webhook_url)
-    .bind(p.public_key)
-    .bind(p.fingerprint)
-    .bind(Utc::now())
-    .bind(if p.from_config { p.fingerprint } else { None })
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(id)
+/// Adds or updates one project inside the write transaction `conn`;
+/// evaluates to its id. A macro, so that one text serves both engines'
+/// transactions.
+macro_rules! upsert_project_in {
+    ($conn:expr, $p:expr) => {
+        async {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO projects (connection_id, gitlab_id, path, source, config_ref, webhook_url,
+                                       public_key, fingerprint, added_at, config_fingerprint)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (connection_id, gitlab_id) DO UPDATE SET
+                     source = excluded.source,
+                     config_ref = COALESCE(excluded.config_ref, projects.config_ref),
+                     webhook_url = COALESCE(excluded.webhook_url, projects.webhook_url),
+                     public_key = CASE
+                         WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.public_key, projects.public_key)
+                         WHEN excluded.config_fingerprint IS DISTINCT FROM projects.config_fingerprint THEN excluded.public_key
+                         ELSE projects.public_key END,
+                     fingerprint = CASE
+                         WHEN excluded.config_fingerprint IS NULL THEN COALESCE(excluded.fingerprint, projects.fingerprint)
+                         WHEN excluded.config_fingerprint IS DISTINCT FROM projects.config_fingerprint THEN excluded.fingerprint
+                         ELSE projects.fingerprint END,
+                     private_key = CASE
+                         WHEN excluded.config_fingerprint IS NOT NULL
+                          AND excluded.config_fingerprint IS DISTINCT FROM projects.config_fingerprint THEN NULL
+                         ELSE projects.private_key END,
+                     config_fingerprint = COALESCE(excluded.config_fingerprint, projects.config_fingerprint),
+                     removed_at = NULL
+                 RETURNING id",
+            )
+            .bind($p.connection_id)
+            .bind($p.gitlab_id as i64)
+            .bind($p.path)
+            .bind($p.source.as_str())
+            .bind($p.config_ref)
+            .bind($p.webhook_url)
+            .bind($p.public_key)
+            .bind($p.fingerprint)
+            .bind(Utc::now())
+            .bind(if $p.from_config { $p.fingerprint } else { None })
+            .fetch_one(&mut *$conn)
+            .await?;
+            Ok::<i64, StoreError>(id)
+        }
+    };
 }
 
 pub(super) const PROJECT_SELECT: &str =
@@ -150,17 +153,19 @@ pub(super) const ACTIVE_PAGE: &str =
     "SELECT p.id, p.connection_id, c.name AS connection, p.gitlab_id, p.path,
         p.webhook_url, p.deploy_key_id, p.hook_id, p.fingerprint
  FROM projects p JOIN connections c ON c.id = p.connection_id
- WHERE p.removed_at IS NULL AND p.connection_id = ?1 AND p.gitlab_id > ?2
- ORDER BY p.gitlab_id LIMIT ?3";
+ WHERE p.removed_at IS NULL AND p.connection_id = $1 AND p.gitlab_id > $2
+ ORDER BY p.gitlab_id LIMIT $3";
 
 impl Store {
     /// Adds a project or brings a removed one back; returns its id.
     /// Key material and an owned id already stored are kept unless new ones are given.
     pub async fn upsert_project(&self, p: &NewProject<'_>) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id = upsert_project_in(&mut tx, p).await?;
-        tx.commit().await?;
-        Ok(id)
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let id = upsert_project_in!(tx, p).await?;
+            tx.commit().await?;
+            Ok(id)
+        })
     }
 
     /// Many projects in one transaction (discovery, large inventories).
@@ -168,13 +173,15 @@ impl Store {
         &self,
         projects: &[NewProject<'_>],
     ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut ids = Vec::with_capacity(projects.len());
-        for p in projects {
-            ids.push(upsert_project_in(&mut tx, p).await?);
-        }
-        tx.commit().await?;
-        Ok(ids)
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let mut ids = Vec::with_capacity(projects.len());
+            for p in projects {
+                ids.push(upsert_project_in!(tx, p).await?);
+            }
+            tx.commit().await?;
+            Ok(ids)
+        })
     }
 
     /// The project a configuration entry was resolved to before, if any.
@@ -183,23 +190,23 @@ impl Store {
         connection_id: i64,
         config_ref: &str,
     ) -> Result<Option<ProjectRow>, StoreError> {
-        let row = sqlx::query_as::<_, ProjectRow>(&format!(
-            "{PROJECT_SELECT} WHERE p.connection_id = ?1 AND p.config_ref = ?2"
+        let row = on_pool!(self, |pool| sqlx::query_as::<_, ProjectRow>(&format!(
+            "{PROJECT_SELECT} WHERE p.connection_id = $1 AND p.config_ref = $2"
         ))
         .bind(connection_id)
         .bind(config_ref)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(pool)
+        .await)?;
         Ok(row)
     }
 
     /// Projects in the inventory (not removed), ordered by connection and path.
     pub async fn active_projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
-        let rows = sqlx::query_as::<_, ProjectRow>(&format!(
+        let rows = on_pool!(self, |pool| sqlx::query_as::<_, ProjectRow>(&format!(
             "{PROJECT_SELECT} WHERE p.removed_at IS NULL ORDER BY c.name, p.path"
         ))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(rows)
     }
 
@@ -264,12 +271,12 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<CheckTarget>, StoreError> {
-        let rows = sqlx::query_as::<_, CheckTarget>(ACTIVE_PAGE)
+        let rows = on_pool!(self, |pool| sqlx::query_as::<_, CheckTarget>(ACTIVE_PAGE)
             .bind(connection_id)
             .bind(after)
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(pool)
+            .await)?;
         Ok(rows)
     }
 
@@ -277,22 +284,27 @@ impl Store {
     pub async fn active_counts(
         &self,
     ) -> Result<std::collections::HashMap<String, usize>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64)> = on_pool!(self, |pool| {
+            sqlx::query_as(
             "SELECT c.name, COUNT(*) FROM projects p JOIN connections c ON c.id = p.connection_id
              WHERE p.removed_at IS NULL GROUP BY c.name",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await
+        })?;
         Ok(rows.into_iter().map(|(c, n)| (c, n as usize)).collect())
     }
 
     /// Takes a project out of the inventory, keeping its health and history.
     pub async fn remove_project(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE projects SET removed_at = ?2 WHERE id = ?1 AND removed_at IS NULL")
-            .bind(id)
-            .bind(Utc::now())
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE projects SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL"
+        )
+        .bind(id)
+        .bind(Utc::now())
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -307,15 +319,17 @@ impl Store {
         if sources.is_empty() {
             return Ok(0);
         }
-        let mut query = sqlx::QueryBuilder::new(
-            "SELECT id FROM projects WHERE removed_at IS NULL AND source IN (",
-        );
-        let mut listed = query.separated(", ");
-        for source in sources {
-            listed.push_bind(source.as_str());
-        }
-        query.push(")");
-        let ids: Vec<i64> = query.build_query_scalar().fetch_all(&self.pool).await?;
+        let ids: Vec<i64> = on_pool!(self, |pool| {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT id FROM projects WHERE removed_at IS NULL AND source IN (",
+            );
+            let mut listed = query.separated(", ");
+            for source in sources {
+                listed.push_bind(source.as_str());
+            }
+            query.push(")");
+            query.build_query_scalar().fetch_all(pool).await
+        })?;
         let mut removed = 0;
         for id in ids.into_iter().filter(|id| !keep.contains(id)) {
             self.remove_project(id).await?;
@@ -326,11 +340,14 @@ impl Store {
 
     /// Records the project's path as GitLab now reports it.
     pub async fn set_path(&self, id: i64, path: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE projects SET path = ?2 WHERE id = ?1")
-            .bind(id)
-            .bind(path)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE projects SET path = $2 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(path)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -341,15 +358,18 @@ impl Store {
         deploy_key_id: Option<u64>,
         hook_id: Option<u64>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE projects SET deploy_key_id = COALESCE(?2, deploy_key_id), hook_id = COALESCE(?3, hook_id)
-             WHERE id = ?1",
+        on_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE projects SET deploy_key_id = COALESCE($2, deploy_key_id), hook_id = COALESCE($3, hook_id)
+             WHERE id = $1",
         )
         .bind(id)
         .bind(deploy_key_id.map(|v| v as i64))
         .bind(hook_id.map(|v| v as i64))
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        })?;
         Ok(())
     }
 
@@ -361,22 +381,26 @@ impl Store {
         wanted: &str,
         active_only: bool,
     ) -> Result<Vec<ProjectRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ProjectRow>(&format!(
-            "{PROJECT_SELECT}
-             WHERE (CAST(p.gitlab_id AS TEXT) = ?1 OR p.path = ?1 OR p.config_ref = ?1)
-               AND (p.removed_at IS NULL OR NOT ?2)
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, ProjectRow>(
+            &format!(
+                "{PROJECT_SELECT}
+             WHERE (CAST(p.gitlab_id AS TEXT) = $1 OR p.path = $1 OR p.config_ref = $1)
+               AND (p.removed_at IS NULL OR NOT $2)
              ORDER BY c.name, p.path"
-        ))
+            )
+        )
         .bind(wanted)
         .bind(active_only)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Every project ever known (including removed ones), for naming history rows.
     pub async fn all_projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ProjectRow>(PROJECT_SELECT)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, ProjectRow>(
+            PROJECT_SELECT
+        )
+        .fetch_all(pool)
+        .await)?)
     }
 }

@@ -13,11 +13,9 @@
 //! project whose rows were all just written from definite answers, and
 //! every other write to a project's rows goes after [`unsettle`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use sqlx::SqliteConnection;
-
-use super::{ROWS_PER_STATEMENT, id_list};
+use super::Engine;
 use crate::health::{Component, Finding, Observation, State};
 
 /// A project's answers in one batch, as one comparable text.
@@ -78,96 +76,110 @@ pub(super) fn digests(batch: &[(Component, i64, Observation)]) -> Vec<Digest> {
 }
 
 /// Counts one more check, made at `at`, for each project whose stored digest
-/// equals its new one; returns those projects, whose health rows then need
-/// no write.
-pub(super) async fn count_quiet(
-    conn: &mut SqliteConnection,
-    digests: &[Digest],
-    at: &str,
-) -> Result<HashSet<i64>, sqlx::Error> {
-    let mut quiet = HashSet::with_capacity(digests.len());
-    for chunk in digests.chunks(ROWS_PER_STATEMENT) {
-        let mut update = sqlx::QueryBuilder::new("WITH answer(project_id, digest) AS (");
-        update.push_values(chunk, |mut row, digest| {
-            row.push_bind(digest.project_id)
-                .push_bind(digest.text.as_str());
-        });
-        update.push(") UPDATE settled SET tally = tally + 1, last_checked = ");
-        update.push_bind(at);
-        update.push(
-            " FROM answer
-             WHERE settled.project_id = answer.project_id AND settled.digest = answer.digest
-             RETURNING project_id",
-        );
-        let counted: Vec<i64> = update.build_query_scalar().fetch_all(&mut *conn).await?;
-        quiet.extend(counted);
-    }
-    Ok(quiet)
+/// equals its new one; evaluates to those projects, whose health rows then
+/// need no write. These three steps are macros over the write transaction
+/// `tx`, so that one text serves both engines' transactions.
+macro_rules! count_quiet {
+    ($tx:expr, $digests:expr, $at:expr) => {
+        async {
+            let mut quiet = std::collections::HashSet::with_capacity($digests.len());
+            for chunk in $digests.chunks($crate::store::ROWS_PER_STATEMENT) {
+                let mut update = sqlx::QueryBuilder::new("WITH answer(project_id, digest) AS (");
+                update.push_values(chunk, |mut row, digest| {
+                    row.push_bind(digest.project_id)
+                        .push_bind(digest.text.as_str());
+                });
+                update.push(") UPDATE settled SET tally = tally + 1, last_checked = ");
+                update.push_bind($at);
+                update.push(
+                    " FROM answer
+                     WHERE settled.project_id = answer.project_id AND settled.digest = answer.digest
+                     RETURNING settled.project_id",
+                );
+                let counted: Vec<i64> = update.build_query_scalar().fetch_all(&mut *$tx).await?;
+                quiet.extend(counted);
+            }
+            Ok::<_, sqlx::Error>(quiet)
+        }
+    };
 }
 
 /// Before the health rows of `projects` are written: adds each one's quiet
 /// checks back into its rows and drops its digest.
-pub(super) async fn unsettle(
-    conn: &mut SqliteConnection,
-    projects: &[i64],
-) -> Result<(), sqlx::Error> {
-    if projects.is_empty() {
-        return Ok(());
-    }
-    let ids = id_list(projects);
-    for statement in [FOLD_BACK, FORGET] {
-        sqlx::query(statement)
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+macro_rules! unsettle {
+    ($tx:expr, $engine:expr, $projects:expr) => {
+        async {
+            if !$projects.is_empty() {
+                let ids = $crate::store::id_list($projects);
+                for statement in $crate::store::quiet::unsettling($engine) {
+                    sqlx::query(statement).bind(&ids).execute(&mut *$tx).await?;
+                }
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+    };
 }
-
-/// Adds the quiet checks of the projects in `?1` (a JSON array) to their health rows.
-const FOLD_BACK: &str = "
-    UPDATE health SET consecutive = health.consecutive + quiet.checks,
-                      last_checked = quiet.last_checked
-    FROM quiet
-    WHERE quiet.project_id IN (SELECT value FROM json_each(?1)) AND quiet.checks > 0
-      AND health.subject_id = quiet.project_id AND health.component != 'connection'";
-
-/// Drops the digests of the projects in `?1` (a JSON array).
-const FORGET: &str = "DELETE FROM settled WHERE project_id IN (SELECT value FROM json_each(?1))";
 
 /// After the health rows of these projects were written from their answers
 /// at `at`: keeps the digest of each project whose every health row was
 /// among them.
-pub(super) async fn settle(
-    conn: &mut SqliteConnection,
-    digests: &[&Digest],
-    at: &str,
-) -> Result<(), sqlx::Error> {
-    for chunk in digests.chunks(ROWS_PER_STATEMENT) {
-        let mut insert =
-            sqlx::QueryBuilder::new("WITH answer(project_id, digest, components) AS (");
-        insert.push_values(chunk, |mut row, digest| {
-            row.push_bind(digest.project_id)
-                .push_bind(digest.text.as_str())
-                .push_bind(digest.components);
-        });
-        // A project with a row this batch did not write (a component that
-        // was not checked this time) keeps no digest: its count would grow.
-        // `unsettle` dropped the digests of these projects before.
-        insert.push(
-            ") INSERT INTO settled (project_id, digest, last_checked)
-             SELECT project_id, digest, ",
-        );
-        insert.push_bind(at);
-        insert.push(
-            " FROM answer
-             WHERE components = (SELECT COUNT(*) FROM health h
-                                 WHERE h.subject_id = answer.project_id
-                                   AND h.component != 'connection')",
-        );
-        insert.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+macro_rules! settle {
+    ($tx:expr, $digests:expr, $at:expr) => {
+        async {
+            for chunk in $digests.chunks($crate::store::ROWS_PER_STATEMENT) {
+                let mut insert =
+                    sqlx::QueryBuilder::new("WITH answer(project_id, digest, components) AS (");
+                insert.push_values(chunk, |mut row, digest| {
+                    row.push_bind(digest.project_id)
+                        .push_bind(digest.text.as_str())
+                        .push_bind(digest.components);
+                });
+                // A project with a row this batch did not write (a component that
+                // was not checked this time) keeps no digest: its count would grow.
+                // `unsettle` dropped the digests of these projects before.
+                insert.push(
+                    ") INSERT INTO settled (project_id, digest, last_checked)
+                     SELECT project_id, digest, ",
+                );
+                insert.push_bind($at);
+                insert.push(
+                    " FROM answer
+                     WHERE components = (SELECT COUNT(*) FROM health h
+                                         WHERE h.subject_id = answer.project_id
+                                           AND h.component != 'connection')",
+                );
+                insert.build().execute(&mut *$tx).await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+    };
+}
+
+pub(super) use {count_quiet, settle, unsettle};
+
+/// The statements of `unsettle`, both binding the projects as a JSON array:
+/// their quiet checks added to their health rows, then their digests dropped.
+pub(super) fn unsettling(engine: Engine) -> [&'static str; 2] {
+    [
+        engine.pick(
+            "UPDATE health SET consecutive = health.consecutive + quiet.checks,
+                              last_checked = quiet.last_checked
+             FROM quiet
+             WHERE quiet.project_id IN (SELECT value FROM json_each($1)) AND quiet.checks > 0
+               AND health.subject_id = quiet.project_id AND health.component != 'connection'",
+            "UPDATE health SET consecutive = health.consecutive + quiet.checks,
+                              last_checked = quiet.last_checked
+             FROM quiet
+             WHERE quiet.project_id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))
+               AND quiet.checks > 0
+               AND health.subject_id = quiet.project_id AND health.component != 'connection'",
+        ),
+        engine.pick(
+            "DELETE FROM settled WHERE project_id IN (SELECT value FROM json_each($1))",
+            "DELETE FROM settled
+             WHERE project_id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))",
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -178,12 +190,13 @@ mod tests {
     #[tokio::test]
     async fn writing_back_quiet_checks_seeks_rather_than_scans() {
         let (_dir, store) = empty_store().await;
-        let fold_back = plan(&store, FOLD_BACK).await;
+        let [fold_back, forget] = unsettling(Engine::Sqlite);
+        let fold_back = plan(&store, fold_back).await;
         assert!(
             fold_back.contains("USING INDEX health_subject") && !fold_back.contains("SCAN health"),
             "{fold_back}"
         );
-        let forget = plan(&store, FORGET).await;
+        let forget = plan(&store, forget).await;
         assert!(
             forget.contains("SEARCH settled USING INTEGER PRIMARY KEY"),
             "{forget}"

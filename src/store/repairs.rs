@@ -89,13 +89,12 @@ pub const MANUAL_CAUSE: &str = "glwarden regenerate";
 
 impl Store {
     pub async fn project(&self, id: i64) -> Result<Option<ProjectRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ProjectRow>(&format!(
-            "{} WHERE p.id = ?1",
-            super::projects::PROJECT_SELECT
-        ))
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, ProjectRow>(
+            &format!("{} WHERE p.id = $1", super::projects::PROJECT_SELECT)
+        )
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Replaces the project's deploy key: its GitLab id, public half,
@@ -108,16 +107,19 @@ impl Store {
         fingerprint: &str,
         private_sealed: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE projects SET deploy_key_id = ?2, public_key = ?3, fingerprint = ?4, private_key = ?5 WHERE id = ?1",
+        on_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE projects SET deploy_key_id = $2, public_key = $3, fingerprint = $4, private_key = $5 WHERE id = $1",
         )
         .bind(id)
         .bind(key_id.map(|v| v as i64))
         .bind(public_key)
         .bind(fingerprint)
         .bind(private_sealed)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        })?;
         Ok(())
     }
 
@@ -128,40 +130,48 @@ impl Store {
         hook_id: u64,
         token_sealed: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE projects SET hook_id = ?2, hook_token = COALESCE(?3, hook_token) WHERE id = ?1",
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE projects SET hook_id = $2, hook_token = COALESCE($3, hook_token) WHERE id = $1",
         )
         .bind(id)
         .bind(hook_id as i64)
         .bind(token_sealed)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     /// Every key fingerprint glwarden held for the project (migration 0009).
     pub async fn owned_key_fingerprints(&self, id: i64) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query_scalar("SELECT fingerprint FROM owned_keys WHERE project_id = ?1")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT fingerprint FROM owned_keys WHERE project_id = $1"
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await)?;
         Ok(rows)
     }
 
     /// Remembers a webhook URL template glwarden is configured with.
     pub async fn remember_hook_url_template(&self, template: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO hook_url_templates (template) VALUES (?1)")
-            .bind(template)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO hook_url_templates (template) VALUES ($1) ON CONFLICT DO NOTHING"
+        )
+        .bind(template)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     /// Every webhook URL template glwarden was configured with.
     pub async fn hook_url_templates(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query_scalar("SELECT template FROM hook_url_templates")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT template FROM hook_url_templates"
+        )
+        .fetch_all(pool)
+        .await)?;
         Ok(rows)
     }
 
@@ -175,11 +185,12 @@ impl Store {
             SecretKind::DeployKey => "private_key",
             SecretKind::HookToken => "hook_token",
         };
-        let value: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar(&format!("SELECT {column} FROM projects WHERE id = ?1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let value: Option<Option<Vec<u8>>> = on_pool!(self, |pool| sqlx::query_scalar(&format!(
+            "SELECT {column} FROM projects WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?;
         Ok(value.flatten())
     }
 
@@ -196,9 +207,10 @@ impl Store {
         cause: &str,
     ) -> Result<JournalRow, StoreError> {
         let now = Utc::now();
-        Ok(sqlx::query_as::<_, JournalRow>(
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, JournalRow>(
             "INSERT INTO repair_journal (project_id, component, action, step, data, secret, cause, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'intent', ?4, ?5, ?6, ?7, ?7) RETURNING *",
+             VALUES ($1, $2, $3, 'intent', $4, $5, $6, $7, $7) RETURNING *",
         )
         .bind(project_id)
         .bind(component)
@@ -207,8 +219,9 @@ impl Store {
         .bind(secret)
         .bind(cause)
         .bind(now)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await
+        })?)
     }
 
     /// Records that a step completed, with what it learnt.
@@ -218,40 +231,44 @@ impl Store {
         step: JournalStep,
         data: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE repair_journal SET step = ?2, data = ?3, updated_at = ?4 WHERE id = ?1",
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE repair_journal SET step = $2, data = $3, updated_at = $4 WHERE id = $1",
         )
         .bind(id)
         .bind(step)
         .bind(data.to_string())
         .bind(Utc::now())
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     pub async fn journal_finish(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM repair_journal WHERE id = ?1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM repair_journal WHERE id = $1"
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     pub async fn journal(&self) -> Result<Vec<JournalRow>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, JournalRow>("SELECT * FROM repair_journal ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, JournalRow>(
+            "SELECT * FROM repair_journal ORDER BY id"
         )
+        .fetch_all(pool)
+        .await)?)
     }
 
     // ---- events -------------------------------------------------------------
 
     pub async fn record_event(&self, e: &NewEvent<'_>) -> Result<(), StoreError> {
-        sqlx::query(
+        on_pool!(self, |pool| sqlx::query(
             "INSERT INTO events (at, project_id, component, action, cause, before, after, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(Utc::now())
         .bind(e.project_id)
@@ -261,8 +278,9 @@ impl Store {
         .bind(e.before)
         .bind(e.after)
         .bind(e.outcome)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -273,25 +291,27 @@ impl Store {
         since: Option<DateTime<Utc>>,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
-        Ok(sqlx::query_as::<_, EventRow>(
-            "SELECT * FROM events WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR at >= ?2)
-             ORDER BY id DESC LIMIT ?3",
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, EventRow>(
+            "SELECT * FROM events WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR at >= $2)
+             ORDER BY id DESC LIMIT $3",
         )
         .bind(project)
         .bind(since)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await
+        })?)
     }
 
     /// Repairs (of any outcome) started since `t`, for the hourly budget.
     pub async fn repairs_since(&self, t: DateTime<Utc>) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM events WHERE at >= ?1 AND action IN {REPAIR_ACTIONS}"
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM events WHERE at >= $1 AND action IN {REPAIR_ACTIONS}"
         ))
         .bind(t)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await)?)
     }
 
     /// Automatic repairs of a component that failed one after another, newest
@@ -305,19 +325,20 @@ impl Store {
         component: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<i64, StoreError> {
-        let recent: Vec<(String, String, String)> = sqlx::query_as(&format!(
-            "SELECT action, outcome, cause FROM events
-             WHERE project_id = ?1 AND component = ?2
-               AND (action IN {REPAIR_ACTIONS} OR action = ?4)
-               AND (?3 IS NULL OR at >= ?3)
+        let recent: Vec<(String, String, String)> =
+            on_pool!(self, |pool| sqlx::query_as(&format!(
+                "SELECT action, outcome, cause FROM events
+             WHERE project_id = $1 AND component = $2
+               AND (action IN {REPAIR_ACTIONS} OR action = $4)
+               AND ($3 IS NULL OR at >= $3)
              ORDER BY id DESC LIMIT 20"
-        ))
-        .bind(project_id)
-        .bind(component)
-        .bind(since)
-        .bind(crate::repair::STOPPED_EVENT)
-        .fetch_all(&self.pool)
-        .await?;
+            ))
+            .bind(project_id)
+            .bind(component)
+            .bind(since)
+            .bind(crate::repair::STOPPED_EVENT)
+            .fetch_all(pool)
+            .await)?;
         let mut failed = 0;
         for (action, outcome, cause) in &recent {
             if action == crate::repair::STOPPED_EVENT {
@@ -337,33 +358,39 @@ impl Store {
         project_id: i64,
         component: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar(&format!(
-            "SELECT MAX(at) FROM events WHERE project_id = ?1 AND component = ?2 AND action IN {REPAIR_ACTIONS}"
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar(&format!(
+            "SELECT MAX(at) FROM events WHERE project_id = $1 AND component = $2 AND action IN {REPAIR_ACTIONS}"
         ))
         .bind(project_id)
         .bind(component)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await
+        })?)
     }
 
     // ---- storm guard --------------------------------------------------------
 
     /// Why automatic repairs are paused, and since when; `None` when they run.
     pub async fn repairs_paused(&self) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
-        let row: (i64, String, Option<DateTime<Utc>>) =
-            sqlx::query_as("SELECT paused, reason, since FROM repair_state WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?;
+        let row: (i64, String, Option<DateTime<Utc>>) = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT paused, reason, since FROM repair_state WHERE id = 1"
+        )
+        .fetch_one(pool)
+        .await)?;
         Ok((row.0 != 0).then(|| (row.1, row.2.unwrap_or_else(Utc::now))))
     }
 
     pub async fn set_repairs_paused(&self, reason: Option<&str>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE repair_state SET paused = ?1, reason = ?2, since = ?3 WHERE id = 1")
-            .bind(i64::from(reason.is_some()))
-            .bind(reason.unwrap_or_default())
-            .bind(reason.map(|_| Utc::now()))
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE repair_state SET paused = $1, reason = $2, since = $3 WHERE id = 1"
+        )
+        .bind(i64::from(reason.is_some()))
+        .bind(reason.unwrap_or_default())
+        .bind(reason.map(|_| Utc::now()))
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 use crate::custody::{Custody, OAuthToken, Owner, SecretKind};
 
 /// How many values one sealing sealed, by kind.
@@ -59,14 +59,18 @@ fn resealed(
     }
 }
 
+/// The first byte of a plaintext value (custody.rs), bound rather than
+/// written as a literal: SQLite reads `x'00'` as a blob, PostgreSQL as a bit string.
+const PLAIN_MARK: &[u8] = &[0];
+
 impl Store {
     /// When the store was sealed under a master key, if it was.
     pub async fn custody_sealed_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT sealed_at FROM custody_sealed WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT sealed_at FROM custody_sealed WHERE id = 1"
         )
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Seals every plaintext secret in place and records that the store is
@@ -81,130 +85,136 @@ impl Store {
         if self.custody_sealed_at().await?.is_some() {
             return Ok(None);
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // Again under the write lock: another glwarden (the daemon, a CLI
-        // command) may have sealed since the read above.
-        let done: Option<String> =
-            sqlx::query_scalar("SELECT sealed_at FROM custody_sealed WHERE id = 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        if done.is_some() {
-            return Ok(None);
-        }
-        let mut counts = Sealed::default();
+        let counts = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            // Again under the write lock: another glwarden (the daemon, a CLI
+            // command) may have sealed since the read above.
+            let done: Option<DateTime<Utc>> =
+                sqlx::query_scalar("SELECT sealed_at FROM custody_sealed WHERE id = 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                return Ok(None);
+            }
+            let mut counts = Sealed::default();
 
-        // Plaintext values start with a zero byte (custody.rs); removed
-        // projects keep theirs, and are sealed too.
-        // A project's id, private key and hook token.
-        type Secrets = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
-        let projects: Vec<Secrets> = sqlx::query_as(
-            "SELECT id, private_key, hook_token FROM projects
-             WHERE substr(private_key, 1, 1) = x'00' OR substr(hook_token, 1, 1) = x'00'",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, key, token) in projects {
-            let (key, token): (Stored, Stored) =
-                (key.map(Zeroizing::new), token.map(Zeroizing::new));
-            let columns = [
-                (
-                    "private_key",
-                    SecretKind::DeployKey,
-                    &key,
-                    &mut counts.deploy_keys,
-                ),
-                (
-                    "hook_token",
-                    SecretKind::HookToken,
-                    &token,
-                    &mut counts.hook_tokens,
-                ),
-            ];
-            for (column, kind, stored, count) in columns {
-                if let Some(sealed) = resealed(custody, Owner::Project(id, kind), stored)? {
-                    sqlx::query(&format!("UPDATE projects SET {column} = ?2 WHERE id = ?1"))
+            // Plaintext values start with a zero byte (custody.rs); removed
+            // projects keep theirs, and are sealed too.
+            // A project's id, private key and hook token.
+            type Secrets = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+            let projects: Vec<Secrets> = sqlx::query_as(
+                "SELECT id, private_key, hook_token FROM projects
+                 WHERE substr(private_key, 1, 1) = $1 OR substr(hook_token, 1, 1) = $1",
+            )
+            .bind(PLAIN_MARK)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, key, token) in projects {
+                let (key, token): (Stored, Stored) =
+                    (key.map(Zeroizing::new), token.map(Zeroizing::new));
+                let columns = [
+                    (
+                        "private_key",
+                        SecretKind::DeployKey,
+                        &key,
+                        &mut counts.deploy_keys,
+                    ),
+                    (
+                        "hook_token",
+                        SecretKind::HookToken,
+                        &token,
+                        &mut counts.hook_tokens,
+                    ),
+                ];
+                for (column, kind, stored, count) in columns {
+                    if let Some(sealed) = resealed(custody, Owner::Project(id, kind), stored)? {
+                        sqlx::query(&format!("UPDATE projects SET {column} = $2 WHERE id = $1"))
+                            .bind(id)
+                            .bind(sealed)
+                            .execute(&mut *tx)
+                            .await?;
+                        *count += 1;
+                    }
+                }
+            }
+
+            // An unfinished repair's secret is bound to its project and to the
+            // kind repair.rs seals it as: the key of a `deploy_key` entry, the
+            // token of a `webhook` one.
+            let journal: Vec<(i64, i64, String, Vec<u8>)> = sqlx::query_as(
+                "SELECT id, project_id, component, secret FROM repair_journal
+                 WHERE substr(secret, 1, 1) = $1",
+            )
+            .bind(PLAIN_MARK)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, project, component, secret) in journal {
+                let secret: Stored = Some(Zeroizing::new(secret));
+                let kind = match component.as_str() {
+                    "deploy_key" => SecretKind::DeployKey,
+                    "webhook" => SecretKind::HookToken,
+                    // Not an entry glwarden writes a secret for: left for
+                    // `Custody` to refuse when the entry is resumed.
+                    _ => continue,
+                };
+                if let Some(sealed) = resealed(custody, Owner::Project(project, kind), &secret)? {
+                    sqlx::query("UPDATE repair_journal SET secret = $2 WHERE id = $1")
                         .bind(id)
                         .bind(sealed)
                         .execute(&mut *tx)
                         .await?;
-                    *count += 1;
+                    counts.journal_secrets += 1;
                 }
             }
-        }
 
-        // An unfinished repair's secret is bound to its project and to the
-        // kind repair.rs seals it as: the key of a `deploy_key` entry, the
-        // token of a `webhook` one.
-        let journal: Vec<(i64, i64, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, project_id, component, secret FROM repair_journal
-             WHERE substr(secret, 1, 1) = x'00'",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, project, component, secret) in journal {
-            let secret: Stored = Some(Zeroizing::new(secret));
-            let kind = match component.as_str() {
-                "deploy_key" => SecretKind::DeployKey,
-                "webhook" => SecretKind::HookToken,
-                // Not an entry glwarden writes a secret for: left for
-                // `Custody` to refuse when the entry is resumed.
-                _ => continue,
-            };
-            if let Some(sealed) = resealed(custody, Owner::Project(project, kind), &secret)? {
-                sqlx::query("UPDATE repair_journal SET secret = ?2 WHERE id = ?1")
-                    .bind(id)
-                    .bind(sealed)
-                    .execute(&mut *tx)
-                    .await?;
-                counts.journal_secrets += 1;
-            }
-        }
-
-        let pairs: Vec<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT connection, access_token, refresh_token FROM oauth_tokens
-             WHERE substr(access_token, 1, 1) = x'00' OR substr(refresh_token, 1, 1) = x'00'",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (connection, access, refresh) in pairs {
-            for (which, column, stored) in [
-                (OAuthToken::Access, "access_token", access),
-                (OAuthToken::Refresh, "refresh_token", refresh),
-            ] {
-                let stored: Stored = Some(Zeroizing::new(stored));
-                let owner = Owner::Connection(&connection, which);
-                if let Some(sealed) = resealed(custody, owner, &stored)? {
-                    sqlx::query(&format!(
-                        "UPDATE oauth_tokens SET {column} = ?2 WHERE connection = ?1"
-                    ))
-                    .bind(&connection)
-                    .bind(sealed)
-                    .execute(&mut *tx)
-                    .await?;
-                    counts.oauth_tokens += 1;
-                }
-            }
-        }
-
-        let now = Utc::now();
-        sqlx::query("INSERT INTO custody_sealed (id, sealed_at) VALUES (1, ?1)")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        // An event only when something was sealed: a new store with a
-        // master key from the start has nothing to tell. Counts only: which
-        // rows were plaintext is no one's business.
-        if counts.total() > 0 {
-            sqlx::query(
-                "INSERT INTO events (at, project_id, component, action, cause, before, after, outcome)
-                 VALUES (?1, NULL, 'custody', 'seal_plaintext', 'a master key is configured', '', ?2, 'ok')",
+            let pairs: Vec<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+                "SELECT connection, access_token, refresh_token FROM oauth_tokens
+                 WHERE substr(access_token, 1, 1) = $1 OR substr(refresh_token, 1, 1) = $1",
             )
-            .bind(now)
-            .bind(counts.to_string())
-            .execute(&mut *tx)
+            .bind(PLAIN_MARK)
+            .fetch_all(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
+            for (connection, access, refresh) in pairs {
+                for (which, column, stored) in [
+                    (OAuthToken::Access, "access_token", access),
+                    (OAuthToken::Refresh, "refresh_token", refresh),
+                ] {
+                    let stored: Stored = Some(Zeroizing::new(stored));
+                    let owner = Owner::Connection(&connection, which);
+                    if let Some(sealed) = resealed(custody, owner, &stored)? {
+                        sqlx::query(&format!(
+                            "UPDATE oauth_tokens SET {column} = $2 WHERE connection = $1"
+                        ))
+                        .bind(&connection)
+                        .bind(sealed)
+                        .execute(&mut *tx)
+                        .await?;
+                        counts.oauth_tokens += 1;
+                    }
+                }
+            }
+
+            let now = Utc::now();
+            sqlx::query("INSERT INTO custody_sealed (id, sealed_at) VALUES (1, $1)")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            // An event only when something was sealed: a new store with a
+            // master key from the start has nothing to tell. Counts only: which
+            // rows were plaintext is no one's business.
+            if counts.total() > 0 {
+                sqlx::query(
+                    "INSERT INTO events (at, project_id, component, action, cause, before, after, outcome)
+                     VALUES ($1, NULL, 'custody', 'seal_plaintext', 'a master key is configured', '', $2, 'ok')",
+                )
+                .bind(now)
+                .bind(counts.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(counts)
+        })?;
         tracing::info!(
             deploy_keys = counts.deploy_keys,
             hook_tokens = counts.hook_tokens,
@@ -221,7 +231,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::gitlab::oauth::OAuthPair;
-    use crate::store::tests::empty_store;
+    use crate::store::Engine;
+    use crate::store::tests::{ENGINE, empty_store, on_both_engines};
     use secrecy::{ExposeSecret, SecretString};
 
     const PRIVATE: &[u8] = b"-----BEGIN OPENSSH PRIVATE KEY----- plain";
@@ -259,169 +270,168 @@ mod tests {
     }
 
     async fn raw(store: &Store, query: &str) -> Vec<u8> {
-        sqlx::query_scalar(query)
-            .fetch_one(&store.pool)
-            .await
-            .unwrap()
+        on_pool!(store, |pool| sqlx::query_scalar(query)
+            .fetch_one(pool)
+            .await)
+        .unwrap()
     }
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         haystack.windows(needle.len()).any(|w| w == needle)
     }
 
-    #[tokio::test]
-    async fn plaintext_secrets_are_sealed_once_at_start_and_open_to_the_same_bytes() {
-        let (_dir, store) = empty_store().await;
-        let id = project(&store).await;
-        // Written under custody.allow_plaintext, without a master key.
-        let plain = plaintext();
-        let key = plain.seal(id, SecretKind::DeployKey, PRIVATE).unwrap();
-        store
-            .set_deploy_key(id, Some(5), "ssh-ed25519 AAAA", "SHA256:x", Some(&key))
-            .await
-            .unwrap();
-        let token = plain.seal(id, SecretKind::HookToken, TOKEN).unwrap();
-        store.set_hook(id, 9, Some(&token)).await.unwrap();
-        let data = serde_json::json!({});
-        for (component, secret) in [
-            (crate::health::Component::DeployKey, &key),
-            (crate::health::Component::Webhook, &token),
-        ] {
+    on_both_engines! {
+        async fn plaintext_secrets_are_sealed_once_at_start_and_open_to_the_same_bytes() {
+            let (_dir, store) = empty_store().await;
+            let id = project(&store).await;
+            // Written under custody.allow_plaintext, without a master key.
+            let plain = plaintext();
+            let key = plain.seal(id, SecretKind::DeployKey, PRIVATE).unwrap();
             store
-                .journal_begin(id, component, "repair", &data, Some(secret), "test")
+                .set_deploy_key(id, Some(5), "ssh-ed25519 AAAA", "SHA256:x", Some(&key))
                 .await
                 .unwrap();
+            let token = plain.seal(id, SecretKind::HookToken, TOKEN).unwrap();
+            store.set_hook(id, 9, Some(&token)).await.unwrap();
+            let data = serde_json::json!({});
+            for (component, secret) in [
+                (crate::health::Component::DeployKey, &key),
+                (crate::health::Component::Webhook, &token),
+            ] {
+                store
+                    .journal_begin(id, component, "repair", &data, Some(secret), "test")
+                    .await
+                    .unwrap();
+            }
+            store
+                .save_oauth_pair("main", &pair(), "seed", &plain)
+                .await
+                .unwrap();
+
+            // Without a master key nothing changes.
+            assert_eq!(store.seal_plaintext(&plain).await.unwrap(), None);
+            assert_eq!(store.custody_sealed_at().await.unwrap(), None);
+            assert_eq!(
+                raw(&store, "SELECT hook_token FROM projects").await,
+                token,
+                "left as it was"
+            );
+
+            let custody = with_key();
+            let counts = store.seal_plaintext(&custody).await.unwrap();
+            assert_eq!(
+                counts,
+                Some(Sealed {
+                    deploy_keys: 1,
+                    hook_tokens: 1,
+                    journal_secrets: 2,
+                    oauth_tokens: 2,
+                })
+            );
+            assert!(store.custody_sealed_at().await.unwrap().is_some());
+
+            // Sealed at rest, and they open to the same bytes.
+            for (query, secret) in [
+                ("SELECT private_key FROM projects", PRIVATE),
+                ("SELECT hook_token FROM projects", TOKEN),
+                ("SELECT access_token FROM oauth_tokens", ACCESS.as_bytes()),
+                ("SELECT refresh_token FROM oauth_tokens", REFRESH.as_bytes()),
+            ] {
+                let stored = raw(&store, query).await;
+                assert_eq!(stored[0], 1, "{query}: sealed format");
+                assert!(!contains(&stored, secret), "{query}: no plaintext");
+            }
+            for (kind, secret) in [
+                (SecretKind::DeployKey, PRIVATE),
+                (SecretKind::HookToken, TOKEN),
+            ] {
+                let stored = store.project_secret(id, kind).await.unwrap().unwrap();
+                assert_eq!(&*custody.open(id, kind, &stored).unwrap(), secret);
+            }
+            for entry in store.journal().await.unwrap() {
+                let (kind, secret) = match entry.component.as_str() {
+                    "deploy_key" => (SecretKind::DeployKey, PRIVATE),
+                    _ => (SecretKind::HookToken, TOKEN),
+                };
+                let stored = entry.secret.unwrap();
+                assert_eq!(stored[0], 1);
+                assert_eq!(&*custody.open(id, kind, &stored).unwrap(), secret);
+            }
+            let (opened, seed) = store.oauth_pair("main", &custody).await.unwrap().unwrap();
+            assert_eq!(opened.access.expose_secret(), ACCESS);
+            assert_eq!(opened.refresh.expose_secret(), REFRESH);
+            assert_eq!(seed, "seed");
+
+            // Recorded, by counts only.
+            let events = store.events(None, None, 10).await.unwrap();
+            let event = events
+                .iter()
+                .find(|e| e.action == "seal_plaintext")
+                .expect("an audit event");
+            assert_eq!(
+                event.after,
+                "1 deploy keys, 1 hook tokens, 2 journal secrets, 2 OAuth tokens"
+            );
+
+            // Never again.
+            assert_eq!(store.seal_plaintext(&custody).await.unwrap(), None);
         }
-        store
-            .save_oauth_pair("main", &pair(), "seed", &plain)
-            .await
-            .unwrap();
 
-        // Without a master key nothing changes.
-        assert_eq!(store.seal_plaintext(&plain).await.unwrap(), None);
-        assert_eq!(store.custody_sealed_at().await.unwrap(), None);
-        assert_eq!(
-            raw(&store, "SELECT hook_token FROM projects").await,
-            token,
-            "left as it was"
-        );
-
-        let custody = with_key();
-        let counts = store.seal_plaintext(&custody).await.unwrap();
-        assert_eq!(
-            counts,
-            Some(Sealed {
-                deploy_keys: 1,
-                hook_tokens: 1,
-                journal_secrets: 2,
-                oauth_tokens: 2,
-            })
-        );
-        assert!(store.custody_sealed_at().await.unwrap().is_some());
-
-        // Sealed at rest, and they open to the same bytes.
-        for (query, secret) in [
-            ("SELECT private_key FROM projects", PRIVATE),
-            ("SELECT hook_token FROM projects", TOKEN),
-            ("SELECT access_token FROM oauth_tokens", ACCESS.as_bytes()),
-            ("SELECT refresh_token FROM oauth_tokens", REFRESH.as_bytes()),
-        ] {
-            let stored = raw(&store, query).await;
-            assert_eq!(stored[0], 1, "{query}: sealed format");
-            assert!(!contains(&stored, secret), "{query}: no plaintext");
+        async fn a_fresh_store_is_marked_sealed_at_its_first_start_with_a_master_key() {
+            let (_dir, store) = empty_store().await;
+            let custody = with_key();
+            assert_eq!(
+                store.seal_plaintext(&custody).await.unwrap(),
+                Some(Sealed::default())
+            );
+            assert!(store.custody_sealed_at().await.unwrap().is_some());
+            assert!(
+                store.events(None, None, 10).await.unwrap().is_empty(),
+                "nothing sealed, nothing to tell"
+            );
         }
-        for (kind, secret) in [
-            (SecretKind::DeployKey, PRIVATE),
-            (SecretKind::HookToken, TOKEN),
-        ] {
-            let stored = store.project_secret(id, kind).await.unwrap().unwrap();
-            assert_eq!(&*custody.open(id, kind, &stored).unwrap(), secret);
+
+        async fn a_plaintext_value_planted_after_sealing_is_refused_and_never_sealed() {
+            let (_dir, store) = empty_store().await;
+            let id = project(&store).await;
+            let custody = with_key();
+            store.seal_plaintext(&custody).await.unwrap();
+
+            let planted = plaintext()
+                .seal(id, SecretKind::HookToken, b"attacker-token")
+                .unwrap();
+            store.set_hook(id, 9, Some(&planted)).await.unwrap();
+            store
+                .save_oauth_pair("main", &pair(), "seed", &plaintext())
+                .await
+                .unwrap();
+
+            // A later start does not seal it...
+            assert_eq!(store.seal_plaintext(&custody).await.unwrap(), None);
+            assert_eq!(
+                raw(&store, "SELECT hook_token FROM projects").await,
+                planted
+            );
+            // ...and it is refused.
+            let stored = store
+                .project_secret(id, SecretKind::HookToken)
+                .await
+                .unwrap()
+                .unwrap();
+            let err = custody
+                .open(id, SecretKind::HookToken, &stored)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("stored unencrypted"), "{err}");
+            let err = store
+                .oauth_pair("main", &custody)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("connection `main`"), "{err}");
+            assert!(err.contains("stored unencrypted"), "{err}");
+            assert!(!err.contains(ACCESS) && !err.contains("attacker-token"));
         }
-        for entry in store.journal().await.unwrap() {
-            let (kind, secret) = match entry.component.as_str() {
-                "deploy_key" => (SecretKind::DeployKey, PRIVATE),
-                _ => (SecretKind::HookToken, TOKEN),
-            };
-            let stored = entry.secret.unwrap();
-            assert_eq!(stored[0], 1);
-            assert_eq!(&*custody.open(id, kind, &stored).unwrap(), secret);
-        }
-        let (opened, seed) = store.oauth_pair("main", &custody).await.unwrap().unwrap();
-        assert_eq!(opened.access.expose_secret(), ACCESS);
-        assert_eq!(opened.refresh.expose_secret(), REFRESH);
-        assert_eq!(seed, "seed");
-
-        // Recorded, by counts only.
-        let events = store.events(None, None, 10).await.unwrap();
-        let event = events
-            .iter()
-            .find(|e| e.action == "seal_plaintext")
-            .expect("an audit event");
-        assert_eq!(
-            event.after,
-            "1 deploy keys, 1 hook tokens, 2 journal secrets, 2 OAuth tokens"
-        );
-
-        // Never again.
-        assert_eq!(store.seal_plaintext(&custody).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn a_fresh_store_is_marked_sealed_at_its_first_start_with_a_master_key() {
-        let (_dir, store) = empty_store().await;
-        let custody = with_key();
-        assert_eq!(
-            store.seal_plaintext(&custody).await.unwrap(),
-            Some(Sealed::default())
-        );
-        assert!(store.custody_sealed_at().await.unwrap().is_some());
-        assert!(
-            store.events(None, None, 10).await.unwrap().is_empty(),
-            "nothing sealed, nothing to tell"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_plaintext_value_planted_after_sealing_is_refused_and_never_sealed() {
-        let (_dir, store) = empty_store().await;
-        let id = project(&store).await;
-        let custody = with_key();
-        store.seal_plaintext(&custody).await.unwrap();
-
-        let planted = plaintext()
-            .seal(id, SecretKind::HookToken, b"attacker-token")
-            .unwrap();
-        store.set_hook(id, 9, Some(&planted)).await.unwrap();
-        store
-            .save_oauth_pair("main", &pair(), "seed", &plaintext())
-            .await
-            .unwrap();
-
-        // A later start does not seal it...
-        assert_eq!(store.seal_plaintext(&custody).await.unwrap(), None);
-        assert_eq!(
-            raw(&store, "SELECT hook_token FROM projects").await,
-            planted
-        );
-        // ...and it is refused.
-        let stored = store
-            .project_secret(id, SecretKind::HookToken)
-            .await
-            .unwrap()
-            .unwrap();
-        let err = custody
-            .open(id, SecretKind::HookToken, &stored)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("stored unencrypted"), "{err}");
-        let err = store
-            .oauth_pair("main", &custody)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("connection `main`"), "{err}");
-        assert!(err.contains("stored unencrypted"), "{err}");
-        assert!(!err.contains(ACCESS) && !err.contains("attacker-token"));
     }
 
     #[tokio::test]
@@ -436,7 +446,7 @@ mod tests {
             "SELECT typeof(access_token) || ',' || typeof(refresh_token),
                     access_token || refresh_token FROM oauth_tokens",
         )
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite())
         .await
         .unwrap();
         assert_eq!(kinds, "blob,blob");
@@ -466,7 +476,7 @@ mod tests {
              SELECT 'other', access_token, refresh_token, expires_at, seed, updated_at
              FROM oauth_tokens WHERE connection = 'main'",
         )
-        .execute(&store.pool)
+        .execute(store.sqlite())
         .await
         .unwrap();
         let err = store
@@ -480,7 +490,7 @@ mod tests {
             "UPDATE oauth_tokens SET access_token = refresh_token, refresh_token = access_token
              WHERE connection = 'main'",
         )
-        .execute(&store.pool)
+        .execute(store.sqlite())
         .await
         .unwrap();
         let err = store
@@ -511,7 +521,7 @@ mod tests {
         before.run(&pool).await.unwrap();
         sqlx::query(
             "INSERT INTO oauth_tokens (connection, access_token, refresh_token, expires_at, seed, updated_at)
-             VALUES ('main', ?1, ?2, NULL, 'seed', '2025-01-01T00:00:00Z')",
+             VALUES ('main', $1, $2, NULL, 'seed', '2025-01-01T00:00:00Z')",
         )
         .bind(ACCESS)
         .bind(REFRESH)
@@ -522,7 +532,7 @@ mod tests {
 
         let store = Store::open(&path).await.unwrap();
         let kinds: String = sqlx::query_scalar("SELECT typeof(access_token) FROM oauth_tokens")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite())
             .await
             .unwrap();
         assert_eq!(kinds, "blob");

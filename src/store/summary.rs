@@ -30,34 +30,36 @@ pub struct HealthSummary {
 impl Store {
     /// Aggregates for the metrics; `with_all` adds one row per project and component.
     pub async fn health_summary(&self, with_all: bool) -> Result<HealthSummary, StoreError> {
-        let connections = sqlx::query_as::<_, (String, String, Option<String>)>(
+        let connections = on_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, String, Option<String>)>(
             "SELECT c.name, COALESCE(h.pending, h.state, 'unknown'), h.state
              FROM connections c LEFT JOIN health h ON h.component = 'connection' AND h.subject_id = c.id
              ORDER BY c.name",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await
+        })?;
         let mut counts = Vec::new();
         for component in crate::health::Component::PROJECT_COMPONENTS {
             let component = component.as_str();
-            let rows = sqlx::query_as::<_, (String, i64)>(
+            let rows = on_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
                 "SELECT COALESCE(h.pending, h.state, 'unknown') AS s, COUNT(*)
-                 FROM projects p LEFT JOIN health h ON h.subject_id = p.id AND h.component = ?1
+                 FROM projects p LEFT JOIN health h ON h.subject_id = p.id AND h.component = $1
                  WHERE p.removed_at IS NULL GROUP BY s",
             )
             .bind(component)
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(pool)
+            .await)?;
             counts.extend(rows.into_iter().map(|(s, n)| (component.to_owned(), s, n)));
         }
-        let projects = sqlx::query_as::<_, (String, i64)>(
+        let projects = on_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
             "SELECT c.name, COUNT(p.id) FROM connections c
              LEFT JOIN projects p ON p.connection_id = c.id AND p.removed_at IS NULL
              GROUP BY c.name ORDER BY c.name",
         )
-        .fetch_all(&self.pool)
-        .await?;
-        let problems = sqlx::query_as::<_, Problem>(
+        .fetch_all(pool)
+        .await)?;
+        let problems = on_pool!(self, |pool| sqlx::query_as::<_, Problem>(
             "SELECT c.name AS connection,
                     CASE WHEN p.path = '' THEN '#' || p.gitlab_id ELSE p.path END AS path,
                     h.component, h.state
@@ -66,10 +68,10 @@ impl Store {
              WHERE h.component != 'connection' AND h.pending IS NULL
                AND h.state IS NOT NULL AND h.state NOT IN ('ok', 'healthy')",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         let all = if with_all {
-            Some(
+            Some(on_pool!(self, |pool| {
                 sqlx::query_as::<_, (String, String, String, bool)>(
                     "SELECT c.name, CASE WHEN p.path = '' THEN '#' || p.gitlab_id ELSE p.path END, h.component,
                             h.pending IS NULL AND h.state IN ('ok', 'healthy')
@@ -77,9 +79,9 @@ impl Store {
                      JOIN connections c ON c.id = p.connection_id
                      WHERE h.component != 'connection'",
                 )
-                .fetch_all(&self.pool)
-                .await?,
-            )
+                .fetch_all(pool)
+                .await
+            })?)
         } else {
             None
         };
@@ -97,22 +99,25 @@ impl Store {
     /// The condition in parentheses is index `health_repairable`'s
     /// (migration 0010), word for word, or SQLite scans every health row.
     pub async fn repair_candidates(&self) -> Result<Vec<HealthRow>, StoreError> {
-        Ok(sqlx::query_as::<_, HealthRow>(REPAIR_CANDIDATES)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, HealthRow>(
+            REPAIR_CANDIDATES
+        )
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Active projects with a component in a definite broken state, and all
     /// active projects. The last condition is index `health_broken`'s
     /// (migration 0006), word for word, or SQLite scans every health row.
     pub async fn broken_share(&self) -> Result<(i64, i64), StoreError> {
-        let broken: i64 = sqlx::query_scalar(BROKEN_PROJECTS)
-            .fetch_one(&self.pool)
-            .await?;
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE removed_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
+        let broken: i64 = on_pool!(self, |pool| sqlx::query_scalar(BROKEN_PROJECTS)
+            .fetch_one(pool)
+            .await)?;
+        let total: i64 = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM projects WHERE removed_at IS NULL"
+        )
+        .fetch_one(pool)
+        .await)?;
         Ok((broken, total))
     }
 }

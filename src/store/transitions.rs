@@ -33,25 +33,22 @@ impl Store {
         project: Option<i64>,
         limit: i64,
     ) -> Result<Vec<TransitionRow>, StoreError> {
-        let rows =
-            match project {
-                Some(id) => sqlx::query_as::<_, TransitionRow>(
-                    "SELECT * FROM transitions WHERE component != 'connection' AND subject_id = ?1
-                     ORDER BY id DESC LIMIT ?2",
-                )
-                .bind(id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?,
-                None => {
-                    sqlx::query_as::<_, TransitionRow>(
-                        "SELECT * FROM transitions ORDER BY id DESC LIMIT ?1",
-                    )
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-            };
+        let rows = match project {
+            Some(id) => on_pool!(self, |pool| sqlx::query_as::<_, TransitionRow>(
+                "SELECT * FROM transitions WHERE component != 'connection' AND subject_id = $1
+                     ORDER BY id DESC LIMIT $2",
+            )
+            .bind(id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?,
+            None => on_pool!(self, |pool| sqlx::query_as::<_, TransitionRow>(
+                "SELECT * FROM transitions ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?,
+        };
         Ok(rows)
     }
 }

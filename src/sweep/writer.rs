@@ -56,7 +56,7 @@ impl Sweeper {
         let _ = to_writer.send(pending).await;
         drop(to_writer);
         let written = writer.await.map_err(|e| StoreError::Open {
-            path: self.cfg.raw.store.path.display().to_string(),
+            path: self.cfg.store.to_string(),
             reason: format!("writer task failed: {e}"),
         })??;
         summary.transitions += written.len();

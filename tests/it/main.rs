@@ -9,6 +9,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod oauth;
+mod postgres;
 mod props;
 mod repair;
 mod secrets;

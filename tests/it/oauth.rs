@@ -249,9 +249,7 @@ async fn with_a_master_key_the_rotated_pair_is_sealed_at_rest_and_survives_a_res
     // names the connection.
     let keyless = keyless.file(&fx.dir.path().join("keyless.toml")).write();
     let cfg = std::sync::Arc::new(glwarden::config::Config::load(&keyless).unwrap());
-    let store = glwarden::store::Store::open(&cfg.raw.store.path)
-        .await
-        .unwrap();
+    let store = glwarden::store::Store::connect(&cfg.store).await.unwrap();
     let err = glwarden::sweep::Sweeper::new(cfg, store.clone(), None)
         .await
         .err()

@@ -140,7 +140,7 @@ impl Fixture {
 
     pub async fn checker(&self, config: &Path) -> (Sweeper, Store) {
         let cfg = Arc::new(Config::load(config).expect("config loads"));
-        let store = Store::open(&cfg.raw.store.path).await.unwrap();
+        let store = Store::connect(&cfg.store).await.unwrap();
         (Sweeper::new(cfg, store.clone(), None).await.unwrap(), store)
     }
 

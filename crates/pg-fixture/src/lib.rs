@@ -87,6 +87,15 @@ pub fn cluster() -> Arc<Cluster> {
     cluster
 }
 
+/// The shared cluster and a fresh database in it, for one test. It blocks
+/// (the first call starts the server): call it off an async runtime's
+/// workers, e.g. through `tokio::task::spawn_blocking`.
+pub fn database() -> (Arc<Cluster>, String) {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    (cluster, database)
+}
+
 /// At exit: stops the shared cluster even if a thread still holds a handle (the process is going
 /// anyway). Skipped if the lock is taken (a start under way): the parent-death signal then
 /// stops the server.
