@@ -137,13 +137,37 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Every command, not only those that check: `key private` opens a
     // secret too, and must not find one an earlier setting left in plaintext.
     store.seal_plaintext(&cfg.custody).await?;
+    // A command that sweeps or repairs writes as the leader would: on
+    // PostgreSQL it takes the lease for its duration, or is refused while
+    // a daemon leads (one writer at a time).
+    let lease = match writes_as_leader(&command) {
+        true => {
+            let period = std::time::Duration::from_secs(cfg.raw.ha.lease_seconds);
+            Some(store.lead_for_command(period).await?)
+        }
+        false => None,
+    };
     let named = Named {
-        store: &store,
+        store: lease.as_ref().map_or(&store, |l| &l.store),
         connection: cli.connection.as_deref(),
     };
     let outcome = execute(command, cfg, named).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     store.close().await;
     outcome
+}
+
+/// Whether `command` writes what only the leader may (the journal, OAuth
+/// pairs, the key and hook a project owns).
+fn writes_as_leader(command: &Command) -> bool {
+    match command {
+        Command::Check(_) | Command::Regenerate { .. } => true,
+        Command::Repair(args) => args.command.is_none() && !args.dry_run,
+        Command::Project(ProjectCommand::Add { .. }) => true,
+        _ => false,
+    }
 }
 
 async fn execute(command: Command, cfg: Arc<Config>, named: Named<'_>) -> anyhow::Result<u8> {

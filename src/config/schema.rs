@@ -14,6 +14,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
+    pub ha: HaConfig,
+    #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
     pub check: CheckConfig,
@@ -35,6 +37,29 @@ pub struct RawConfig {
     pub projects: Vec<ProjectConfig>,
     #[serde(default)]
     pub discover: Vec<DiscoveryRule>,
+}
+
+/// Replicas on one PostgreSQL database: one leads (sweeps, repairs, OAuth
+/// refresh) while it holds the lease; the others stand by.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// How long a lease lasts unless renewed (renewed every third of it); a
+    /// standby takes over within about one lease and a third of a leader's death.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        Self {
+            lease_seconds: default_lease_seconds(),
+        }
+    }
+}
+
+fn default_lease_seconds() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -85,6 +85,14 @@ pub(super) fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
             "must be more than schedule.spread and at most 1000".into(),
         ));
     }
+    // Renewed every third of a lease: under 3 s a renewal every second
+    // could miss its lease on a loaded machine.
+    if !(3..=3600).contains(&raw.ha.lease_seconds) {
+        return Err((
+            "ha.lease_seconds".into(),
+            "must be between 3 and 3600".into(),
+        ));
+    }
     raw.http
         .listen
         .parse::<std::net::SocketAddr>()

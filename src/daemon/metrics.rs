@@ -63,6 +63,7 @@ pub struct Metrics {
     last_success: Gauge,
     repairs: IntCounterVec,
     repairs_paused: prometheus::IntGauge,
+    leader: prometheus::IntGauge,
     repairs_stopped: prometheus::IntGauge,
     journal_entries: prometheus::IntGauge,
     /// Label sets of the per-project series currently exported, so that the
@@ -151,6 +152,14 @@ impl Metrics {
         r.register(Box::new(last_success.clone()))
             .expect("registered once");
 
+        let leader = prometheus::IntGauge::new(
+            "glwarden_leader",
+            "1 while this replica leads (sweeps, repairs, OAuth refresh), 0 while it stands by; on SQLite the one daemon always leads.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(leader.clone()))
+            .expect("registered once");
+
         let repairs_paused = prometheus::IntGauge::new(
             "glwarden_repairs_paused",
             "1 while the storm guard has paused automatic repairs.",
@@ -181,6 +190,7 @@ impl Metrics {
                 &["component", "outcome"],
             ),
             repairs_paused,
+            leader,
             repairs_stopped,
             journal_entries,
             per_project,
@@ -311,6 +321,10 @@ impl Metrics {
         self.repairs_paused.set(i64::from(paused));
         self.repairs_stopped.set(stopped as i64);
         self.journal_entries.set(journal_entries as i64);
+    }
+
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
     }
 
     pub fn sweep_skipped(&self) {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::health::{Severity, State};
-use crate::store::Store;
+use crate::store::{Lease, Store};
 use crate::sweep::{Selection, SweepOptions, SweepSummary, Sweeper};
 use metrics::{Metrics, SweepOutcome};
 use server::{AppState, Liveness};
@@ -74,8 +74,8 @@ pub struct Daemon {
     liveness: Arc<Liveness>,
     /// How often the loop turns (feeds the watchdog, beats for `/healthz`).
     beat: Duration,
-    /// The database held for this daemon alone (PostgreSQL).
-    held: Option<crate::store::Held>,
+    /// This replica's name in the lease: host, process and a random part.
+    holder: String,
 }
 
 impl Daemon {
@@ -87,7 +87,6 @@ impl Daemon {
             tracing::warn!("{warning}");
         }
         let store = Store::connect(&cfg.store).await?;
-        let held = store.hold_alone(&cfg.store.to_string()).await?;
         // Refused before anything is served or asked: see `connection move`.
         store.verify_connections(cfg.connection_urls()).await?;
         let metrics = Metrics::new(cfg.raw.metrics.per_project);
@@ -120,7 +119,7 @@ impl Daemon {
             listener,
             liveness,
             beat,
-            held,
+            holder: holder_name(),
         };
         Ok((daemon, addr))
     }
@@ -143,7 +142,7 @@ impl Daemon {
             listener,
             liveness,
             beat,
-            held,
+            holder,
         } = self;
         let stop_server = CancellationToken::new();
         let server = {
@@ -193,12 +192,21 @@ impl Daemon {
             cfg: cfg.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
-            sweeper: Arc::new(Sweeper::new(cfg, store.clone(), Some(&metrics)).await?),
+            leading: None,
             cancel: CancellationToken::new(),
             running: None,
         };
-        // The first sweep starts now rather than at the first cron tick.
-        let mut sweep: Option<JoinHandle<SweepResult>> = Some(sweeps.start());
+        // Leadership: the lease is tried at once (on SQLite it is always
+        // won) and then renewed, or tried again, every third of a lease.
+        let lease_period = Duration::from_secs(cfg.raw.ha.lease_seconds);
+        let mut lease_tick = tokio::time::interval(lease_period / 3);
+        lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lease: Option<Lease> = None;
+        // Until when this replica may act as leader without a renewal: the
+        // lease's remaining time as the database counted it, from before the
+        // renewal was asked.
+        let mut lease_valid_until = tokio::time::Instant::now();
+        let mut sweep: Option<JoinHandle<SweepResult>> = None;
         // The scheduler follows the wall clock; a clock stepped back (NTP, a VM
         // restored) would silence it for as long as the step. The loop keeps a
         // monotonic eye on it and sweeps anyway when ticks stop coming.
@@ -243,7 +251,7 @@ impl Daemon {
                     liveness.beat();
                     notify(&[NotifyState::Watchdog]);
                     let overdue = (cron_interval(&sweeps.cfg) * 2).max(Duration::from_secs(2));
-                    if sweep.is_none() && last_start.elapsed() > overdue {
+                    if sweep.is_none() && sweeps.leading.is_some() && last_start.elapsed() > overdue {
                         tracing::warn!(
                             silent_seconds = last_start.elapsed().as_secs(),
                             "no scheduled sweep for twice the interval (wall clock stepped?); sweeping now"
@@ -253,6 +261,9 @@ impl Daemon {
                     }
                 }
                 Some(()) = ticks.recv() => {
+                    if sweeps.leading.is_none() {
+                        continue; // a standby: the leader sweeps
+                    }
                     if sweep.is_some() {
                         metrics.sweep_skipped();
                         tracing::warn!("sweep skipped: the previous sweep is still running");
@@ -269,6 +280,62 @@ impl Daemon {
                     let status = sweeps.finish(result).await;
                     liveness.sweep_done();
                     notify(&[NotifyState::Status(&status)]);
+                }
+                _ = lease_tick.tick() => {
+                    let asked = tokio::time::Instant::now();
+                    match &lease {
+                        // Through the leader's store, so that its write gate follows.
+                        Some(held) => match sweeps.leading_store().renew_lead(held, lease_period).await {
+                            Ok(Some(renewed)) => {
+                                lease_valid_until = renewed.valid_until;
+                                lease = Some(renewed);
+                            }
+                            Ok(None) => {
+                                tracing::error!(token = held.token, "leadership lost: the lease lapsed or another replica took it over; standing by");
+                                lease = None;
+                                sweeps.stand_by(&mut sweep);
+                            }
+                            Err(e) if asked >= lease_valid_until => {
+                                tracing::error!(error = %e, token = held.token, "leadership given up: the lease could not be renewed before it ran out; standing by");
+                                lease = None;
+                                sweeps.stand_by(&mut sweep);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "the lease could not be renewed; trying again"),
+                        },
+                        None => match store.try_lead(&holder, lease_period).await {
+                            Ok(Some(won)) => {
+                                lease_valid_until = won.valid_until;
+                                match sweeps.lead(&won).await {
+                                    Ok(()) => {
+                                        if !matches!(cfg.store, crate::config::StoreTarget::Sqlite(_)) {
+                                            tracing::info!(token = won.token, holder = holder.as_str(), "leading: this replica sweeps and repairs");
+                                        }
+                                        notify(&[NotifyState::Status(&format!("leader (lease token {}): starting a sweep", won.token))]);
+                                        lease = Some(won);
+                                        if sweep.is_none() {
+                                            last_start = tokio::time::Instant::now();
+                                            sweep = Some(sweeps.start());
+                                        }
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(error = format!("{e:#}"), "cannot lead; releasing the lease");
+                                        let _ = store.release_lead(&won).await;
+                                    }
+                                }
+                            }
+                            Ok(None) => {
+                                // A standby serves the leader's results.
+                                sweeps.publish().await;
+                                liveness.standing_by();
+                                let leader = store.leader().await.ok().flatten();
+                                let who = leader
+                                    .and_then(|l| l.holder.map(|h| format!("{h}, token {}", l.token)))
+                                    .unwrap_or_else(|| "none".to_owned());
+                                notify(&[NotifyState::Status(&format!("standby (leader: {who})"))]);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "the lease could not be read; trying again"),
+                        },
+                    }
                 }
                 Some(()) = reloads.recv() => {
                     tracing::info!("reload requested (SIGHUP): the configuration is read again before the next sweep");
@@ -299,7 +366,14 @@ impl Daemon {
         }
         stop_server.cancel();
         let _ = server.await;
-        drop(held);
+        if let Some(lease) = &lease {
+            match store.release_lead(lease).await {
+                Ok(()) => tracing::info!(token = lease.token, "lease released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease not released: a standby takes over when it lapses")
+                }
+            }
+        }
         store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -311,13 +385,21 @@ type SweepResult = anyhow::Result<(SweepSummary, Duration)>;
 /// What the loop needs to run sweeps.
 struct Sweeps {
     cfg: Arc<Config>,
+    /// The store as every replica reads it.
     store: Store,
     metrics: Arc<Metrics>,
-    sweeper: Arc<Sweeper>,
+    /// While this replica leads: the sweeper over the store its writes are
+    /// fenced through (the lease's token).
+    leading: Option<Leading>,
     /// Cancelled on shutdown: running sweeps start no further checks.
     cancel: CancellationToken,
     /// The running sweep's start and its own cancellation (its deadline).
     running: Option<Running>,
+}
+
+struct Leading {
+    fenced: Store,
+    sweeper: Arc<Sweeper>,
 }
 
 struct Running {
@@ -328,8 +410,53 @@ struct Running {
 }
 
 impl Sweeps {
+    /// Becomes the leader under `lease`: a sweeper whose writes carry its token.
+    async fn lead(&mut self, lease: &Lease) -> anyhow::Result<()> {
+        let fenced = self.store.fenced(lease).await?;
+        let sweeper = Sweeper::new(self.cfg.clone(), fenced.clone(), Some(&self.metrics)).await?;
+        self.leading = Some(Leading {
+            fenced,
+            sweeper: Arc::new(sweeper),
+        });
+        self.metrics.set_leader(true);
+        Ok(())
+    }
+
+    /// Stops leading: the running sweep starts no new check (its started
+    /// ones finish; a write the lease no longer allows is refused by the
+    /// database) and no sweep starts until the lease is won again.
+    fn stand_by(&mut self, sweep: &mut Option<JoinHandle<SweepResult>>) {
+        if let Some(running) = &self.running {
+            running.cancel.cancel();
+        }
+        if sweep.is_some() {
+            tracing::warn!("the running sweep is cancelled: its started checks finish");
+        }
+        if let Some(gate) = self
+            .leading
+            .take()
+            .as_ref()
+            .and_then(|l| l.fenced.write_gate())
+        {
+            gate.shut();
+        }
+        self.metrics.set_leader(false);
+        notify(&[NotifyState::Status("standby (leadership lost)")]);
+    }
+
+    /// The store a leader writes (and renews its lease) through; the
+    /// shared one on standby.
+    fn leading_store(&self) -> &Store {
+        self.leading.as_ref().map_or(&self.store, |l| &l.fenced)
+    }
+
     fn start(&mut self) -> JoinHandle<SweepResult> {
-        let sweeper = self.sweeper.clone();
+        let sweeper = self
+            .leading
+            .as_ref()
+            .expect("sweeps start only while leading")
+            .sweeper
+            .clone();
         // Shutdown cancels it too.
         let cancel = self.cancel.child_token();
         self.running = Some(Running {
@@ -422,7 +549,7 @@ impl Sweeps {
         status
     }
 
-    async fn publish(&self) {
+    pub(crate) async fn publish(&self) {
         match self.store.health_summary(per_project_all(&self.cfg)).await {
             Ok(summary) => self.metrics.publish(&summary),
             Err(e) => tracing::error!(error = %e, "cannot read health for metrics"),
@@ -433,14 +560,20 @@ impl Sweeps {
     async fn reload(&mut self) {
         let loaded = async {
             let cfg = Arc::new(Config::load(&self.cfg.file)?);
-            let sweeper =
-                Sweeper::new(cfg.clone(), self.store.clone(), Some(&self.metrics)).await?;
+            let sweeper = match &self.leading {
+                Some(leading) => Some(
+                    Sweeper::new(cfg.clone(), leading.fenced.clone(), Some(&self.metrics)).await?,
+                ),
+                None => None,
+            };
             anyhow::Ok((sweeper, cfg))
         }
         .await;
         match loaded {
             Ok((sweeper, cfg)) => {
-                self.sweeper = Arc::new(sweeper);
+                if let (Some(leading), Some(sweeper)) = (self.leading.as_mut(), sweeper) {
+                    leading.sweeper = Arc::new(sweeper);
+                }
                 self.cfg = cfg;
                 tracing::info!("configuration reloaded");
             }
@@ -450,6 +583,19 @@ impl Sweeps {
             ),
         }
     }
+}
+
+/// This replica's name in the lease: host, process id and a random part
+/// (a restarted process on the same host is another holder).
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 fn per_project_all(cfg: &Config) -> bool {

@@ -53,6 +53,12 @@ impl Liveness {
         self.stalled(None);
     }
 
+    /// A standby serves the leader's results from the store: ready without
+    /// a sweep of its own.
+    pub fn standing_by(&self) {
+        self.first_sweep_done.store(true, Ordering::Relaxed);
+    }
+
     /// Sets (or clears) why `/healthz` fails although the loop turns.
     pub fn stalled(&self, why: Option<String>) {
         *self.stalled.lock().expect("liveness lock") = why;
@@ -179,7 +185,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Ready: the store answers and the first sweep has finished.
+/// Ready: the store answers, and this replica has finished its first sweep
+/// or stands by (it serves the leader's results).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => {}

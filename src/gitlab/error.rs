@@ -62,6 +62,10 @@ pub enum ErrorKind {
     RateLimitedUntil {
         until: chrono::DateTime<chrono::Utc>,
     },
+    /// Not sent: this replica's leader lease may have run out (another
+    /// replica may lead now). Says nothing about GitLab.
+    #[error("not sent: this replica no longer holds the leader's lease")]
+    NotLeading,
     #[error("HTTP {status}: {message}")]
     Server { status: u16, message: String },
     #[error("HTTP {status}: {message}")]
@@ -93,6 +97,7 @@ impl ErrorKind {
                 | ErrorKind::Timeout
                 | ErrorKind::Connection(_)
                 | ErrorKind::BadResponse { .. }
+                | ErrorKind::NotLeading
         )
     }
 }

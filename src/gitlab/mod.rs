@@ -49,6 +49,39 @@ pub struct ClientOptions {
     /// CA certificates trusted besides the built-in roots. Verification is
     /// never turned off.
     pub root_certificates: Vec<reqwest::Certificate>,
+    /// A leader's writes: none is sent once its lease may have run out.
+    pub write_gate: Option<WriteGate>,
+}
+
+/// Until when this replica may change anything at GitLab: the end of its
+/// leader's lease as last renewed, on the monotonic clock (which keeps
+/// counting while the process is stopped, so a leader resumed after
+/// SIGSTOP finds its gate shut). Checked right before each write and each
+/// OAuth refresh; the database refuses the journal step that follows
+/// (`migrations/postgres/0002_leader_lease.sql`), so what slips through is
+/// at most a write already on the wire when the lease ran out.
+#[derive(Debug, Clone)]
+pub struct WriteGate(Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl WriteGate {
+    /// Open until `until`.
+    pub fn until(until: tokio::time::Instant) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(until)))
+    }
+
+    /// A renewal moved the end of the lease.
+    pub fn extend(&self, until: tokio::time::Instant) {
+        *self.0.lock().expect("write gate lock") = until;
+    }
+
+    /// Shut at once (leadership given up).
+    pub fn shut(&self) {
+        self.extend(tokio::time::Instant::now());
+    }
+
+    pub fn is_open(&self) -> bool {
+        tokio::time::Instant::now() < *self.0.lock().expect("write gate lock")
+    }
 }
 
 impl Default for ClientOptions {
@@ -63,6 +96,7 @@ impl Default for ClientOptions {
             observer: None,
             oauth: None,
             root_certificates: Vec::new(),
+            write_gate: None,
         }
     }
 }
@@ -254,6 +288,10 @@ impl GitLab {
             if let Some(until) = self.gate.refusal() {
                 return Err(fail(ErrorKind::RateLimitedUntil { until }));
             }
+            // Last: the rate gate's wait may have outlived the lease.
+            if method != Method::GET && !self.may_write() {
+                return Err(fail(ErrorKind::NotLeading));
+            }
             self.requests.fetch_add(1, Ordering::Relaxed);
             // A refreshing session's token changes, so its header is made
             // each time; the configured token's was made once.
@@ -360,11 +398,23 @@ impl GitLab {
         }
     }
 
+    fn may_write(&self) -> bool {
+        self.options
+            .write_gate
+            .as_ref()
+            .is_none_or(WriteGate::is_open)
+    }
+
     async fn refresh_oauth(
         &self,
         session: &oauth::OAuthSession,
         seen: &SecretString,
     ) -> Result<(), ErrorKind> {
+        // GitLab revokes the old refresh token as it answers: a deposed
+        // leader's refresh would leave the new leader a dead pair.
+        if !self.may_write() {
+            return Err(ErrorKind::NotLeading);
+        }
         let url = self.web.join("oauth/token").expect("static path");
         session
             .refresh(&self.http, url, seen, self.options.max_response_bytes)

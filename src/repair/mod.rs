@@ -57,6 +57,18 @@ impl RepairError {
             _ => false,
         }
     }
+
+    /// Refused because this replica no longer leads: before the write (its
+    /// lease may have run out) or by the database (a journal step under a
+    /// deposed leader's token). Not a failure of the repair: the new leader
+    /// resumes it from the journal.
+    pub fn is_not_leading(&self) -> bool {
+        match self {
+            RepairError::GitLab(e) => matches!(e.kind, crate::gitlab::ErrorKind::NotLeading),
+            RepairError::Store(e) => e.is_fenced(),
+            _ => false,
+        }
+    }
 }
 
 /// Carries repairs out and records them.
@@ -74,6 +86,15 @@ impl Repairer {
             store,
             custody,
         }
+    }
+
+    /// Whether this replica still leads (on SQLite, and for one-shot
+    /// commands without a daemon, always): what it learns after its lease
+    /// ran out (a 422 for a key the new leader added) is not its to record.
+    pub fn leads(&self) -> bool {
+        self.store
+            .write_gate()
+            .is_none_or(crate::gitlab::WriteGate::is_open)
     }
 
     /// Carries out `action` on `project`, records the event, returns the outcome text.
@@ -97,6 +118,13 @@ impl Repairer {
                     .await
             }
             Action::FollowRename => self.follow_rename(project, new_path).await,
+        };
+        let result = match result {
+            Err(e) if e.is_not_leading() || !self.leads() => {
+                tracing::warn!(project = %project.path, action = action.name(), error = %e, "repair interrupted: this replica no longer leads (the leader resumes it from the journal)");
+                return Err(e);
+            }
+            other => other,
         };
         let (before, after, outcome) = match &result {
             Ok((before, after)) => (before.clone(), after.clone(), "ok".to_owned()),
@@ -170,7 +198,7 @@ impl Repairer {
             let outcome = match &result {
                 Ok(_) => {
                     done.0 += 1;
-                    "ok (resumed after a crash)".to_owned()
+                    "ok (resumed from the journal)".to_owned()
                 }
                 Err(e) => {
                     done.1 += 1;

@@ -122,6 +122,9 @@ impl Sweeper {
                         let done = repairer
                             .execute(&client, &current, &action, &cause, new_path.as_deref())
                             .await;
+                        if done.is_err() && !repairer.leads() {
+                            return Ok(()); // no further repair from a deposed leader
+                        }
                         let ok = done.is_ok();
                         summary.repairs.push((
                             component,

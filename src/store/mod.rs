@@ -47,6 +47,7 @@ macro_rules! on_pool {
 
 mod connections;
 mod health;
+mod lease;
 mod oauth;
 mod projects;
 mod quiet;
@@ -56,6 +57,7 @@ mod summary;
 mod transitions;
 
 pub use health::HealthRow;
+pub use lease::{CommandLease, Leader, Lease};
 pub use projects::{CheckTarget, NewProject, ProjectRow, Source};
 pub use repairs::{EventRow, JournalRow, JournalStep, MANUAL_CAUSE, NewEvent};
 pub use sealing::Sealed;
@@ -87,17 +89,19 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Custody(#[from] CustodyError),
-    /// Another `glwarden run` holds the database (PostgreSQL).
+    /// A command that writes as the leader found the lease held.
     #[error(
-        "database {shown}: another glwarden daemon holds it; one replica per database until leadership between replicas is built"
+        "a glwarden daemon leads this database ({leader}): it sweeps and repairs on its schedule; this command would be a second writer. Read with `glwarden status`, or stop the daemons first"
     )]
-    Held { shown: String },
+    Led { leader: String },
 }
 
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    /// A leader's store ([`Store::fenced`]): until when it may write to GitLab.
+    gate: Option<crate::gitlab::WriteGate>,
 }
 
 /// The engine's pool.
@@ -144,14 +148,6 @@ impl BeginWrite for SqlitePool {
 /// The advisory lock key of store-wide writes (any constant unique to glwarden).
 const WRITE_LOCK: i64 = 0x676c_7761_7264;
 
-/// The advisory lock key a daemon holds for its lifetime ([`Store::hold_alone`]).
-const DAEMON_LOCK: i64 = 0x676c_7761_7265;
-
-/// A daemon's hold on its PostgreSQL database: the session that holds the lock.
-pub struct Held {
-    _connection: sqlx::PgConnection,
-}
-
 impl BeginWrite for PgPool {
     type Database = sqlx::Postgres;
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
@@ -194,6 +190,7 @@ impl Store {
             })?;
         Ok(Store {
             db: Db::Sqlite(pool),
+            gate: None,
         })
     }
 
@@ -234,32 +231,8 @@ impl Store {
             })?;
         Ok(Store {
             db: Db::Postgres(pool),
+            gate: None,
         })
-    }
-
-    /// Holds the database for this daemon alone while the returned guard
-    /// lives: on PostgreSQL a session advisory lock on a connection of its
-    /// own, released by the server when the process ends however it ends;
-    /// refused with [`StoreError::Held`] while another daemon holds it. On
-    /// SQLite nothing (one file, one machine). Two daemons on one database
-    /// would both sweep and repair.
-    pub async fn hold_alone(&self, shown: &str) -> Result<Option<Held>, StoreError> {
-        let Db::Postgres(pool) = &self.db else {
-            return Ok(None);
-        };
-        let mut connection = pool.acquire().await?.detach();
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(DAEMON_LOCK)
-            .fetch_one(&mut connection)
-            .await?;
-        if !held {
-            return Err(StoreError::Held {
-                shown: shown.to_owned(),
-            });
-        }
-        Ok(Some(Held {
-            _connection: connection,
-        }))
     }
 
     /// A cheap round trip, for readiness.
@@ -399,8 +372,22 @@ mod tests {
     pub(super) use on_both_engines;
 
     /// A new store of its own on the test's engine: a SQLite file in a
-    /// directory of its own, or a new database in the test cluster.
+    /// directory of its own, or a new database in the test cluster, written
+    /// through as its leader would (the lease taken, its token on every
+    /// connection).
     pub(super) async fn empty_store() -> (Kept, Store) {
+        let (kept, store) = unled_store().await;
+        let lease = store
+            .try_lead("test", std::time::Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .expect("a new store's lease is free");
+        let fenced = store.fenced(&lease).await.unwrap();
+        (kept, fenced)
+    }
+
+    /// [`empty_store`] without taking the lease (the lease's own tests).
+    pub(super) async fn unled_store() -> (Kept, Store) {
         match ENGINE.try_with(|engine| *engine).unwrap_or(Engine::Sqlite) {
             Engine::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -408,15 +395,9 @@ mod tests {
                 (Kept::Dir(dir), store)
             }
             Engine::Postgres => {
-                let cluster = tokio::task::spawn_blocking(pg_fixture::cluster)
+                let (cluster, database) = tokio::task::spawn_blocking(pg_fixture::database)
                     .await
                     .unwrap();
-                let database = {
-                    let cluster = cluster.clone();
-                    tokio::task::spawn_blocking(move || cluster.create_database())
-                        .await
-                        .unwrap()
-                };
                 let options: sqlx::postgres::PgConnectOptions =
                     cluster.url(&database).parse().unwrap();
                 let store = Store::open_postgres(options.password(cluster.password()), &database)

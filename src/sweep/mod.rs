@@ -176,6 +176,7 @@ impl Sweeper {
                 observer: metrics.map(|m| m.observer(name)),
                 oauth,
                 root_certificates: conn.ca_certificates.clone(),
+                write_gate: store.write_gate().cloned(),
             };
             let client = GitLab::new(&conn.base_url, conn.kind, conn.token.clone(), options)
                 .map_err(|source| SweepError::Client {

@@ -5,6 +5,9 @@
 //! `NAME::postgres`); this is the end-to-end path over a real server with
 //! TLS verified against the test CA and the password from a file.
 
+use std::time::Duration;
+
+use gitlab_sim::{Fault, FaultKind};
 use glwarden::health::{Component, State};
 use glwarden::sweep::RepairResult;
 use glwarden_testkit::*;
@@ -31,6 +34,25 @@ async fn on_postgres(
     )
     .write();
     (config, cluster)
+}
+
+/// The same configuration for a second replica: another listen address.
+/// Returns its path and both listen addresses (first, second).
+fn second_replica(
+    fx: &Fixture,
+    first_config: &std::path::Path,
+) -> (std::path::PathBuf, String, String) {
+    let text = std::fs::read_to_string(first_config).unwrap();
+    let first_listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let second_listen = free_listen();
+    let second_config = fx.dir.path().join("second.toml");
+    std::fs::write(&second_config, text.replace(&first_listen, &second_listen)).unwrap();
+    (second_config, first_listen, second_listen)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -157,27 +179,281 @@ async fn a_wrong_password_or_an_unverified_server_is_an_error_naming_the_databas
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_daemon_on_the_same_database_refuses_to_start() {
+async fn two_replicas_one_leads_and_the_standby_takes_over_when_it_stops() {
     let fx = Fixture::new().await;
     let p = fx.connect("acme/app");
-    let (config, cluster) = on_postgres(&fx, &[&p], |c| c.daemon("*/1 * * * * *", 0.5)).await;
-    let mut first = fx.spawn_daemon(&config).await;
-    let cfg = glwarden::config::Config::load(&config).unwrap();
-    let refused = glwarden::daemon::Daemon::build(std::sync::Arc::new(cfg))
-        .await
-        .err()
-        .expect("a second daemon is refused");
-    let message = format!("{refused:#}");
+    let (first_config, _cluster) = on_postgres(&fx, &[&p], |c| {
+        c.daemon("*/1 * * * * *", 0.5)
+            .edit(|c| c.ha.lease_seconds = 3)
+    })
+    .await;
+    let (second_config, _, _) = second_replica(&fx, &first_config);
+
+    let mut first = fx.spawn_daemon(&first_config).await;
+    wait_until(
+        "the first replica leads",
+        Duration::from_secs(10),
+        || async { first.metric("glwarden_leader").await == Some(1.0) },
+    )
+    .await;
+    // A one-shot command that would write beside the leader is refused.
+    let out = run(glwarden(&[
+        "--config",
+        first_config.to_str().unwrap(),
+        "check",
+    ]))
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
-        message.contains("another glwarden daemon holds it"),
-        "{message}"
+        err.contains("a glwarden daemon leads this database"),
+        "{err}"
+    );
+
+    let mut second = fx.spawn_daemon(&second_config).await;
+    // The standby serves the leader's results and does not sweep.
+    wait_until(
+        "the standby publishes the stored health",
+        Duration::from_secs(10),
+        || async {
+            second
+                .metric("glwarden_components{component=\"deploy_key\",state=\"healthy\"}")
+                .await
+                == Some(1.0)
+        },
+    )
+    .await;
+    assert_eq!(second.metric("glwarden_leader").await, Some(0.0));
+    assert_eq!(
+        second.metric("glwarden_sweep_duration_seconds_count").await,
+        Some(0.0)
     );
     assert!(
-        message.contains(&format!("127.0.0.1:{}", cluster.port())),
-        "{message}"
+        first.metric("glwarden_leader").await == Some(1.0),
+        "still one leader"
     );
+
+    // The leader stops (it gives the lease back): the standby leads and sweeps.
     first.stop().await.expect("the first daemon stops cleanly");
-    // Its hold ends with it: the next daemon starts.
-    let mut next = fx.spawn_daemon(&config).await;
-    next.stop().await.expect("the next daemon stops cleanly");
+    wait_until(
+        "the standby leads and sweeps",
+        Duration::from_secs(10),
+        || async {
+            second.metric("glwarden_leader").await == Some(1.0)
+                && second
+                    .metric("glwarden_sweep_duration_seconds_count")
+                    .await
+                    .is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await;
+    second
+        .stop()
+        .await
+        .expect("the second daemon stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_leaders_lease_lapses_and_a_standby_process_takes_over() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let (first_config, _cluster) = on_postgres(&fx, &[&p], |c| {
+        c.daemon("*/1 * * * * *", 0.5)
+            .edit(|c| c.ha.lease_seconds = 5)
+    })
+    .await;
+    let (second_config, first_listen, second_listen) = second_replica(&fx, &first_config);
+
+    let first = fx.start_daemon(&first_config, &first_listen).await;
+    wait_until(
+        "the first process leads",
+        Duration::from_secs(10),
+        || async { first.metric("glwarden_leader").await == Some(1.0) },
+    )
+    .await;
+    let second = fx.start_daemon(&second_config, &second_listen).await;
+    assert_eq!(
+        second.metric("glwarden_leader").await,
+        Some(0.0),
+        "{}",
+        second.log()
+    );
+
+    // SIGKILL: no release; the lease lapses after at most 5 s and the
+    // standby, trying every 5/3 s, takes it: within two lease periods.
+    let killed = std::time::Instant::now();
+    first.signal("KILL");
+    // The timeout is a bound for a loaded machine; the figure is printed.
+    wait_until("the standby leads", Duration::from_secs(60), || async {
+        second.metric("glwarden_leader").await == Some(1.0)
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        second
+            .log()
+            .contains("leading: this replica sweeps and repairs"),
+        "{}",
+        second.log()
+    );
+    // And the store agrees: its holder is the second process, token 2.
+    let cfg = glwarden::config::Config::load(&second_config).unwrap();
+    let store = glwarden::store::Store::connect(&cfg.store).await.unwrap();
+    let leader = store.leader().await.unwrap().unwrap();
+    assert_eq!(leader.token, 2, "{leader:?}");
+    assert!(
+        leader
+            .holder
+            .as_deref()
+            .is_some_and(|h| h.contains(&format!(":{}:", second.child.id()))),
+        "{leader:?}"
+    );
+    eprintln!(
+        "standby took over {:.1} s after the leader was killed",
+        took.as_secs_f64()
+    );
+}
+
+/// SIGSTOP the leader while GitLab is adding the new key it asked for:
+/// the standby takes over when the lease lapses, resumes the rotation from
+/// the journal (the same key material, so the same key) and finishes it.
+/// Resumed with SIGCONT, the old leader's next journal step is refused by
+/// the database under its stale token: it stands by, records no failure,
+/// and GitLab keeps one key of ours.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_stopped_mid_rotation_is_fenced_out_when_it_resumes() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let (first_config, _cluster) = on_postgres(&fx, &[&p], |c| {
+        c.daemon("*/1 * * * * *", 0.5).edit(|c| {
+            c.ha.lease_seconds = 4;
+            // The old leader reads GitLab's answer after SIGCONT.
+            c.check.request_timeout_seconds = 60;
+        })
+    })
+    .await;
+    let (second_config, first_listen, second_listen) = second_replica(&fx, &first_config);
+    let first = fx.start_daemon(&first_config, &first_listen).await;
+    wait_until(
+        "the first process leads",
+        Duration::from_secs(30),
+        || async { first.metric("glwarden_leader").await == Some(1.0) },
+    )
+    .await;
+
+    // GitLab takes a second over the new key; the leader is stopped as
+    // soon as it has asked, and GitLab's answer waits for it.
+    let add_key = format!("/projects/{}/deploy_keys", p.id);
+    fx.sim.inject(
+        Fault::on(add_key.clone(), FaultKind::Delay(Duration::from_secs(1)))
+            .method("POST")
+            .times(1),
+    );
+    fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
+    wait_until(
+        "the leader asks GitLab for a new key",
+        Duration::from_secs(30),
+        || async {
+            fx.sim
+                .requests()
+                .iter()
+                .any(|r| r.method == "POST" && r.path.ends_with(&add_key))
+        },
+    )
+    .await;
+    first.signal("STOP");
+    // GitLab added the key; only then a standby starts (so it finds the
+    // key the stopped leader asked for rather than adding it itself).
+    wait_until("GitLab answers 201", Duration::from_secs(30), || async {
+        fx.sim
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.path.ends_with(&add_key) && r.status == 201)
+    })
+    .await;
+    let second = fx.start_daemon(&second_config, &second_listen).await;
+
+    // The standby leads and finishes the rotation the stopped leader began.
+    wait_until(
+        "the standby leads and the key is repaired",
+        Duration::from_secs(60),
+        || async {
+            second.metric("glwarden_leader").await == Some(1.0)
+                && second
+                    .metric("glwarden_components{component=\"deploy_key\",state=\"healthy\"}")
+                    .await
+                    == Some(1.0)
+        },
+    )
+    .await;
+    let cfg = glwarden::config::Config::load(&second_config).unwrap();
+    let store = glwarden::store::Store::connect(&cfg.store).await.unwrap();
+    wait_until("the journal is empty", Duration::from_secs(30), || async {
+        store.journal().await.unwrap().is_empty()
+    })
+    .await;
+    assert_one_matching_key(&fx, &store, p.id).await;
+    let key_before = fx.sim.deploy_keys(p.id);
+
+    // The old leader resumes: whatever it had in flight is refused, and it
+    // stands by.
+    first.signal("CONT");
+    wait_until(
+        "the old leader stands by",
+        Duration::from_secs(30),
+        || async { first.metric("glwarden_leader").await == Some(0.0) },
+    )
+    .await;
+    // Its repair in flight reads GitLab's answer; its next journal step,
+    // under token 1, is refused by the database.
+    wait_until(
+        "the old leader's repair is interrupted",
+        Duration::from_secs(60),
+        || async {
+            first
+                .log()
+                .contains("repair interrupted: this replica no longer leads")
+        },
+    )
+    .await;
+    let log = first.log();
+    assert!(log.contains("leadership lost"), "{log}");
+    assert!(
+        log.contains("UPDATE on repair_journal refused: this replica does not hold the leader's lease (fencing token 1)"),
+        "{log}"
+    );
+    // Several sweeps of the new leader later, nothing has changed at GitLab.
+    let sweeps = second
+        .metric("glwarden_sweep_duration_seconds_count")
+        .await
+        .unwrap_or(0.0);
+    wait_until(
+        "two more sweeps of the new leader",
+        Duration::from_secs(30),
+        || async {
+            second
+                .metric("glwarden_sweep_duration_seconds_count")
+                .await
+                .is_some_and(|n| n >= sweeps + 2.0)
+        },
+    )
+    .await;
+    assert_eq!(fx.sim.deploy_keys(p.id), key_before, "no second key");
+    assert_one_matching_key(&fx, &store, p.id).await;
+    assert_eq!(
+        first.metric("glwarden_leader").await.unwrap()
+            + second.metric("glwarden_leader").await.unwrap(),
+        1.0
+    );
+    // One rotation, done once; no failure recorded by the deposed leader.
+    let events = store.events(None, None, 50).await.unwrap();
+    let rotations: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "regenerate_deploy_key")
+        .map(|e| e.outcome.as_str())
+        .collect();
+    // Finished by the new leader from the journal the old one began.
+    assert_eq!(rotations, ["ok (resumed from the journal)"], "{events:?}");
+    assert!(store.journal().await.unwrap().is_empty());
+    store.close().await;
 }

@@ -138,10 +138,17 @@ impl Fixture {
             .write()
     }
 
+    /// A sweeper on `config`'s store, and the store. On PostgreSQL the
+    /// sweeper writes under a lease the test takes (and keeps) for itself.
     pub async fn checker(&self, config: &Path) -> (Sweeper, Store) {
         let cfg = Arc::new(Config::load(config).expect("config loads"));
         let store = Store::connect(&cfg.store).await.unwrap();
-        (Sweeper::new(cfg, store.clone(), None).await.unwrap(), store)
+        let lease = store
+            .lead_for_command(std::time::Duration::from_secs(cfg.raw.ha.lease_seconds))
+            .await
+            .expect("the test's store is free to lead");
+        let sweeper = Sweeper::new(cfg, lease.store.clone(), None).await.unwrap();
+        (sweeper, store)
     }
 
     /// Runs a check of everything.
