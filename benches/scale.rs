@@ -15,6 +15,11 @@
 //!   schedule leaves room for one), all passes together against all sweeps
 //!   together; glwarden's request rate as a share of it.
 //!
+//! The steady state again on PostgreSQL (a throwaway cluster of
+//! crates/pg-fixture, TLS on loopback) for each size in
+//! `GLWARDEN_BENCH_POSTGRES_SIZES` (default 1000,10000; empty for none):
+//! the same figures, the database's size from `pg_database_size`.
+//!
 //! Then, unless `GLWARDEN_BENCH_QUICK` is set: 20 ms of latency per request
 //! against the latency-bound ideal (requests x latency / concurrency), and a
 //! simulator enforcing a rate limit (budget utilisation, 429 count).
@@ -69,6 +74,21 @@ struct Row {
     too_many_requests: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a world's store is.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres {
+        cluster: std::sync::Arc<pg_fixture::Cluster>,
+        database: String,
+    },
+}
+
 struct World {
     sim: Sim,
     dir: tempfile::TempDir,
@@ -93,7 +113,16 @@ fn main() {
     let mut rows = Vec::new();
     for n in &sizes {
         eprintln!("== steady state, {n} projects");
-        rows.push(rt.block_on(steady_state(*n)));
+        rows.push(rt.block_on(steady_state(*n, Engine::Sqlite)));
+    }
+    let pg_sizes: Vec<usize> = std::env::var("GLWARDEN_BENCH_POSTGRES_SIZES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for n in &pg_sizes {
+        eprintln!("== steady state on PostgreSQL, {n} projects");
+        rows.push(rt.block_on(steady_state(*n, Engine::Postgres)));
     }
     if !quick {
         eprintln!("== 20 ms latency, 1000 projects");
@@ -110,9 +139,9 @@ fn main() {
         std::fs::write(out.join("scale.svg"), svg_chart(&steady)).unwrap();
     }
     eprintln!("wrote {}", out.join("scale.csv").display());
-    let over: Vec<&&Row> = steady
+    let over: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.requests_per_project > BOUND)
+        .filter(|r| r.scenario.starts_with("steady") && r.requests_per_project > BOUND)
         .collect();
     if !over.is_empty() {
         eprintln!("FAIL: steady sweeps cost more than {BOUND} requests per project: {over:?}");
@@ -123,7 +152,7 @@ fn main() {
 
 /// A simulator with `n` connected projects (one shared deploy key, a hook
 /// each) and a store holding them, as `project add` would.
-async fn build_world(n: usize) -> (World, PathBuf) {
+async fn build_world(n: usize, engine: Engine) -> (World, Db) {
     let sim = Sim::start().await.unwrap();
     sim.keep_request_log(false);
     let user = sim.add_user("bench-bot");
@@ -150,8 +179,24 @@ async fn build_world(n: usize) -> (World, PathBuf) {
     }
     let dir = tempfile::tempdir().unwrap();
     secret_file(dir.path(), "token", TOKEN);
-    let db = dir.path().join("glwarden.db");
-    let store = Store::open(&db).await.unwrap();
+    let (db, store) = match engine {
+        Engine::Sqlite => {
+            let path = dir.path().join("glwarden.db");
+            let store = Store::open(&path).await.unwrap();
+            (Db::Sqlite(path), store)
+        }
+        Engine::Postgres => {
+            let (cluster, database) = tokio::task::spawn_blocking(pg_fixture::database)
+                .await
+                .unwrap();
+            secret_file(dir.path(), "pg-password", cluster.password());
+            let options: sqlx::postgres::PgConnectOptions = cluster.url(&database).parse().unwrap();
+            let store = Store::open_postgres(options.password(cluster.password()), &database)
+                .await
+                .unwrap();
+            (Db::Postgres { cluster, database }, store)
+        }
+    };
     let conn = store.connection_id("main", &sim.base_url()).await.unwrap();
     let paths: Vec<String> = (0..n)
         .map(|i| format!("fleet/team-{}/service-{i}", i % 50))
@@ -186,15 +231,13 @@ async fn build_world(n: usize) -> (World, PathBuf) {
     )
 }
 
-fn write_config(
-    w: &World,
-    db: &Path,
-    listen: &str,
-    cron: &str,
-    requests_per_minute: u32,
-) -> PathBuf {
+fn write_config(w: &World, db: &Db, listen: &str, cron: &str, requests_per_minute: u32) -> PathBuf {
+    let path = match db {
+        Db::Sqlite(path) => path.clone(),
+        Db::Postgres { .. } => w.dir.path().join("unused.db"),
+    };
     ConfigBuilder::new(
-        db,
+        &path,
         &w.sim.base_url(),
         &w.dir.path().join("token"),
         &w.dir.path().join("glwarden.toml"),
@@ -208,6 +251,10 @@ fn write_config(
         c.http.listen = listen.into();
         c.expect.webhook_url = Some("https://ci.example.com/hooks/{id}".into());
         c.connections.get_mut("main").unwrap().requests_per_minute = requests_per_minute;
+        if let Db::Postgres { cluster, database } = db {
+            c.store.url = Some(cluster.url(database));
+            c.store.password_file = Some(w.dir.path().join("pg-password"));
+        }
     })
     .write()
 }
@@ -304,7 +351,22 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-async fn db_logical_size(db: &Path) -> f64 {
+async fn db_logical_size(db: &Db) -> f64 {
+    let db = match db {
+        Db::Sqlite(path) => path,
+        Db::Postgres { cluster, database } => {
+            let options: sqlx::postgres::PgConnectOptions = cluster.url(database).parse().unwrap();
+            let pool = sqlx::PgPool::connect_with(options.password(cluster.password()))
+                .await
+                .unwrap();
+            let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            return size as f64;
+        }
+    };
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(db)
         .read_only(true);
@@ -321,8 +383,8 @@ async fn db_logical_size(db: &Path) -> f64 {
     (pages * size) as f64
 }
 
-async fn steady_state(n: usize) -> Row {
-    let (w, db) = build_world(n).await;
+async fn steady_state(n: usize, engine: Engine) -> Row {
+    let (w, db) = build_world(n, engine).await;
     // The raw loop runs in the gaps between the daemon's sweeps, so that
     // both are measured over the same minutes: this machine's speed drifts
     // by a tenth or more from one minute to the next, and a baseline taken
@@ -429,7 +491,10 @@ async fn steady_state(n: usize) -> Row {
         0.0
     };
     Row {
-        scenario: "steady".into(),
+        scenario: match engine {
+            Engine::Sqlite => "steady".into(),
+            Engine::Postgres => "steady-postgres".into(),
+        },
         projects: n,
         sweep_seconds,
         checks_per_second: n as f64 / sweep_seconds,
@@ -603,7 +668,7 @@ fn raw_loop_child(plan: &str) {
 }
 
 async fn latency(n: usize, latency: Duration) -> Row {
-    let (w, db) = build_world(n).await;
+    let (w, db) = build_world(n, Engine::Sqlite).await;
     let listen = free_listen();
     let config = write_config(&w, &db, &listen, "* * * * * *", 100_000_000);
     let d = start_daemon(&config, &listen, w.dir.path()).await;
@@ -632,7 +697,7 @@ async fn latency(n: usize, latency: Duration) -> Row {
 }
 
 async fn rate_limited(n: usize, per_minute: u32) -> Row {
-    let (w, db) = build_world(n).await;
+    let (w, db) = build_world(n, Engine::Sqlite).await;
     w.sim.set_rate_limit(Some(per_minute));
     let listen = free_listen();
     let config = write_config(&w, &db, &listen, "* * * * * *", per_minute);

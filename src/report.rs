@@ -13,8 +13,20 @@ use crate::sweep::Selection;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// Who leads, on a store shared by replicas (PostgreSQL); absent on SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderLine>,
     pub connections: Vec<ConnectionLine>,
     pub projects: Vec<ProjectLine>,
+}
+
+/// The lease as `status` shows it: the holder (none while no replica
+/// leads), its fencing token and when its lease ends.
+#[derive(Debug, Serialize)]
+pub struct LeaderLine {
+    pub holder: Option<String>,
+    pub token: i64,
+    pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -148,7 +160,13 @@ pub async fn build(store: &Store, selection: &Selection) -> Result<Report, Store
             health: line(Component::Connection, id),
         })
         .collect();
+    let leader = store.leader().await?.map(|l| LeaderLine {
+        holder: l.holder,
+        token: l.token,
+        lease_expires_at: l.expires_at,
+    });
     Ok(Report {
+        leader,
         connections,
         projects,
     })
@@ -186,6 +204,18 @@ impl Report {
     /// component that is not healthy (with since-when, if `with_since`).
     pub fn to_table(&self, with_since: bool) -> String {
         let mut out = String::new();
+        if let Some(leader) = &self.leader {
+            out.push_str(&match (&leader.holder, leader.lease_expires_at) {
+                (Some(holder), Some(until)) => format!(
+                    "leader: {} (fencing token {}, lease until {})\n",
+                    escape(holder),
+                    leader.token,
+                    until.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+                _ => "leader: none (no replica holds the lease: nothing sweeps or repairs)\n"
+                    .to_owned(),
+            });
+        }
         let mut conns = new_table(&["CONNECTION", "STATE", "SINCE", "DETAIL"]);
         for c in &self.connections {
             conns.add_row(vec![
@@ -309,6 +339,7 @@ mod tests {
 
     fn report(states: [State; 3]) -> Report {
         Report {
+            leader: None,
             connections: vec![ConnectionLine {
                 name: "main".into(),
                 health: line(State::Connected),

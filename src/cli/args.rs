@@ -103,6 +103,9 @@ pub enum Command {
     /// Work with the connections the store knows.
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Work with the store itself: its schema, and moving an installation to PostgreSQL.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run a check against the built-in GitLab simulator, seeded with projects
     /// in every state. Needs no network and no setup.
     #[cfg(feature = "demo")]
@@ -196,6 +199,25 @@ pub enum ConnectionCommand {
         /// Its new base URL; must be the `url` the configuration now gives it.
         #[arg(long, value_name = "URL")]
         to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Bring the configured store's schema up to this version's and print it. Every command
+    /// does this when it opens the store; run it before starting replicas of a new version.
+    Migrate,
+    /// Copy a SQLite store whole (inventory, health, history, events, keys, the journal,
+    /// OAuth pairs) into an empty PostgreSQL store, in one transaction, and compare counts.
+    Copy {
+        /// The SQLite store to copy: `sqlite:PATH` or a path. It is brought up to this
+        /// version's schema first and otherwise only read.
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The PostgreSQL database to copy into, with its password from `[store] password_*`;
+        /// by default the configured `[store] url`.
+        #[arg(long, value_name = "postgres://USER@HOST/DB")]
+        to: Option<String>,
     },
 }
 

@@ -126,6 +126,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         println!("# configuration OK: {}", cfg.file.display());
         return Ok(0);
     }
+    // Before the configured store is opened: a copy's target must be empty
+    // (opening it seals, which writes a marker).
+    if let Command::Store(command) = command {
+        return store_command(&cfg, command).await;
+    }
     let store = Store::connect(&cfg.store).await?;
     if let Command::Connection(ConnectionCommand::Move { name, to }) = command {
         let outcome = move_connection(&cfg, &store, &name, &to).await;
@@ -157,6 +162,44 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     store.close().await;
     outcome
+}
+
+/// `glwarden store migrate|copy`.
+async fn store_command(cfg: &Config, command: StoreCommand) -> anyhow::Result<u8> {
+    match command {
+        StoreCommand::Migrate => {
+            let store = Store::connect(&cfg.store).await?;
+            let schema = store.schema_version().await?;
+            store.close().await;
+            println!("{}: schema at version {schema}", cfg.store);
+            Ok(0)
+        }
+        StoreCommand::Copy { from, to } => {
+            let path = PathBuf::from(from.strip_prefix("sqlite:").unwrap_or(&from));
+            let target = match &to {
+                Some(url) => cfg.store_at(url)?,
+                None => cfg.store.clone(),
+            };
+            let crate::config::StoreTarget::Postgres { .. } = &target else {
+                bail!(
+                    "store copy: the target must be PostgreSQL; {} is SQLite (set [store] url, or give --to postgres://USER@HOST/DB)",
+                    target
+                );
+            };
+            let copied = crate::store::copy_sqlite_to(&path, &target).await?;
+            for (table, rows) in &copied.tables {
+                println!("{table:<20} {rows:>9} rows");
+            }
+            println!(
+                "copied {} to {}: {} rows in {} tables, counts match",
+                path.display(),
+                target,
+                copied.tables.iter().map(|(_, n)| n).sum::<u64>(),
+                copied.tables.len()
+            );
+            Ok(0)
+        }
+    }
 }
 
 /// Whether `command` writes what only the leader may (the journal, OAuth
@@ -240,7 +283,7 @@ async fn execute(command: Command, cfg: Arc<Config>, named: Named<'_>) -> anyhow
         Command::Project(cmd) => project_command(cmd, cfg, named).await,
         #[cfg(feature = "demo")]
         Command::Demo(_) => unreachable!("handled before the store is opened"),
-        Command::Config(_) | Command::Run | Command::Connection(_) => {
+        Command::Config(_) | Command::Run | Command::Connection(_) | Command::Store(_) => {
             unreachable!("handled before the store is opened")
         }
     }

@@ -43,6 +43,20 @@ pub enum ConfigError {
     },
 }
 
+impl Config {
+    /// The PostgreSQL database at `url` (`store copy --to`), checked like
+    /// `[store] url` and with its password from `[store] password_*`.
+    pub fn store_at(&self, url: &str) -> Result<StoreTarget, ConfigError> {
+        let mut store = self.raw.store.clone();
+        store.url = Some(url.to_owned());
+        store::store_target(&store).map_err(|(key, reason)| ConfigError::Invalid {
+            file: self.file.clone(),
+            key: format!("{key} (given as --to)"),
+            reason,
+        })
+    }
+}
+
 /// A validated configuration with its secrets loaded.
 pub struct Config {
     pub file: PathBuf,

@@ -12,6 +12,7 @@ use super::validate::KeyProblem;
 use super::{StoreConfig, default_store_path};
 
 /// The store the configuration names.
+#[derive(Clone)]
 pub enum StoreTarget {
     Sqlite(std::path::PathBuf),
     Postgres {

@@ -92,9 +92,7 @@ impl Repairer {
     /// commands without a daemon, always): what it learns after its lease
     /// ran out (a 422 for a key the new leader added) is not its to record.
     pub fn leads(&self) -> bool {
-        self.store
-            .write_gate()
-            .is_none_or(crate::gitlab::WriteGate::is_open)
+        self.store.leads()
     }
 
     /// Carries out `action` on `project`, records the event, returns the outcome text.

@@ -178,6 +178,15 @@ impl Store {
         batch: &[(Component, i64, Observation)],
         now: DateTime<Utc>,
     ) -> Result<Vec<(Component, i64, Transition)>, StoreError> {
+        // A deposed leader's observations may be older than the new
+        // leader's: they are not recorded once its lease may have run out.
+        if !self.leads() {
+            tracing::warn!(
+                observations = batch.len(),
+                "observations not recorded: this replica no longer holds the leader's lease"
+            );
+            return Ok(Vec::new());
+        }
         let digests = quiet::digests(batch);
         let written = on_pool!(self, |pool, engine| {
             let mut tx = pool.begin_write().await?;

@@ -154,6 +154,12 @@ impl Store {
         }))
     }
 
+    /// Whether this store's lease (if it is a leader's) may still hold:
+    /// always on SQLite and for stores that are not fenced.
+    pub fn leads(&self) -> bool {
+        self.gate.as_ref().is_none_or(WriteGate::is_open)
+    }
+
     /// Until when this (fenced) store may write to GitLab; `None` when it
     /// is not fenced (SQLite, or a store read by a standby).
     pub fn write_gate(&self) -> Option<&WriteGate> {

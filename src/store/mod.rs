@@ -46,6 +46,7 @@ macro_rules! on_pool {
 }
 
 mod connections;
+mod copy;
 mod health;
 mod lease;
 mod oauth;
@@ -56,6 +57,7 @@ mod sealing;
 mod summary;
 mod transitions;
 
+pub use copy::{Copied, copy_sqlite_to};
 pub use health::HealthRow;
 pub use lease::{CommandLease, Leader, Lease};
 pub use projects::{CheckTarget, NewProject, ProjectRow, Source};
@@ -94,6 +96,8 @@ pub enum StoreError {
         "a glwarden daemon leads this database ({leader}): it sweeps and repairs on its schedule; this command would be a second writer. Read with `glwarden status`, or stop the daemons first"
     )]
     Led { leader: String },
+    #[error("store copy: {reason}")]
+    Copy { reason: String },
 }
 
 /// The database.

@@ -36,6 +36,13 @@ async fn on_postgres(
     (config, cluster)
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 /// The same configuration for a second replica: another listen address.
 /// Returns its path and both listen addresses (first, second).
 fn second_replica(
@@ -231,6 +238,20 @@ async fn two_replicas_one_leads_and_the_standby_takes_over_when_it_stops() {
     assert!(
         first.metric("glwarden_leader").await == Some(1.0),
         "still one leader"
+    );
+    // `status` from either replica's configuration names the leader.
+    let out = run(glwarden(&[
+        "--config",
+        second_config.to_str().unwrap(),
+        "status",
+    ]))
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Both replicas run in this process: host and process id are ours.
+    let leader_line = format!("leader: {}:{}:", hostname(), std::process::id());
+    assert!(
+        text.starts_with(&leader_line) && text.contains("(fencing token 1, lease until "),
+        "{text}"
     );
 
     // The leader stops (it gives the lease back): the standby leads and sweeps.
@@ -456,4 +477,348 @@ async fn a_leader_stopped_mid_rotation_is_fenced_out_when_it_resumes() {
     assert_eq!(rotations, ["ok (resumed from the journal)"], "{events:?}");
     assert!(store.journal().await.unwrap().is_empty());
     store.close().await;
+}
+
+/// `store copy` moves a populated SQLite installation to PostgreSQL: every
+/// command reads the same from both, and the copy goes on working (new
+/// rows continue after the copied ids).
+#[tokio::test(flavor = "multi_thread")]
+async fn store_copy_moves_an_installation_with_identical_status_history_events_and_keys() {
+    let fx = Fixture::new().await;
+    let projects = [
+        fx.connect("acme/rotated"),
+        fx.connect("acme/unhooked"),
+        fx.connect("acme/fine"),
+    ];
+    let all: Vec<&Connected> = projects.iter().collect();
+    let sqlite_config = fx.dir.path().join("sqlite.toml");
+    let written = fx
+        .config(&all)
+        .repairs(Policy::Auto, 1)
+        .master_key_file(&fx.master_key_file())
+        .write();
+    std::fs::rename(&written, &sqlite_config).unwrap();
+    {
+        let (checker, store) = fx.checker(&sqlite_config).await;
+        repair_run(&checker).await;
+        fx.sim
+            .remove_deploy_key(projects[0].id, key_id(&fx, &projects[0]));
+        fx.sim.remove_hook(projects[1].id, projects[1].hook_id);
+        repair_run(&checker).await;
+        assert_eq!(store.events(None, None, 50).await.unwrap().len(), 2);
+        store.close().await;
+    }
+    let (pg_config, _cluster) = on_postgres(&fx, &all, |c| c).await;
+    let cli = |config: &std::path::Path, args: &[&str]| {
+        let mut all_args = vec!["--config", config.to_str().unwrap()];
+        all_args.extend_from_slice(args);
+        let command = glwarden(&all_args);
+        async move {
+            let out = run(command).await;
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+            (out.status.code(), stdout, stderr)
+        }
+    };
+
+    let from = format!("sqlite:{}", fx.db_path().display());
+    let (code, out, err) = cli(&pg_config, &["store", "copy", "--from", &from]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("counts match"), "{out}");
+    assert!(
+        out.contains("events") && out.contains("owned_keys"),
+        "{out}"
+    );
+
+    // Read back through both stores, every command gives the same answer.
+    let json = |text: &str| -> serde_json::Value {
+        let mut value: serde_json::Value = serde_json::from_str(text).unwrap();
+        // Only PostgreSQL has a lease to show.
+        value.as_object_mut().map(|o| o.remove("leader"));
+        to_microseconds(&mut value);
+        value
+    };
+    for args in [
+        &["status", "--format", "json"][..],
+        &["history", "--format", "json"][..],
+        &["events", "--format", "json"][..],
+    ] {
+        let (a_code, a, a_err) = cli(&sqlite_config, args).await;
+        let (b_code, b, b_err) = cli(&pg_config, args).await;
+        assert_eq!(
+            (a_code, b_code),
+            (Some(0), Some(0)),
+            "{args:?}: {a_err}{b_err}"
+        );
+        assert_eq!(json(&a), json(&b), "{args:?}");
+    }
+    for p in &projects {
+        let id = p.id.to_string();
+        let (_, a, _) = cli(&sqlite_config, &["key", "public", &id]).await;
+        let (code, b, err) = cli(&pg_config, &["key", "public", &id]).await;
+        assert_eq!(code, Some(0), "{err}");
+        assert!(b.starts_with("ssh-"), "{b}");
+        assert_eq!(a, b, "project {id}");
+    }
+
+    // A second copy into the now populated store is refused, naming why.
+    let (code, _, err) = cli(&pg_config, &["store", "copy", "--from", &from]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("already holds") && err.contains("empty store"),
+        "{err}"
+    );
+
+    // The copy works on: a rotation on PostgreSQL adds its event after the
+    // copied ones.
+    let (code, out, err) = cli(&pg_config, &["regenerate", "acme/fine", "--deploy-key"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (_, events, _) = cli(&pg_config, &["events", "--format", "json"]).await;
+    let events = json(&events);
+    assert_eq!(events.as_array().map(Vec::len), Some(3), "{events}");
+
+    let (code, out, err) = cli(&pg_config, &["store", "migrate"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("schema at version 2"), "{out}");
+}
+
+/// PostgreSQL keeps times to the microsecond, SQLite's text to the
+/// nanosecond: times in `value` truncated to PostgreSQL's precision.
+fn to_microseconds(value: &mut serde_json::Value) {
+    use chrono::{DateTime, DurationRound, SecondsFormat, Utc};
+    match value {
+        serde_json::Value::String(text) => {
+            if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+                let t = t
+                    .with_timezone(&Utc)
+                    .duration_trunc(chrono::Duration::microseconds(1))
+                    .unwrap();
+                *text = t.to_rfc3339_opts(SecondsFormat::Micros, true);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(to_microseconds),
+        serde_json::Value::Object(map) => map.values_mut().for_each(to_microseconds),
+        _ => {}
+    }
+}
+
+/// Two real processes on one database; the leader is SIGKILLed at each
+/// step of a key rotation and of a webhook recreation. Each time the
+/// standby leads, finishes the repair from the journal exactly once, and
+/// the killed process comes back as the standby for the next round.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_killed_at_each_step_of_a_repair_is_finished_once_by_the_standby() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let (first_config, _cluster) = on_postgres(&fx, &[&p], |c| {
+        c.daemon("*/1 * * * * *", 0.5).edit(|c| {
+            c.ha.lease_seconds = 3;
+            c.check.request_timeout_seconds = 60;
+            // The deploy key is repaired twice in a row.
+            c.repair.cooldown_minutes = 0;
+        })
+    })
+    .await;
+    let (second_config, first_listen, second_listen) = second_replica(&fx, &first_config);
+    let replicas = [
+        (first_config.clone(), first_listen.clone()),
+        (second_config.clone(), second_listen.clone()),
+    ];
+    let mut leader = fx.start_daemon(&first_config, &first_listen).await;
+    wait_until(
+        "the first process leads",
+        Duration::from_secs(30),
+        || async { leader.metric("glwarden_leader").await == Some(1.0) },
+    )
+    .await;
+    let mut standby = fx.start_daemon(&second_config, &second_listen).await;
+    let mut standby_index = 1;
+    let cfg = glwarden::config::Config::load(&first_config).unwrap();
+    let store = glwarden::store::Store::connect(&cfg.store).await.unwrap();
+    let row = stored_project(&store, p.id).await;
+
+    let keys = format!("/api/v4/projects/{}/deploy_keys", p.id);
+    let hooks = format!("/api/v4/projects/{}/hooks", p.id);
+    let slow_body = FaultKind::SlowBody {
+        chunk_delay: Duration::from_secs(5),
+    };
+    // (what breaks, the request the leader is killed in, the repair's event)
+    let rounds = [
+        // GitLab has the new key; the leader never learns its id.
+        (
+            Component::DeployKey,
+            ("POST", keys.clone()),
+            "regenerate_deploy_key",
+        ),
+        // The new key is added and journalled; the leader dies confirming it.
+        (
+            Component::DeployKey,
+            ("GET", format!("{keys}/")),
+            "regenerate_deploy_key",
+        ),
+        // GitLab has the new hook; the leader never learns its id.
+        (
+            Component::Webhook,
+            ("POST", hooks.clone()),
+            "create_webhook",
+        ),
+        // Our key expires tomorrow: the new key is stored and the leader
+        // dies deleting the old one.
+        (
+            Component::DeployKey,
+            ("DELETE", format!("{keys}/")),
+            "regenerate_deploy_key",
+        ),
+    ];
+    for (round, (component, (method, path), action)) in rounds.iter().enumerate() {
+        fx.sim.clear_requests();
+        match *method {
+            "DELETE" => fx.sim.inject(
+                Fault::on(path.clone(), FaultKind::Hang)
+                    .method("DELETE")
+                    .times(1),
+            ),
+            "POST" => fx.sim.inject(
+                Fault::on(path.clone(), slow_body.clone())
+                    .method("POST")
+                    .times(1),
+            ),
+            // The confirmation: the POST is slowed so that the fault on the
+            // next single-key GET is in place before it.
+            "GET" => fx.sim.inject(
+                Fault::on(keys.clone(), FaultKind::Delay(Duration::from_secs(3)))
+                    .method("POST")
+                    .times(1),
+            ),
+            _ => unreachable!(),
+        }
+        match component {
+            Component::DeployKey => {
+                let ours = stored_project(&store, p.id).await.fingerprint;
+                let id = fx
+                    .sim
+                    .deploy_keys(p.id)
+                    .into_iter()
+                    .find(|k| Some(k.ssh_fingerprint()) == ours)
+                    .map(|k| k.id)
+                    .expect("our key is on the project");
+                match *method {
+                    "DELETE" => fx.sim.set_deploy_key_expires_at(
+                        id,
+                        Some(chrono::Utc::now() + chrono::Duration::days(1)),
+                    ),
+                    _ => fx.sim.remove_deploy_key(p.id, id),
+                }
+            }
+            _ => {
+                let hook = stored_project(&store, p.id).await.hook_id.unwrap() as u64;
+                fx.sim.remove_hook(p.id, hook);
+            }
+        }
+        if *method == "GET" {
+            requested(&fx, "POST", &keys, "the leader adds the new key").await;
+            fx.sim.inject(
+                Fault::on(format!("{keys}/"), FaultKind::Hang)
+                    .method("GET")
+                    .times(1),
+            );
+        }
+        requested(
+            &fx,
+            method,
+            path,
+            &format!("round {round}: the leader's {method} {path}"),
+        )
+        .await;
+        leader.signal("KILL");
+        fx.sim.clear_faults();
+
+        wait_until(
+            &format!("round {round}: the standby leads and the journal is finished"),
+            Duration::from_secs(60),
+            || async {
+                standby.metric("glwarden_leader").await == Some(1.0)
+                    && store.journal().await.unwrap().is_empty()
+                    && standby
+                        .metric(&format!(
+                            "glwarden_components{{component=\"{}\",state=\"healthy\"}}",
+                            component.as_str()
+                        ))
+                        .await
+                        == Some(1.0)
+            },
+        )
+        .await;
+        assert_one_matching_key(&fx, &store, p.id).await;
+        if *component == Component::Webhook {
+            assert_one_matching_hook(&fx, &store, p.id).await;
+        }
+        let ours = fx.sim.hooks(p.id);
+        let ours: Vec<_> = ours
+            .iter()
+            .filter(|h| h.url == Fixture::hook_url(p.id))
+            .collect();
+        assert_eq!(ours.len(), 1, "round {round}: one hook of ours: {ours:?}");
+        // Each repair once, finished by the new leader; no failure recorded.
+        let events = store.events(Some(row.id), None, 50).await.unwrap();
+        let done: Vec<_> = events.iter().filter(|e| e.action == *action).collect();
+        let expected = rounds[..=round].iter().filter(|r| r.2 == *action).count();
+        assert_eq!(done.len(), expected, "round {round}: {events:?}");
+        assert!(
+            events.iter().all(|e| e.outcome.starts_with("ok")),
+            "round {round}: {events:?}"
+        );
+
+        // The killed process comes back, as the standby.
+        let (config, listen) = &replicas[1 - standby_index];
+        let restarted = fx.start_daemon(config, listen).await;
+        wait_until(
+            "the restarted process stands by",
+            Duration::from_secs(30),
+            || async { restarted.metric("glwarden_leader").await == Some(0.0) },
+        )
+        .await;
+        leader = std::mem::replace(&mut standby, restarted);
+        standby_index = 1 - standby_index;
+    }
+    assert_eq!(
+        leader.metric("glwarden_leader").await.unwrap()
+            + standby.metric("glwarden_leader").await.unwrap(),
+        1.0
+    );
+    // No transition lost: every break and every repair is in the history.
+    let history = store.transitions(Some(row.id), 100).await.unwrap();
+    for (component, breaks) in [
+        (
+            Component::DeployKey,
+            &[State::Missing, State::Missing, State::Expiring][..],
+        ),
+        (Component::Webhook, &[State::Missing][..]),
+    ] {
+        let path: Vec<_> = history
+            .iter()
+            .rev()
+            .filter(|t| t.component == component)
+            .map(|t| t.to_state)
+            .collect();
+        let mut expected = vec![State::Healthy];
+        for broken in breaks {
+            expected.extend([*broken, State::Healthy]);
+        }
+        assert_eq!(path, expected, "{component}");
+    }
+    store.close().await;
+}
+
+/// Waits until the simulator has received `method` on a path starting with `part`.
+async fn requested(fx: &Fixture, method: &str, part: &str, what: &str) {
+    wait_until(what, Duration::from_secs(30), || async {
+        fx.sim
+            .requests()
+            .iter()
+            .any(|r| r.method == method && r.path.starts_with(part))
+    })
+    .await;
 }

@@ -365,6 +365,7 @@ fn line(state: State, detail: &str) -> ComponentLine {
 
 fn report(connection: &str, path: &str, detail: &str) -> Report {
     Report {
+        leader: None,
         connections: vec![ConnectionLine {
             name: connection.to_owned(),
             health: line(State::Connected, detail),

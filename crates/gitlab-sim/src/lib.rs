@@ -460,6 +460,12 @@ impl Sim {
         self.w().set_deploy_key_can_push(project, key_id, can_push);
     }
 
+    /// A key's expiry as if it had been set when the key was added (time
+    /// passing towards it).
+    pub fn set_deploy_key_expires_at(&self, key_id: u64, expires_at: Option<DateTime<Utc>>) {
+        self.w().set_deploy_key_expires_at(key_id, expires_at);
+    }
+
     pub fn deploy_keys(&self, project: u64) -> Vec<SimDeployKey> {
         self.w().deploy_keys(project)
     }

@@ -857,6 +857,12 @@ impl World {
         }
     }
 
+    pub fn set_deploy_key_expires_at(&mut self, key: u64, expires_at: Option<DateTime<Utc>>) {
+        if let Some(k) = self.deploy_keys.get_mut(&key) {
+            k.expires_at = expires_at;
+        }
+    }
+
     pub fn sim_deploy_key(&self, project: u64, key: u64) -> Option<SimDeployKey> {
         let link = self.projects.get(&project)?.deploy_keys.get(&key)?;
         let k = self.deploy_keys.get(&key)?;
