@@ -8,6 +8,8 @@
 //!   1,000 project checks, database growth over the sweeps, start to READY=1
 //!   (systemd notify, through our own NOTIFY_SOCKET) and to /readyz, and the
 //!   size and fetch time of /metrics with 1% of the projects broken;
+//! - the status page at the same 1% broken: the overview and a broken
+//!   project's page, best of three fetches each;
 //! - a raw baseline in the same run: a minimal client loop issuing the same
 //!   requests with the same concurrency to the same simulator, doing nothing
 //!   with the answers, in a process of its own like the daemon; one pass
@@ -69,6 +71,8 @@ struct Row {
     start_to_readyz_ms: f64,
     metrics_kb: f64,
     metrics_ms: f64,
+    overview_ms: f64,
+    project_page_ms: f64,
     ideal_seconds: f64,
     budget_utilisation: f64,
     too_many_requests: u64,
@@ -455,6 +459,28 @@ async fn steady_state(n: usize, engine: Engine) -> Row {
         .unwrap();
     let metrics_ms = t.elapsed().as_secs_f64() * 1000.0;
     assert!(body.contains("state=\"missing\""), "the broken hooks show");
+    // The status page with the same 1% broken: the overview (its first page
+    // of what needs attention) and a broken project's page, each the best
+    // of three fetches (the first warms the store's cache).
+    let page_ms = |path: String| {
+        let listen = d.process.listen.clone();
+        async move {
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let page = reqwest::get(format!("http://{listen}{path}"))
+                    .await
+                    .unwrap();
+                assert_eq!(page.status(), 200, "{path}");
+                let text = page.text().await.unwrap();
+                assert!(text.contains("missing"), "{path} shows the broken hooks");
+                best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            best
+        }
+    };
+    let overview_ms = page_ms("/".to_owned()).await;
+    let project_page_ms = page_ms(format!("/projects/main/{}", w.ids[0])).await;
     let (rss_mb, _) = proc_stat(d.process.child.id());
     let notify = d.notify_ready.unwrap_or_default();
     let readyz = d.readyz.unwrap_or_default();
@@ -509,6 +535,8 @@ async fn steady_state(n: usize, engine: Engine) -> Row {
         start_to_readyz_ms: readyz.as_secs_f64() * 1000.0,
         metrics_kb: body.len() as f64 / 1024.0,
         metrics_ms,
+        overview_ms,
+        project_page_ms,
         ..Row::default()
     }
 }
@@ -728,7 +756,7 @@ async fn rate_limited(n: usize, per_minute: u32) -> Row {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<22} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}",
+        "{:<22} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
         "scenario",
         "projects",
         "sweep s",
@@ -742,6 +770,8 @@ fn print_table(rows: &[Row]) {
         "readyz ms",
         "metricsKB",
         "metr ms",
+        "page ms",
+        "proj ms",
         "ideal s",
         "budget %",
         "429s"
@@ -756,7 +786,7 @@ fn print_table(rows: &[Row]) {
             "-".into()
         };
         println!(
-            "{:<22} {:>8} {:>9.2} {:>10.0} {:>9.3} {:>9} {:>8.1} {:>9.3} {:>9.1} {:>9.0} {:>9.0} {:>9.1} {:>8.1} {:>8.2} {:>9} {:>7}",
+            "{:<22} {:>8} {:>9.2} {:>10.0} {:>9.3} {:>9} {:>8.1} {:>9.3} {:>9.1} {:>9.0} {:>9.0} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>9} {:>7}",
             r.scenario,
             r.projects,
             r.sweep_seconds,
@@ -770,6 +800,8 @@ fn print_table(rows: &[Row]) {
             r.start_to_readyz_ms,
             r.metrics_kb,
             r.metrics_ms,
+            r.overview_ms,
+            r.project_page_ms,
             r.ideal_seconds,
             if r.budget_utilisation > 0.0 {
                 format!("{:.1}%", 100.0 * r.budget_utilisation)
@@ -785,13 +817,13 @@ fn write_csv(path: &Path, rows: &[Row]) {
     let mut f = std::fs::File::create(path).unwrap();
     writeln!(
         f,
-        "scenario,projects,sweep_seconds,checks_per_second,requests_per_project,glwarden_requests_per_second,raw_requests_per_second,peak_rss_mb,cpu_seconds_per_1000_checks,db_growth_kb,db_size_kb,start_to_notify_ready_ms,start_to_readyz_ms,metrics_kb,metrics_ms,ideal_seconds,budget_utilisation,too_many_requests"
+        "scenario,projects,sweep_seconds,checks_per_second,requests_per_project,glwarden_requests_per_second,raw_requests_per_second,peak_rss_mb,cpu_seconds_per_1000_checks,db_growth_kb,db_size_kb,start_to_notify_ready_ms,start_to_readyz_ms,metrics_kb,metrics_ms,overview_ms,project_page_ms,ideal_seconds,budget_utilisation,too_many_requests"
     )
     .unwrap();
     for r in rows {
         writeln!(
             f,
-            "{},{},{:.3},{:.1},{:.4},{:.1},{:.1},{:.1},{:.4},{:.1},{:.1},{:.1},{:.1},{:.1},{:.2},{:.3},{:.4},{}",
+            "{},{},{:.3},{:.1},{:.4},{:.1},{:.1},{:.1},{:.4},{:.1},{:.1},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.3},{:.4},{}",
             r.scenario,
             r.projects,
             r.sweep_seconds,
@@ -807,6 +839,8 @@ fn write_csv(path: &Path, rows: &[Row]) {
             r.start_to_readyz_ms,
             r.metrics_kb,
             r.metrics_ms,
+            r.overview_ms,
+            r.project_page_ms,
             r.ideal_seconds,
             r.budget_utilisation,
             r.too_many_requests

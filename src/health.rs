@@ -50,6 +50,38 @@ impl Component {
             Component::Webhook => &[Healthy, Missing, Misconfigured, Disabled, Failing],
         }
     }
+
+    /// What a person does about this component in `state`: the README's
+    /// "what to do" column (`readme_says_what_to_do_as_the_code_does`).
+    pub fn what_to_do(self, state: State) -> &'static str {
+        use Component as C;
+        use State::*;
+        match (self, state) {
+            (_, Connected | Ok | Healthy) => "—",
+            (C::Webhook, Unknown) => "check the hook in GitLab",
+            (_, Unknown) if self == C::Connection => {
+                "nothing yet; it is never treated as `not_connected`"
+            }
+            (_, Unknown) => "nothing yet: the next check asks again",
+            (_, Blocked) => "repair the connection or repository it depends on",
+            (C::Connection, Expiring) => "rotate the token",
+            (C::Connection, _) => "issue a new token; its projects are `blocked` meanwhile",
+            (C::Repository, Moved) => "update the CI's clone URL",
+            (C::Repository, Archived) => "unarchive, or remove it from the inventory",
+            (C::Repository, PendingDeletion) => "restore it in GitLab, or let it go",
+            (C::Repository, AccessLost) => "give the token's user Maintainer on the project",
+            (C::Repository, _) => "the project was deleted or is no longer visible",
+            (C::DeployKey, Missing) => "add the key, or let glwarden repair it",
+            (C::DeployKey, Mismatch) => "re-add the key glwarden holds",
+            (C::DeployKey, Expired) => "add a new key",
+            (C::DeployKey, Expiring) => "rotate soon",
+            (C::DeployKey, _) => "make it read-only",
+            (C::Webhook, Missing) => "create it",
+            (C::Webhook, Misconfigured) => "fix the hook",
+            (C::Webhook, Disabled) => "fix the receiver, then send a test delivery",
+            (C::Webhook, _) => "look at the receiver",
+        }
+    }
 }
 
 impl fmt::Display for Component {
@@ -111,7 +143,7 @@ pub enum Severity {
     Broken,
 }
 
-const ALL_STATES: [State; 19] = [
+pub const ALL_STATES: [State; 19] = [
     State::Connected,
     State::Expiring,
     State::NotConnected,
@@ -286,6 +318,33 @@ impl Observation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's states table and the status page say the same: each
+    /// row's "what to do" cell is `what_to_do` of its component and state.
+    #[test]
+    fn readme_says_what_to_do_as_the_code_does() {
+        let readme = include_str!("../README.md");
+        let mut component = None;
+        let mut rows = 0;
+        for line in readme.lines().filter(|l| l.starts_with("| ")) {
+            let cells: Vec<&str> = line
+                .split(" | ")
+                .map(|c| c.trim_matches(['|', ' ']))
+                .collect();
+            let [first, state, _, todo] = cells[..] else {
+                continue;
+            };
+            if let Ok(c) = first.parse::<Component>() {
+                component = Some(c);
+            }
+            let (Some(c), Ok(state)) = (component, state.trim_matches('`').parse::<State>()) else {
+                continue;
+            };
+            assert_eq!(c.what_to_do(state), todo, "{c} {state}");
+            rows += 1;
+        }
+        assert_eq!(rows, 22, "the README's state table");
+    }
 
     #[test]
     fn states_round_trip_through_their_names() {

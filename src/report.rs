@@ -20,6 +20,16 @@ pub struct Report {
     pub projects: Vec<ProjectLine>,
 }
 
+impl From<crate::store::Leader> for LeaderLine {
+    fn from(l: crate::store::Leader) -> Self {
+        LeaderLine {
+            holder: l.holder,
+            token: l.token,
+            lease_expires_at: l.expires_at,
+        }
+    }
+}
+
 /// The lease as `status` shows it: the holder (none while no replica
 /// leads), its fencing token and when its lease ends.
 #[derive(Debug, Serialize)]
@@ -160,11 +170,7 @@ pub async fn build(store: &Store, selection: &Selection) -> Result<Report, Store
             health: line(Component::Connection, id),
         })
         .collect();
-    let leader = store.leader().await?.map(|l| LeaderLine {
-        holder: l.holder,
-        token: l.token,
-        lease_expires_at: l.expires_at,
-    });
+    let leader = store.leader().await?.map(LeaderLine::from);
     Ok(Report {
         leader,
         connections,

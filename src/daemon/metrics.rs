@@ -76,6 +76,17 @@ struct Published {
     unhealthy: HashSet<[String; 4]>,
     healthy: HashSet<[String; 3]>,
     connections: HashSet<String>,
+    /// Components per component and state, as last published (the status page's counts).
+    counts: Vec<(String, String, i64)>,
+    last_sweep: Option<LastSweep>,
+}
+
+/// The last sweep this replica finished, for the status page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastSweep {
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    pub seconds: f64,
+    pub outcome: &'static str,
 }
 
 const CONNECTION_STATES: [State; 4] = [
@@ -298,6 +309,11 @@ impl Metrics {
     }
 
     pub fn sweep_finished(&self, duration: Duration, outcome: SweepOutcome) {
+        self.published.lock().expect("metrics lock").last_sweep = Some(LastSweep {
+            finished_at: chrono::Utc::now(),
+            seconds: duration.as_secs_f64(),
+            outcome: outcome.label(),
+        });
         self.sweep_duration.observe(duration.as_secs_f64());
         self.sweeps.with_label_values(&[outcome.label()]).inc();
         if outcome == SweepOutcome::Ok {
@@ -323,6 +339,13 @@ impl Metrics {
         self.journal_entries.set(journal_entries as i64);
     }
 
+    /// The counts per component and state last published, and the last
+    /// sweep this replica finished (the status page reads what `/metrics` says).
+    pub fn published(&self) -> (Vec<(String, String, i64)>, Option<LastSweep>) {
+        let published = self.published.lock().expect("metrics lock");
+        (published.counts.clone(), published.last_sweep.clone())
+    }
+
     pub fn set_leader(&self, leads: bool) {
         self.leader.set(i64::from(leads));
     }
@@ -335,20 +358,21 @@ impl Metrics {
     /// of components that recovered and of projects that left the inventory.
     pub fn publish(&self, summary: &HealthSummary) {
         let mut published = self.published.lock().expect("metrics lock");
+        published.counts = summary.counts.clone();
 
         let mut connections = HashSet::new();
         for (name, shown, definite) in &summary.connections {
             for state in CONNECTION_STATES {
                 self.connection_state
                     .with_label_values(&[name.as_str(), state.as_str()])
-                    .set(i64::from(shown == state.as_str()));
+                    .set(i64::from(*shown == state));
             }
-            match definite.as_deref() {
-                Some("connected" | "expiring") => self
+            match definite {
+                Some(State::Connected | State::Expiring) => self
                     .connection_up
                     .with_label_values(&[name.as_str()])
                     .set(1),
-                Some("not_connected") => self
+                Some(State::NotConnected) => self
                     .connection_up
                     .with_label_values(&[name.as_str()])
                     .set(0),
@@ -499,7 +523,7 @@ mod tests {
             ));
         }
         HealthSummary {
-            connections: vec![("main".into(), "connected".into(), Some("connected".into()))],
+            connections: vec![("main".into(), State::Connected, Some(State::Connected))],
             counts,
             projects: vec![("main".into(), i64::from(with_project))],
             problems,

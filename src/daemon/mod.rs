@@ -14,6 +14,7 @@
 
 pub mod memory;
 pub mod metrics;
+mod pages;
 pub mod server;
 
 use std::path::PathBuf;
@@ -151,6 +152,7 @@ impl Daemon {
                 store: store.clone(),
                 liveness: liveness.clone(),
                 metrics_token: cfg.metrics_token.clone().map(Arc::new),
+                config: Some(cfg.clone()),
             });
             tokio::spawn(server::serve(listener, app, stop_server.clone()))
         };

@@ -1,5 +1,5 @@
-//! The daemon's HTTP listener (axum): `/metrics`, `/healthz`, `/readyz`, and
-//! nothing else. It binds to loopback unless configured otherwise. [`serve`]
+//! The daemon's HTTP listener (axum): `/metrics`, `/healthz`, `/readyz`, the
+//! read-only status page and its JSON API (`pages.rs`), and nothing else. It binds to loopback unless configured otherwise. [`serve`]
 //! bounds what any local client can hold: connections at once, the time to
 //! send a request's headers, and the time a connection lives, so that
 //! half-sent requests cannot use up the daemon's files.
@@ -77,6 +77,9 @@ pub struct AppState {
     pub liveness: Arc<Liveness>,
     /// The bearer token `/metrics` asks for (`[http] metrics_token_file`).
     pub metrics_token: Option<Arc<secrecy::SecretString>>,
+    /// The configuration the daemon started with (the status page's
+    /// GitLab links and expected webhook URLs).
+    pub config: Option<Arc<crate::config::Config>>,
 }
 
 /// Connections served at once; more are closed on arrival (Prometheus and a
@@ -125,6 +128,7 @@ pub async fn serve(
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(super::pages::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

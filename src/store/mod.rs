@@ -45,6 +45,7 @@ macro_rules! on_pool {
     };
 }
 
+mod attention;
 mod connections;
 mod copy;
 mod health;
@@ -57,6 +58,7 @@ mod sealing;
 mod summary;
 mod transitions;
 
+pub use attention::{AttentionFilter, AttentionPage, AttentionRow, PAGE_SIZE};
 pub use copy::{Copied, copy_sqlite_to};
 pub use health::HealthRow;
 pub use lease::{CommandLease, Leader, Lease};

@@ -2,6 +2,7 @@
 //! fleet of 100,000 projects never has its 300,000 health rows in memory.
 
 use super::{HealthRow, Store, StoreError};
+use crate::health::State;
 
 /// A project component in a definite, not-healthy state.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,7 +17,7 @@ pub struct Problem {
 #[derive(Debug, Default)]
 pub struct HealthSummary {
     /// Connection name, shown state, last definite state.
-    pub connections: Vec<(String, String, Option<String>)>,
+    pub connections: Vec<(String, State, Option<State>)>,
     /// Component, shown state (pending or definite; `unknown` if never checked), count.
     pub counts: Vec<(String, String, i64)>,
     /// Projects per connection in the inventory.
@@ -31,7 +32,7 @@ impl Store {
     /// Aggregates for the metrics; `with_all` adds one row per project and component.
     pub async fn health_summary(&self, with_all: bool) -> Result<HealthSummary, StoreError> {
         let connections = on_pool!(self, |pool| {
-            sqlx::query_as::<_, (String, String, Option<String>)>(
+            sqlx::query_as::<_, (String, State, Option<State>)>(
             "SELECT c.name, COALESCE(h.pending, h.state, 'unknown'), h.state
              FROM connections c LEFT JOIN health h ON h.component = 'connection' AND h.subject_id = c.id
              ORDER BY c.name",

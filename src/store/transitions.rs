@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 use crate::health::{Component, State};
 
 /// One state change, as stored in the history.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
 pub struct TransitionRow {
     pub id: i64,
     pub at: DateTime<Utc>,

@@ -45,7 +45,8 @@ async fn endpoints_metrics_recovery_and_reload() {
 
     assert_eq!(daemon.get("/healthz").await.0, 200);
     assert_eq!(daemon.get("/readyz").await.0, 200);
-    assert_eq!(daemon.get("/").await.0, 404);
+    assert_eq!(daemon.get("/").await.0, 200, "the status page");
+    assert_eq!(daemon.get("/admin").await.0, 404);
     assert_eq!(daemon.get("/metrics/../admin").await.0, 404);
     let broken = "glwarden_component_unhealthy{component=\"webhook\",connection=\"main\",project=\"acme/p1\",state=\"missing\"}";
     assert_eq!(

@@ -9,6 +9,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod oauth;
+mod pages;
 mod postgres;
 mod props;
 mod repair;

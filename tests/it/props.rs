@@ -747,13 +747,7 @@ fn summary_of(r: &glwarden::report::Report) -> glwarden::store::HealthSummary {
         connections: r
             .connections
             .iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    c.health.state.as_str().to_owned(),
-                    c.health.last_known.map(|s| s.as_str().to_owned()),
-                )
-            })
+            .map(|c| (c.name.clone(), c.health.state, c.health.last_known))
             .collect(),
         all: Some(Vec::new()),
         ..Default::default()

@@ -5,7 +5,7 @@
 //! was captured (stdout, stderr, logs, JSON, /metrics, Debug output) is
 //! scanned for every one of them. `key private` is the one command that
 //! prints a private key, and it is audited. The listener serves only
-//! /metrics, /healthz and /readyz.
+//! /metrics, /healthz, /readyz and the read-only status pages and API.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -220,7 +220,22 @@ async fn no_secret_leaks_anywhere() {
         assert!(Instant::now() < deadline, "no sweeps: {}", daemon.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for path in ["/metrics", "/healthz", "/readyz"] {
+    // The endpoints and every status page and API answer (which show
+    // public keys and fingerprints, never a secret).
+    let pages = [
+        "/metrics".to_owned(),
+        "/healthz".to_owned(),
+        "/readyz".to_owned(),
+        "/".to_owned(),
+        "/?state=healthy".to_owned(),
+        "/api/v1/overview".to_owned(),
+        "/api/v1/projects?state=healthy".to_owned(),
+        format!("/projects/main/{}", main.id),
+        format!("/projects/oauth/{}", other.id),
+        format!("/api/v1/projects/main/{}", main.id),
+        format!("/api/v1/projects/oauth/{}", other.id),
+    ];
+    for path in &pages {
         let (code, body) = daemon.get(path).await;
         assert_eq!(code, 200, "{path}: {body}");
         captured.add(format!("GET {path}"), body);
@@ -228,7 +243,6 @@ async fn no_secret_leaks_anywhere() {
 
     // Nothing else is served.
     for path in [
-        "/",
         "/metrics/",
         "/metricsx",
         "/healthz/x",
@@ -248,7 +262,7 @@ async fn no_secret_leaks_anywhere() {
     }
     let client = reqwest::Client::new();
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
-        for path in ["/metrics", "/healthz", "/readyz"] {
+        for path in ["/metrics", "/healthz", "/readyz", "/", "/api/v1/overview"] {
             let r = client
                 .request(method.parse().unwrap(), format!("http://{listen}{path}"))
                 .body("x")
