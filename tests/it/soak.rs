@@ -100,6 +100,10 @@ struct Tally {
     /// Seconds from breakage to its repair event.
     repair_seconds: Vec<f64>,
     failed_attempts: u64,
+    /// Breakages healed with no successful repair event: a repair's write
+    /// that GitLab applied after its answer timed out (a delayed or
+    /// slow-drip answer), seen by the next check as healthy.
+    healed_by_late_writes: u64,
     false_repairs: Vec<String>,
     false_alarms: Vec<String>,
 }
@@ -364,6 +368,20 @@ fn account(
             continue;
         }
         let gitlab_id = watch.ids.get(&subject).copied().unwrap_or_default();
+        // Healthy again without an `ok` event (those came first, above): the
+        // failed attempt's write reached GitLab after all.
+        if matches!(to_state.as_str(), "healthy" | "ok") {
+            let late = outstanding.iter().position(|o| {
+                o.gitlab_id == gitlab_id && o.kind.expect().0 == component && o.detected.is_some()
+            });
+            if let Some(i) = late {
+                let o = outstanding.remove(i);
+                tally.repaired += 1;
+                tally.healed_by_late_writes += 1;
+                tally.repair_seconds.push(o.at.elapsed().as_secs_f64());
+            }
+            continue;
+        }
         let hit = outstanding.iter_mut().find(|o| {
             let (c, state, _) = o.kind.expect();
             o.gitlab_id == gitlab_id && c == component && state == to_state
@@ -616,7 +634,7 @@ async fn soak() {
             .join(", ")
     ));
     line(format!(
-        "breakages: {total_breakages} ({}); detected {}; repaired {}; time to repair median {repair_median:.1} s, max {repair_max:.1} s; failed repair attempts (retried) {}",
+        "breakages: {total_breakages} ({}); detected {}; repaired {}; time to repair median {repair_median:.1} s, max {repair_max:.1} s; failed repair attempts (retried) {}; healed by a write GitLab applied after its answer timed out {}",
         tally
             .breakages
             .iter()
@@ -625,7 +643,8 @@ async fn soak() {
             .join(", "),
         tally.detected,
         tally.repaired,
-        tally.failed_attempts
+        tally.failed_attempts,
+        tally.healed_by_late_writes
     ));
     line(format!(
         "false repairs: {}; broken states without a breakage: {}; GitLab mismatches at the end: {}; journal entries left: {journal}",
