@@ -2,6 +2,7 @@
 # Verifies glwarden's deployment files:
 #   - the Prometheus alerting rules (promtool check rules + promtool test rules),
 #   - the example Prometheus config (promtool check config),
+#   - the example Alertmanager config (amtool check-config),
 #   - the systemd unit (systemd-analyze verify, then systemd-analyze security
 #     with its overall exposure score, which must stay at or below
 #     MAX_EXPOSURE).
@@ -9,8 +10,9 @@
 # Usage: deploy/verify.sh PATH-TO-GLWARDEN-BINARY
 #   e.g. deploy/verify.sh target/release/glwarden
 #
-# Needs (Debian 12): apt-get install -y prometheus systemd procps
+# Needs (Debian 12): apt-get install -y prometheus prometheus-alertmanager systemd procps
 #   prometheus  ships /usr/bin/promtool (there is no separate promtool package)
+#   prometheus-alertmanager ships /usr/bin/amtool
 #   systemd     ships systemd-analyze; PID 1 need not be systemd (containers, CI)
 #   procps      ships /bin/kill, which the unit's ExecReload= names and which
 #               systemd-analyze verify checks for; minimal images lack it
@@ -31,9 +33,9 @@ die() { printf 'verify.sh: %s\n' "$*" >&2; exit 1; }
 step() { printf '\n=== %s\n' "$*"; }
 
 [[ $# -eq 1 ]] || die "usage: $0 PATH-TO-GLWARDEN-BINARY"
-for tool in promtool systemd-analyze; do
+for tool in promtool amtool systemd-analyze; do
     command -v "$tool" >/dev/null ||
-        die "$tool not found: apt-get install -y prometheus systemd procps"
+        die "$tool not found: apt-get install -y prometheus prometheus-alertmanager systemd procps"
 done
 
 bin="$(realpath -- "$1")" || die "no such file: $1"
@@ -44,6 +46,9 @@ bin="$(realpath -- "$1")" || die "no such file: $1"
 
 step "promtool check rules"
 promtool check rules "$prom_dir/alerts.yml"
+
+step "amtool check-config"
+amtool check-config "$here/alertmanager/alertmanager.yml"
 
 step "promtool test rules"
 # rule_files in the test file are resolved against the test file's directory.

@@ -234,4 +234,16 @@ pub struct DemoArgs {
     pub db: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Then run the daemon against the simulator with the status page, /metrics and the
+    /// page's buttons on (the fleet keeps breaking and healing), until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+    /// Where `--serve` listens.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9184",
+        requires = "serve"
+    )]
+    pub listen: String,
 }

@@ -4,7 +4,8 @@
 //! (all healthy), then breaks them inside the simulator the way they break in
 //! life (a key deleted by hand, a rename, a revoked token, a receiver that
 //! fails, a GitLab that answers 502) and checks again. Every state in the
-//! table comes from the probes reading the simulator's answers.
+//! table comes from the probes reading the simulator's answers. With
+//! `--serve` the daemon then runs on it, with the status page.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -247,9 +248,84 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         println!("The demo database is kept at {}.", db.display());
     }
     store.close().await;
+    if args.serve {
+        serve(&args.listen, dir.path(), &config_file, &sim, &seeded).await?;
+    }
     sim.shutdown();
     outage.shutdown();
     Ok(0)
+}
+
+/// `demo --serve`: the daemon on the demo's configuration, sweeping every
+/// ten seconds and repairing keys and hooks on its own, with the status
+/// page and an operator token; meanwhile the simulated GitLab keeps losing
+/// a key or a hook now and then. Until Ctrl-C.
+async fn serve(
+    listen: &str,
+    dir: &Path,
+    config_file: &Path,
+    sim: &Sim,
+    seeded: &[(u64, GeneratedKey)],
+) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let operator_token = hex(&rand::random::<[u8; 24]>());
+    let operator_file = dir.join("operator.token");
+    write_private(&operator_file, &operator_token)?;
+    let master_file = dir.join("master.key");
+    write_private(&master_file, &hex(&rand::random::<[u8; 32]>()))?;
+    let mut toml = std::fs::read_to_string(config_file)?;
+    // The demo's tables come first in the file: these sections are new.
+    writeln!(
+        toml,
+        "\n[schedule]\ncron = \"*/10 * * * * *\"\nspread = 0.2\n\n[http]\nlisten = {listen:?}\noperator_token_file = {:?}\n\n[custody]\nmaster_key_file = {:?}\n\n[repair]\ndeploy_key = \"auto\"\nwebhook = \"auto\"\nconfirm_checks = 1\ncooldown_minutes = 0\n",
+        operator_file.display().to_string(),
+        master_file.display().to_string()
+    )?;
+    std::fs::write(config_file, toml)?;
+    let cfg = Arc::new(Config::load(config_file)?);
+    let (daemon, addr) = crate::daemon::Daemon::build(cfg).await?;
+    println!();
+    println!("Serving the demo fleet: http://{addr}/ (status page), http://{addr}/metrics");
+    println!("Operator token (sign in to press the buttons): {operator_token}");
+    println!(
+        "glwarden sweeps every 10 s and repairs keys and hooks; the simulator breaks one now and then. Ctrl-C stops."
+    );
+
+    // Now and then a key or a hook of a project on the healthy connection
+    // goes, as people delete them by hand.
+    let targets: Vec<u64> = PROJECTS
+        .iter()
+        .zip(seeded)
+        .filter(|(p, _)| p.connection == "gitlab")
+        .map(|(_, (id, _))| *id)
+        .collect();
+    let (_reload, reloads) = tokio::sync::mpsc::channel(1);
+    let daemon = daemon.run_until(
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+        reloads,
+    );
+    tokio::pin!(daemon);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(20));
+    tick.tick().await;
+    let mut round = 0usize;
+    loop {
+        tokio::select! {
+            stopped = &mut daemon => return stopped,
+            _ = tick.tick() => {}
+        }
+        let id = targets[round % targets.len()];
+        if round % 2 == 0 {
+            if let Some(key) = sim.deploy_keys(id).first() {
+                sim.remove_deploy_key(id, key.id);
+            }
+        } else if let Some(hook) = sim.hooks(id).first() {
+            sim.remove_hook(id, hook.id);
+        }
+        round += 1;
+    }
 }
 
 /// Applies each project's breakage to the simulated GitLab.

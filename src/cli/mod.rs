@@ -246,7 +246,9 @@ async fn execute(command: Command, cfg: Arc<Config>, named: Named<'_>) -> anyhow
             } else {
                 Component::Webhook
             };
-            let outcome = checker.regenerate(&row, component).await?;
+            let outcome = checker
+                .regenerate(&row, component, crate::repair::ManualCause::CommandLine)
+                .await?;
             println!("{component} of {}: {outcome}", report::escape(&row.path));
             print_report(
                 store,

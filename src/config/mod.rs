@@ -65,6 +65,8 @@ pub struct Config {
     pub custody: std::sync::Arc<crate::custody::Custody>,
     /// The bearer token `/metrics` asks for, when one is configured.
     pub metrics_token: Option<SecretString>,
+    /// The status page's operator token (`[http] operator_token_file`).
+    pub operator_token: Option<SecretString>,
     /// `schedule.cron`, parsed once here (validation checked it).
     pub cron: croner::Cron,
     /// The store: a SQLite file or a PostgreSQL database, its password loaded.
@@ -207,6 +209,31 @@ impl Config {
         .load()
         .map_err(|(key, reason)| invalid(key, reason))?
         .map(|(token, _)| token);
+        let operator_token = SecretSource {
+            section: "http".into(),
+            field: "operator_token",
+            file: raw.http.operator_token_file.as_deref(),
+            env: None,
+            credential: raw.http.operator_token_credential.as_deref(),
+        }
+        .load()
+        .map_err(|(key, reason)| invalid(key, reason))?
+        .map(|(token, _)| token);
+        // Guessed at one try a second (a wrong one waits), a short token
+        // would fall in days.
+        if let Some(token) = &operator_token {
+            use secrecy::ExposeSecret;
+            if token.expose_secret().chars().count() < 20 {
+                let key = match raw.http.operator_token_file {
+                    Some(_) => "http.operator_token_file",
+                    None => "http.operator_token_credential",
+                };
+                return Err(invalid(
+                    key.into(),
+                    "the operator token is shorter than 20 characters: make one with `openssl rand -hex 32`".into(),
+                ));
+            }
+        }
         let cron = parse_cron(&raw.schedule.cron)
             .map_err(|reason| invalid("schedule.cron".into(), reason))?;
         let store =
@@ -217,6 +244,7 @@ impl Config {
             connections,
             custody: std::sync::Arc::new(custody),
             metrics_token,
+            operator_token,
             cron,
             store,
         })

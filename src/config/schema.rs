@@ -290,7 +290,7 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .map_err(|e| format!("`{expr}` is not a cron expression with a seconds field (e.g. \"0 */5 * * * *\"): {e}"))
 }
 
-/// The daemon's HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+/// The daemon's HTTP listener (`/metrics`, `/healthz`, `/readyz`, the status page).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -304,6 +304,14 @@ pub struct HttpConfig {
     /// ...or from `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
     #[serde(default)]
     pub metrics_token_credential: Option<String>,
+    /// The token a person signs in to the status page with to press its
+    /// buttons (check, regenerate, fix, follow a move); without one the
+    /// page is read-only. From a file only its owner may read...
+    #[serde(default)]
+    pub operator_token_file: Option<PathBuf>,
+    /// ...or from `$CREDENTIALS_DIRECTORY/<name>`.
+    #[serde(default)]
+    pub operator_token_credential: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -312,6 +320,8 @@ impl Default for HttpConfig {
             listen: default_listen(),
             metrics_token_file: None,
             metrics_token_credential: None,
+            operator_token_file: None,
+            operator_token_credential: None,
         }
     }
 }

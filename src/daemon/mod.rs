@@ -14,6 +14,7 @@
 
 pub mod memory;
 pub mod metrics;
+mod operator;
 mod pages;
 pub mod server;
 
@@ -146,6 +147,7 @@ impl Daemon {
             holder,
         } = self;
         let stop_server = CancellationToken::new();
+        let leading: Arc<std::sync::RwLock<Option<Arc<Sweeper>>>> = Arc::default();
         let server = {
             let app = server::router(AppState {
                 metrics: metrics.clone(),
@@ -153,6 +155,11 @@ impl Daemon {
                 liveness: liveness.clone(),
                 metrics_token: cfg.metrics_token.clone().map(Arc::new),
                 config: Some(cfg.clone()),
+                operator: cfg
+                    .operator_token
+                    .clone()
+                    .map(|token| Arc::new(operator::Operator::new(token))),
+                leading: leading.clone(),
             });
             tokio::spawn(server::serve(listener, app, stop_server.clone()))
         };
@@ -195,6 +202,7 @@ impl Daemon {
             store: store.clone(),
             metrics: metrics.clone(),
             leading: None,
+            shared: leading,
             cancel: CancellationToken::new(),
             running: None,
         };
@@ -393,6 +401,8 @@ struct Sweeps {
     /// While this replica leads: the sweeper over the store its writes are
     /// fenced through (the lease's token).
     leading: Option<Leading>,
+    /// The leading sweeper as the status page's buttons see it.
+    shared: Arc<std::sync::RwLock<Option<Arc<Sweeper>>>>,
     /// Cancelled on shutdown: running sweeps start no further checks.
     cancel: CancellationToken,
     /// The running sweep's start and its own cancellation (its deadline).
@@ -415,11 +425,10 @@ impl Sweeps {
     /// Becomes the leader under `lease`: a sweeper whose writes carry its token.
     async fn lead(&mut self, lease: &Lease) -> anyhow::Result<()> {
         let fenced = self.store.fenced(lease).await?;
-        let sweeper = Sweeper::new(self.cfg.clone(), fenced.clone(), Some(&self.metrics)).await?;
-        self.leading = Some(Leading {
-            fenced,
-            sweeper: Arc::new(sweeper),
-        });
+        let sweeper =
+            Arc::new(Sweeper::new(self.cfg.clone(), fenced.clone(), Some(&self.metrics)).await?);
+        *self.shared.write().expect("leading lock") = Some(sweeper.clone());
+        self.leading = Some(Leading { fenced, sweeper });
         self.metrics.set_leader(true);
         Ok(())
     }
@@ -442,6 +451,7 @@ impl Sweeps {
         {
             gate.shut();
         }
+        *self.shared.write().expect("leading lock") = None;
         self.metrics.set_leader(false);
         notify(&[NotifyState::Status("standby (leadership lost)")]);
     }
@@ -575,6 +585,7 @@ impl Sweeps {
             Ok((sweeper, cfg)) => {
                 if let (Some(leading), Some(sweeper)) = (self.leading.as_mut(), sweeper) {
                     leading.sweeper = Arc::new(sweeper);
+                    *self.shared.write().expect("leading lock") = Some(leading.sweeper.clone());
                 }
                 self.cfg = cfg;
                 tracing::info!("configuration reloaded");

@@ -3,7 +3,9 @@
 //! components that need attention, filtered and paginated) and a page per
 //! project (its components with what to do, its key and expected hook URL,
 //! its history and events). Server-rendered HTML (askama templates in
-//! `src/daemon/templates/`, escaped), no JavaScript. Read-only: nothing
+//! `src/daemon/templates/`, escaped), no JavaScript. A project is named by
+//! its GitLab id or its path (`/projects/main/42`, `/projects/main/acme/app`:
+//! the alerts link to the path, their label). Read-only: nothing
 //! here changes the store or GitLab.
 //!
 //! The counts and the last sweep are what `/metrics` last published; the
@@ -172,10 +174,19 @@ pub fn routes() -> axum::Router<AppState> {
     use axum::routing::get;
     axum::Router::new()
         .route("/", get(overview_page))
-        .route("/projects/{connection}/{id}", get(project_page))
+        .route("/projects/{connection}/{*project}", get(project_page))
         .route("/api/v1/overview", get(overview_json))
         .route("/api/v1/projects", get(projects_json))
-        .route("/api/v1/projects/{connection}/{id}", get(project_json))
+        .route(
+            "/api/v1/projects/{connection}/{*project}",
+            get(project_json),
+        )
+        .route(
+            "/sign-in",
+            get(super::operator::sign_in_form).post(super::operator::sign_in),
+        )
+        .route("/sign-out", axum::routing::post(super::operator::sign_out))
+        .route("/actions", axum::routing::post(super::operator::act))
 }
 
 async fn overview(state: &AppState, filter: &Filter) -> Result<Overview, PageError> {
@@ -220,20 +231,22 @@ async fn overview(state: &AppState, filter: &Filter) -> Result<Overview, PageErr
     })
 }
 
+/// The project `wanted` (its GitLab id or path, as the command line takes
+/// them) of `connection`.
 async fn project(
     state: &AppState,
     connection: &str,
-    gitlab_id: i64,
+    wanted: &str,
 ) -> Result<ProjectView, PageError> {
     let store = &state.store;
     let row = store
-        .projects_named(&gitlab_id.to_string(), true)
+        .projects_named(wanted, true)
         .await?
         .into_iter()
-        .find(|p| p.connection == connection && p.gitlab_id == gitlab_id)
+        .find(|p| p.connection == connection)
         .ok_or_else(|| {
             PageError::NotFound(format!(
-                "no project {gitlab_id} of connection `{connection}` in the inventory"
+                "no project `{wanted}` of connection `{connection}` in the inventory"
             ))
         })?;
     let health = store.health_of(&[row.id]).await?;
@@ -317,9 +330,9 @@ async fn projects_json(State(state): State<AppState>, Query(filter): Query<Filte
 
 async fn project_json(
     State(state): State<AppState>,
-    Path((connection, id)): Path<(String, i64)>,
+    Path((connection, wanted)): Path<(String, String)>,
 ) -> Response {
-    match project(&state, &connection, id).await {
+    match project(&state, &connection, &wanted).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => e.into_response(),
     }
@@ -334,7 +347,7 @@ pub struct When {
     pub iso: String,
 }
 
-fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<When> {
+pub(super) fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<When> {
     let t = t?;
     let seconds = (now - t).num_seconds();
     let span = seconds.unsigned_abs();
@@ -388,6 +401,8 @@ struct ConnectionLine {
 #[template(path = "overview.html")]
 struct OverviewTemplate {
     generated: When,
+    csrf: Option<String>,
+    can_sign_in: bool,
     leader: Option<String>,
     last_sweep: Option<(When, String, &'static str)>,
     paused: Option<(String, When)>,
@@ -428,6 +443,7 @@ struct EventLine {
     at: When,
     component: String,
     action: String,
+    cause: String,
     before: String,
     after: String,
     outcome: String,
@@ -437,6 +453,10 @@ struct EventLine {
 #[template(path = "project.html")]
 struct ProjectTemplate {
     generated: When,
+    /// Signed in: the buttons carry this CSRF token.
+    csrf: Option<String>,
+    can_sign_in: bool,
+    actions: [(&'static str, &'static str); 4],
     p: ProjectView,
     components: Vec<ComponentLine>,
     transitions: Vec<TransitionLine>,
@@ -450,6 +470,15 @@ fn html(rendered: Result<String, askama::Error>) -> Response {
             tracing::error!(error = %e, "status page: rendering failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
         }
+    }
+}
+
+/// The reader's CSRF token when signed in; whether a sign-in is offered.
+fn signed_in(state: &AppState, headers: &axum::http::HeaderMap) -> (Option<String>, bool) {
+    match super::operator::acting(state, headers) {
+        super::operator::Acting::Off => (None, false),
+        super::operator::Acting::SignIn => (None, true),
+        super::operator::Acting::On { csrf } => (Some(csrf), false),
     }
 }
 
@@ -473,7 +502,12 @@ fn page_link(f: &Filter, page: i64) -> String {
     )
 }
 
-async fn overview_page(State(state): State<AppState>, Query(filter): Query<Filter>) -> Response {
+async fn overview_page(
+    State(state): State<AppState>,
+    Query(filter): Query<Filter>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let (csrf, can_sign_in) = signed_in(&state, &headers);
     let o = match overview(&state, &filter).await {
         Ok(o) => o,
         Err(e) => return e.into_response(),
@@ -482,6 +516,8 @@ async fn overview_page(State(state): State<AppState>, Query(filter): Query<Filte
     let a = &o.attention;
     let template = OverviewTemplate {
         generated: when(Some(now), now).expect("a time"),
+        csrf,
+        can_sign_in,
         leader: o
             .leader
             .as_ref()
@@ -547,15 +583,25 @@ async fn overview_page(State(state): State<AppState>, Query(filter): Query<Filte
 
 async fn project_page(
     State(state): State<AppState>,
-    Path((connection, id)): Path<(String, i64)>,
+    Path((connection, wanted)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    let p = match project(&state, &connection, id).await {
+    let (csrf, can_sign_in) = signed_in(&state, &headers);
+    let p = match project(&state, &connection, &wanted).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     let now = Utc::now();
     let template = ProjectTemplate {
         generated: when(Some(now), now).expect("a time"),
+        csrf,
+        can_sign_in,
+        actions: [
+            ("check_now", "Check now"),
+            ("regenerate_deploy_key", "Regenerate deploy key"),
+            ("fix_webhook", "Fix or recreate webhook"),
+            ("follow_move", "Follow move"),
+        ],
         components: p
             .components
             .iter()
@@ -588,6 +634,7 @@ async fn project_page(
                 at: when(Some(e.at), now).expect("a time"),
                 component: e.component.clone(),
                 action: e.action.clone(),
+                cause: e.cause.clone(),
                 before: e.before.clone(),
                 after: e.after.clone(),
                 outcome: e.outcome.clone(),

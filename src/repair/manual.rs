@@ -1,11 +1,31 @@
-//! The "Regenerate" button: a deploy key or webhook secret rotated now,
-//! whatever the policy, through the same repairer and journal as the
-//! automatic repairs; then the project is checked again.
+//! The buttons a person presses, from the command line (`glwarden
+//! regenerate`) or the status page: a deploy key or webhook secret rotated
+//! now, a move followed, or a project checked now, whatever the policy,
+//! through the same repairer and journal as the automatic repairs; then the
+//! project is checked again. Who pressed is the event's cause
+//! ([`ManualCause`]).
 
 use super::{Action, Repairer};
 use crate::health::Component;
 use crate::store::ProjectRow;
 use crate::sweep::{SweepError, Sweeper, probe_connection};
+
+/// Who asked for a manual repair: the event's cause. A manual attempt ends
+/// a run of failed automatic ones (`store::failed_repairs_in_a_row`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualCause {
+    CommandLine,
+    StatusPage,
+}
+
+impl ManualCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManualCause::CommandLine => crate::store::MANUAL_CAUSE,
+            ManualCause::StatusPage => crate::store::WEB_CAUSE,
+        }
+    }
+}
 
 impl Sweeper {
     /// Rotates the project's deploy key or webhook secret, then checks the
@@ -14,11 +34,12 @@ impl Sweeper {
         &self,
         project: &ProjectRow,
         component: Component,
+        cause: ManualCause,
     ) -> Result<String, SweepError> {
         let client = self.client_of(project)?.clone();
         let repairer = Repairer::new(self.cfg.clone(), self.store.clone());
         repairer.resume(&self.clients).await?;
-        let cause = crate::store::MANUAL_CAUSE;
+        let cause = cause.as_str();
         let outcome = match component {
             Component::DeployKey => {
                 repairer
@@ -28,13 +49,47 @@ impl Sweeper {
             Component::Webhook => repairer.rotate_webhook(&client, project, cause).await?,
             other => return Err(SweepError::Usage(format!("{other} cannot be regenerated"))),
         };
+        self.check_now(project).await?;
+        Ok(outcome)
+    }
+
+    /// Follows the project's new path at GitLab (a moved repository): the
+    /// stored path, and the expected webhook URL where derived from it.
+    pub async fn follow_move(
+        &self,
+        project: &ProjectRow,
+        cause: ManualCause,
+    ) -> Result<String, SweepError> {
+        let client = self.client_of(project)?.clone();
+        let new_path = client
+            .project(&project.gitlab_id.to_string())
+            .await
+            .map_err(|e| SweepError::Usage(format!("GitLab's path for the project: {e}")))?
+            .path_with_namespace;
+        let repairer = Repairer::new(self.cfg.clone(), self.store.clone());
+        let outcome = repairer
+            .execute(
+                &client,
+                project,
+                &Action::FollowRename,
+                cause.as_str(),
+                Some(&new_path),
+            )
+            .await?;
+        self.check_now(project).await?;
+        Ok(outcome)
+    }
+
+    /// Checks one project now (its connection first) and records what it
+    /// finds; returns the number of state changes.
+    pub async fn check_now(&self, project: &ProjectRow) -> Result<usize, SweepError> {
+        let client = self.client_of(project)?.clone();
         let verdict = probe_connection(
             &client,
             self.cfg.connections[&project.connection].kind,
             self.cfg.raw.check.token_expiry_warning_days,
         )
         .await;
-        self.recheck(&client, &verdict, project).await?;
-        Ok(outcome)
+        Ok(self.recheck(&client, &verdict, project).await?)
     }
 }

@@ -14,6 +14,7 @@ mod decide;
 mod deploy_key;
 mod journal;
 mod manual;
+pub use manual::ManualCause;
 pub mod pass;
 mod webhook;
 

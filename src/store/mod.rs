@@ -63,7 +63,7 @@ pub use copy::{Copied, copy_sqlite_to};
 pub use health::HealthRow;
 pub use lease::{CommandLease, Leader, Lease};
 pub use projects::{CheckTarget, NewProject, ProjectRow, Source};
-pub use repairs::{EventRow, JournalRow, JournalStep, MANUAL_CAUSE, NewEvent};
+pub use repairs::{EventRow, JournalRow, JournalStep, MANUAL_CAUSE, NewEvent, WEB_CAUSE};
 pub use sealing::Sealed;
 pub use summary::{HealthSummary, Problem};
 pub use transitions::{Transition, TransitionRow};

@@ -86,6 +86,8 @@ const REPAIR_ACTIONS: &str = "('regenerate_deploy_key','make_key_read_only','cre
 
 /// The cause recorded for a person's `glwarden regenerate`.
 pub const MANUAL_CAUSE: &str = "glwarden regenerate";
+/// The cause of a repair asked for on the status page.
+pub const WEB_CAUSE: &str = "status page (operator)";
 
 impl Store {
     pub async fn project(&self, id: i64) -> Result<Option<ProjectRow>, StoreError> {
@@ -344,7 +346,7 @@ impl Store {
             if action == crate::repair::STOPPED_EVENT {
                 return Ok(failed.max(crate::repair::MAX_FAILED_REPAIRS));
             }
-            if !outcome.starts_with("failed") || cause == MANUAL_CAUSE {
+            if !outcome.starts_with("failed") || cause == MANUAL_CAUSE || cause == WEB_CAUSE {
                 break;
             }
             failed += 1;

@@ -62,6 +62,79 @@ async fn demo_table_is_printed_by_default() {
     );
 }
 
+/// `demo --serve`: the README's one command to see the status page. It
+/// prints the URL and an operator token, serves the page with the demo's
+/// broken fleet, takes the token at sign-in, and stops on Ctrl-C (SIGINT)
+/// with status 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_serve_shows_the_page_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let listen = free_listen();
+    let mut child = glwarden(&["demo", "--serve", "--listen", &listen])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Operator token");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let text = lines.join("\n");
+    assert!(
+        text.contains(&format!("http://{listen}/ (status page)")),
+        "{text}"
+    );
+    let token = lines
+        .last()
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(token.len(), 48, "{text}");
+
+    let page = reqwest::get(format!("http://{listen}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(">acme/web</a>") && page.contains("Sign in"),
+        "{page}"
+    );
+    let signed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{listen}/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn config_errors_name_the_file_and_key_and_exit_3() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,10 @@ mod repair;
 mod secrets;
 mod tls;
 
-// Not in a plain `cargo test`: they need Debian's `prometheus`, or minutes.
+// Not in a plain `cargo test`: they need Debian's `prometheus` and
+// `chromium`, or minutes.
+#[cfg(feature = "e2e")]
+mod browser;
 #[cfg(feature = "e2e")]
 mod prometheus_e2e;
 #[cfg(feature = "soak")]

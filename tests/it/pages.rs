@@ -156,10 +156,246 @@ async fn a_project_page_says_what_to_do_and_shows_key_hook_history_and_events() 
         (code, body.trim()),
         (
             404,
-            "no project 999999 of connection `main` in the inventory"
+            "no project `999999` of connection `main` in the inventory"
         )
     );
+    // By path too, as the alerts link to it.
+    let (code, by_path) = daemon.get("/projects/main/acme/keyless").await;
+    assert_eq!(code, 200);
+    assert!(by_path.contains("<h1>acme/keyless</h1>"), "{by_path}");
     let (code, _) = daemon.get(&format!("/projects/other/{}", keyless.id)).await;
     assert_eq!(code, 404);
+    daemon.stop().await.unwrap();
+}
+
+const OPERATOR_TOKEN: &str = "operator-token-0123456789abcdef";
+
+/// A form POST to the daemon, with `cookie` if given; redirects are not followed.
+async fn post(
+    daemon: &AppDaemon,
+    path: &str,
+    form: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = client
+        .post(format!("http://{}{path}", daemon.listen))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get_with(daemon: &AppDaemon, path: &str, cookie: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("http://{}{path}", daemon.listen))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the hidden `csrf` field in `page`.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[at..at + 64].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regenerate_from_the_page_needs_a_session_and_its_csrf_token() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/keyless");
+    let token_file = secret_file(fx.dir.path(), "operator-token", OPERATOR_TOKEN);
+    let config = fx
+        .config(&[&p])
+        .daemon("*/1 * * * * *", 0.2)
+        .repairs(Policy::Report, 1)
+        .master_key_file(&fx.master_key_file())
+        .edit(|c| c.http.operator_token_file = Some(token_file))
+        .write();
+    fx.sim.remove_deploy_key(p.id, key_id(&fx, &p));
+    let mut daemon = fx.spawn_daemon(&config).await;
+    let page_path = format!("/projects/main/{}", p.id);
+    wait_until("the key is missing", Duration::from_secs(30), || async {
+        daemon
+            .get(&page_path)
+            .await
+            .1
+            .contains("<span class=\"state bad\">missing</span>")
+    })
+    .await;
+    let id = p.id.to_string();
+    let regenerate = |csrf: &'static str| {
+        vec![
+            ("connection", "main"),
+            ("project", id.as_str()),
+            ("action", "regenerate_deploy_key"),
+            ("csrf", csrf),
+        ]
+    };
+
+    // Signed out: a link to sign in, no buttons; a POST is refused.
+    let (_, page) = daemon.get(&page_path).await;
+    assert!(
+        page.contains("<a href=\"/sign-in\">Sign in</a>") && !page.contains("<button"),
+        "{page}"
+    );
+    let refused = post(&daemon, "/actions", &regenerate(""), None).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        refused.text().await.unwrap().trim(),
+        "sign in first (/sign-in)"
+    );
+
+    // A wrong token waits, then is refused.
+    let asked = std::time::Instant::now();
+    let wrong = post(
+        &daemon,
+        "/sign-in",
+        &[("token", "not-the-operator-token")],
+        None,
+    )
+    .await;
+    assert_eq!(wrong.status(), 403);
+    assert!(asked.elapsed() >= Duration::from_secs(1), "refused at once");
+    assert!(wrong.headers().get("set-cookie").is_none());
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("That is not the operator token.")
+    );
+
+    // The right one: a session cookie, HttpOnly, SameSite=Strict.
+    let signed = post(&daemon, "/sign-in", &[("token", OPERATOR_TOKEN)], None).await;
+    assert_eq!(signed.status(), 303);
+    let set_cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(flag), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains(OPERATOR_TOKEN), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let page = get_with(&daemon, &page_path, &cookie).await;
+    assert!(
+        page.contains("<button type=\"submit\">Regenerate deploy key</button>"),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+
+    // The session without its CSRF token changes nothing.
+    let keys_before = fx.sim.deploy_keys(p.id);
+    for bad in [
+        "",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let refused = post(&daemon, "/actions", &regenerate(bad), Some(&cookie)).await;
+        assert_eq!(refused.status(), 403);
+        assert!(
+            refused
+                .text()
+                .await
+                .unwrap()
+                .contains("CSRF token is missing or wrong")
+        );
+    }
+    assert_eq!(fx.sim.deploy_keys(p.id), keys_before);
+
+    // With both: the key is regenerated, as `glwarden regenerate` does.
+    let form: Vec<(&str, &str)> = regenerate("")
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "csrf" {
+                (k, csrf.as_str())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let done = post(&daemon, "/actions", &form, Some(&cookie)).await;
+    assert_eq!(done.status(), 200);
+    let body = done.text().await.unwrap();
+    assert!(
+        body.contains("<span class=\"state ok\">done</span>"),
+        "{body}"
+    );
+    let cfg = glwarden::config::Config::load(&config).unwrap();
+    let store = glwarden::store::Store::connect(&cfg.store).await.unwrap();
+    assert_one_matching_key(&fx, &store, p.id).await;
+    let page = get_with(&daemon, &page_path, &cookie).await;
+    assert!(
+        page.contains("<td>deploy_key</td><td><span class=\"state ok\">healthy</span>"),
+        "{page}"
+    );
+    let events = store.events(None, None, 10).await.unwrap();
+    let rotation = events
+        .iter()
+        .find(|e| e.action == "regenerate_deploy_key")
+        .expect("the rotation's event");
+    assert_eq!(
+        (rotation.cause.as_str(), rotation.outcome.as_str()),
+        ("status page (operator)", "ok")
+    );
+    assert!(
+        page.contains("status page (operator)") || page.contains("<td>regenerate_deploy_key</td>"),
+        "{page}"
+    );
+    store.close().await;
+
+    // Signed out again, the cookie acts no more.
+    let out = post(
+        &daemon,
+        "/sign-out",
+        &[("csrf", csrf.as_str())],
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(out.status(), 303);
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_operator_token_the_page_is_read_only() {
+    let (_fx, projects, mut daemon) = fleet().await;
+    let (_, page) = daemon
+        .get(&format!("/projects/main/{}", projects[0].id))
+        .await;
+    assert!(
+        !page.contains("Sign in") && !page.contains("<button"),
+        "{page}"
+    );
+    let refused = post(
+        &daemon,
+        "/actions",
+        &[
+            ("connection", "main"),
+            ("project", &projects[0].id.to_string()),
+            ("action", "check_now"),
+            ("csrf", ""),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("actions are off"));
+    let sign_in = post(&daemon, "/sign-in", &[("token", OPERATOR_TOKEN)], None).await;
+    assert_eq!(sign_in.status(), 403);
     daemon.stop().await.unwrap();
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use gitlab_sim::{Fault, FaultKind, HookSpec};
 use glwarden::health::{Component, State};
+use glwarden::repair::ManualCause;
 use glwarden::store::Store;
 use glwarden::sweep::{RepairResult, Selection};
 use glwarden_testkit::*;
@@ -682,6 +683,7 @@ async fn key_files_are_written_for_the_ci_and_replaced_on_rotation() {
         .regenerate(
             &store.active_projects().await.unwrap()[0],
             Component::DeployKey,
+            ManualCause::CommandLine,
         )
         .await
         .unwrap();
@@ -864,7 +866,7 @@ async fn a_new_key_gitlab_never_confirms_is_deleted_again_and_repairs_stop_after
     fx.sim.clear_faults();
     let row = stored_project(&store, p.id).await;
     checker
-        .regenerate(&row, Component::DeployKey)
+        .regenerate(&row, Component::DeployKey, ManualCause::CommandLine)
         .await
         .expect("regenerate");
     assert_one_matching_key(&fx, &store, p.id).await;

@@ -19,6 +19,7 @@ const OAUTH_ACCESS: &str = "oauth-access-SECRET-0001";
 const OAUTH_REFRESH: &str = "oauth-refresh-SECRET-0001";
 const CLIENT_ID: &str = "glwarden-client-id";
 const CLIENT_SECRET: &str = "oauth-client-SECRET-0001";
+const OPERATOR_TOKEN: &str = "operator-SECRET-0001-0123456789";
 
 /// Everything captured, by where it came from.
 #[derive(Default)]
@@ -70,6 +71,7 @@ fn write_config(fx: &Fixture, main: &Connected, other: &Connected, listen: &str)
         .listen_on(listen)
         .master_key_file(&secret_file(dir, "master.key", MASTER_KEY))
         .edit(|c| {
+            c.http.operator_token_file = Some(secret_file(dir, "operator.token", OPERATOR_TOKEN));
             // The fixture's shorter wait is not this config's.
             c.check.max_rate_limit_wait_seconds =
                 glwarden::config::CheckConfig::default().max_rate_limit_wait_seconds;
@@ -241,6 +243,37 @@ async fn no_secret_leaks_anywhere() {
         captured.add(format!("GET {path}"), body);
     }
 
+    // Signed in (and a wrong try), the pages with their buttons.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |token: &'static str| {
+        client
+            .post(format!("http://{listen}/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    let wrong = sign_in("operator-WRONG-0001-0123456789").await.unwrap();
+    captured.add("POST /sign-in (wrong)", wrong.text().await.unwrap());
+    let signed = sign_in(OPERATOR_TOKEN).await.unwrap();
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    captured.add("Set-Cookie", cookie.clone());
+    let session = cookie.split(';').next().unwrap().to_owned();
+    for path in &pages[3..] {
+        let body = client
+            .get(format!("http://{listen}{path}"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        captured.add(format!("GET {path} (signed in)"), body);
+    }
+
     // Nothing else is served.
     for path in [
         "/metrics/",
@@ -334,6 +367,7 @@ async fn no_secret_leaks_anywhere() {
         ("OAuth refresh token".into(), OAUTH_REFRESH.into()),
         ("OAuth client secret".into(), CLIENT_SECRET.into()),
         ("custody master key".into(), MASTER_KEY.into()),
+        ("status page operator token".into(), OPERATOR_TOKEN.into()),
         ("fixture hook token".into(), "hook-secret".into()),
     ];
     let (pair, _) = oauth_pair.expect("the rotated OAuth pair is stored");
