@@ -6,6 +6,7 @@ mod connection;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod history;
+mod progress;
 mod project;
 mod repair;
 
@@ -219,7 +220,19 @@ async fn execute(command: Command, cfg: Arc<Config>, named: Named<'_>) -> anyhow
         Command::Check(args) => {
             let selection = selection(args.project);
             let checker = Sweeper::new(cfg, store.clone(), None).await?;
-            let summary = checker.sweep(&selection).await?;
+            let progress = Arc::new(crate::sweep::Progress::default());
+            let shown = progress::show(progress.clone(), "checking");
+            let summary = checker
+                .sweep_with(
+                    &selection,
+                    &crate::sweep::SweepOptions {
+                        progress: Some(progress),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            shown.done().await;
+            let summary = summary?;
             for problem in &summary.problems {
                 eprintln!("warning: {problem}");
             }

@@ -30,15 +30,20 @@ pub(super) async fn repair_command(
         return repair_plan(&cfg, store).await;
     }
     let checker = Sweeper::new(cfg, store.clone(), None).await?;
+    let progress = std::sync::Arc::new(crate::sweep::Progress::default());
+    let shown = super::progress::show(progress.clone(), "checking and repairing");
     let summary = checker
         .sweep_with(
             &Selection::All,
             &crate::sweep::SweepOptions {
                 repair: true,
+                progress: Some(progress),
                 ..Default::default()
             },
         )
-        .await?;
+        .await;
+    shown.done().await;
+    let summary = summary?;
     for plan in &summary.plans {
         println!("plan: {plan}");
     }

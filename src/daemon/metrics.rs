@@ -79,6 +79,8 @@ struct Published {
     /// Components per component and state, as last published (the status page's counts).
     counts: Vec<(String, String, i64)>,
     last_sweep: Option<LastSweep>,
+    /// The sweep under way, if any.
+    running: Option<std::sync::Arc<crate::sweep::Progress>>,
 }
 
 /// The last sweep this replica finished, for the status page.
@@ -337,6 +339,17 @@ impl Metrics {
         self.repairs_paused.set(i64::from(paused));
         self.repairs_stopped.set(stopped as i64);
         self.journal_entries.set(journal_entries as i64);
+    }
+
+    /// A sweep began (with how far it has come) or ended (`None`).
+    pub fn sweep_running(&self, progress: Option<std::sync::Arc<crate::sweep::Progress>>) {
+        self.published.lock().expect("metrics lock").running = progress;
+    }
+
+    /// How far the sweep under way has come.
+    pub fn running_sweep(&self) -> Option<crate::sweep::Reading> {
+        let published = self.published.lock().expect("metrics lock");
+        published.running.as_ref().map(|p| p.read())
     }
 
     /// The counts per component and state last published, and the last

@@ -260,6 +260,10 @@ impl Daemon {
                     }
                     liveness.beat();
                     notify(&[NotifyState::Watchdog]);
+                    if let Some(running) = &sweeps.running {
+                        let status = format!("leader: sweeping, {}", running.progress.read());
+                        notify(&[NotifyState::Status(&status)]);
+                    }
                     let overdue = (cron_interval(&sweeps.cfg) * 2).max(Duration::from_secs(2));
                     if sweep.is_none() && sweeps.leading.is_some() && last_start.elapsed() > overdue {
                         tracing::warn!(
@@ -417,6 +421,8 @@ struct Leading {
 struct Running {
     started: tokio::time::Instant,
     cancel: CancellationToken,
+    /// How far it has come (`STATUS=`, the status page).
+    progress: Arc<crate::sweep::Progress>,
     /// Said once in the log; `/healthz` says it on every request.
     stuck: bool,
 }
@@ -471,15 +477,19 @@ impl Sweeps {
             .clone();
         // Shutdown cancels it too.
         let cancel = self.cancel.child_token();
+        let progress = Arc::new(crate::sweep::Progress::default());
+        self.metrics.sweep_running(Some(progress.clone()));
         self.running = Some(Running {
             started: tokio::time::Instant::now(),
             cancel: cancel.clone(),
+            progress: progress.clone(),
             stuck: false,
         });
         let options = SweepOptions {
             spread: Some(sweep_spread(&self.cfg)),
             cancel: Some(cancel),
             repair: true,
+            progress: Some(progress),
         };
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
@@ -492,6 +502,7 @@ impl Sweeps {
     async fn finish(&mut self, result: Result<SweepResult, tokio::task::JoinError>) -> String {
         let result = result.map_err(anyhow::Error::from).and_then(|r| r);
         // Cancelled, but not by shutdown: its deadline.
+        self.metrics.sweep_running(None);
         let past_deadline = self
             .running
             .take()

@@ -90,6 +90,16 @@ pub struct Count {
     pub count: i64,
 }
 
+/// How far the sweep under way has come.
+#[derive(Debug, Serialize)]
+pub struct SweepRunning {
+    pub done: u64,
+    pub total: u64,
+    pub per_second: f64,
+    /// The line people read: `1234 of 100000 projects (1%), 308/s, about 5 min left`.
+    pub text: String,
+}
+
 /// Automatic repairs paused by the storm guard.
 #[derive(Debug, Serialize)]
 pub struct Paused {
@@ -105,6 +115,8 @@ pub struct Overview {
     pub leader: Option<LeaderLine>,
     /// The last sweep this replica finished (none on a standby).
     pub last_sweep: Option<LastSweep>,
+    /// The sweep under way on this replica.
+    pub sweep_running: Option<SweepRunning>,
     pub repairs_paused: Option<Paused>,
     pub connections: Vec<ConnectionView>,
     pub counts: Vec<Count>,
@@ -214,6 +226,12 @@ async fn overview(state: &AppState, filter: &Filter) -> Result<Overview, PageErr
         generated_at: Utc::now(),
         leader: store.leader().await?.map(LeaderLine::from),
         last_sweep,
+        sweep_running: state.metrics.running_sweep().map(|r| SweepRunning {
+            done: r.done,
+            total: r.total,
+            per_second: r.rate,
+            text: r.to_string(),
+        }),
         repairs_paused: store
             .repairs_paused()
             .await?
@@ -405,6 +423,7 @@ struct OverviewTemplate {
     can_sign_in: bool,
     leader: Option<String>,
     last_sweep: Option<(When, String, &'static str)>,
+    sweep_running: Option<String>,
     paused: Option<(String, When)>,
     connections: Vec<ConnectionLine>,
     counts: Vec<Count>,
@@ -532,6 +551,7 @@ async fn overview_page(
                 s.outcome,
             )
         }),
+        sweep_running: o.sweep_running.as_ref().map(|r| r.text.clone()),
         paused: o
             .repairs_paused
             .as_ref()

@@ -9,6 +9,7 @@
 //! reach blocks its key and hook.
 
 pub mod connections;
+mod progress;
 mod project;
 mod writer;
 
@@ -31,6 +32,7 @@ use crate::repair::Repairer;
 use crate::store::{CheckTarget, ProjectRow, Store, StoreError};
 
 pub use connections::probe_connection;
+pub use progress::{Progress, Reading, human};
 pub use project::expected_webhook_url;
 use project::{ProjectChecks, ProjectOutcome};
 
@@ -106,6 +108,8 @@ pub struct SweepOptions {
     pub cancel: Option<CancellationToken>,
     /// Repair what policy allows after checking (the daemon, `glwarden repair`).
     pub repair: bool,
+    /// Counted as projects are checked, for whoever shows the progress.
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// Which projects a sweep covers.
@@ -232,7 +236,9 @@ impl Sweeper {
         summary.problems = self.inventory(&probed.handles).await?;
         let cancel = options.cancel.clone().unwrap_or_default();
         let outcomes = self.projects(selection, options, &probed, &cancel).await?;
-        let newly_broken = self.write(outcomes, &mut summary).await?;
+        let newly_broken = self
+            .write(outcomes, &mut summary, options.progress.as_deref())
+            .await?;
         if options.repair && !cancel.is_cancelled() {
             self.repair_pass(&repairer, &probed.verdicts, newly_broken, &mut summary)
                 .await?;
@@ -365,6 +371,13 @@ impl Sweeper {
                 counts
             }
         };
+        if let Some(progress) = &options.progress {
+            let total: usize = per_connection
+                .keys()
+                .map(|name| counts.get(name).copied().unwrap_or(0))
+                .sum();
+            progress.start(total as u64);
+        }
         let mut listings = self.start_bulk_listings(&probed.handles, &counts);
         let started_at = tokio::time::Instant::now();
         let checks = self.project_checks();

@@ -21,6 +21,7 @@ impl Sweeper {
         &self,
         mut outcomes: Outcomes<'_>,
         summary: &mut SweepSummary,
+        progress: Option<&super::Progress>,
     ) -> Result<usize, SweepError> {
         // A bounded channel keeps memory flat.
         let (to_writer, mut batches) =
@@ -35,6 +36,9 @@ impl Sweeper {
         });
         let mut pending = Vec::with_capacity(WRITE_BATCH * 3);
         while let Some(outcome) = outcomes.next().await {
+            if let Some(progress) = progress {
+                progress.advance();
+            }
             let Some(outcome) = outcome? else {
                 summary.not_started += 1;
                 continue;

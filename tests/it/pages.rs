@@ -399,3 +399,32 @@ async fn without_an_operator_token_the_page_is_read_only() {
     assert_eq!(sign_in.status(), 403);
     daemon.stop().await.unwrap();
 }
+
+/// While a sweep runs, the overview says how far it has come.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overview_shows_the_sweep_under_way() {
+    let fx = Fixture::new().await;
+    let projects: Vec<Connected> = (0..4).map(|i| fx.connect(&format!("acme/p{i}"))).collect();
+    let refs: Vec<&Connected> = projects.iter().collect();
+    let config = fx.config(&refs).daemon("*/1 * * * * *", 0.0).write();
+    // A slow GitLab: each sweep takes a while.
+    fx.sim.set_latency(Duration::from_millis(300));
+    let mut daemon = fx.spawn_daemon(&config).await;
+    wait_until(
+        "a sweep under way on the overview",
+        Duration::from_secs(60),
+        || async {
+            let (_, body) = daemon.get("/api/v1/overview").await;
+            serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|o| o["sweep_running"]["total"] == 4)
+        },
+    )
+    .await;
+    wait_until("the page says so", Duration::from_secs(60), || async {
+        let (_, page) = daemon.get("/").await;
+        page.contains("<dt>Sweep under way</dt><dd>") && page.contains(" of 4 projects (")
+    })
+    .await;
+    fx.sim.set_latency(Duration::ZERO);
+    daemon.stop().await.unwrap();
+}
