@@ -67,6 +67,8 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// The status page's operator token (`[http] operator_token_file`).
     pub operator_token: Option<SecretString>,
+    /// The status page's read token (`[http] read_token_file`).
+    pub read_token: Option<SecretString>,
     /// `schedule.cron`, parsed once here (validation checked it).
     pub cron: croner::Cron,
     /// The store: a SQLite file or a PostgreSQL database, its password loaded.
@@ -209,31 +211,48 @@ impl Config {
         .load()
         .map_err(|(key, reason)| invalid(key, reason))?
         .map(|(token, _)| token);
-        let operator_token = SecretSource {
-            section: "http".into(),
-            field: "operator_token",
-            file: raw.http.operator_token_file.as_deref(),
-            env: None,
-            credential: raw.http.operator_token_credential.as_deref(),
-        }
-        .load()
-        .map_err(|(key, reason)| invalid(key, reason))?
-        .map(|(token, _)| token);
         // Guessed at one try a second (a wrong one waits), a short token
         // would fall in days.
-        if let Some(token) = &operator_token {
+        let sign_in_token = |field: &'static str,
+                             file: Option<&std::path::Path>,
+                             credential: Option<&str>|
+         -> Result<Option<SecretString>, ConfigError> {
+            let token = SecretSource {
+                section: "http".into(),
+                field,
+                file,
+                env: None,
+                credential,
+            }
+            .load()
+            .map_err(|(key, reason)| invalid(key, reason))?
+            .map(|(token, _)| token);
             use secrecy::ExposeSecret;
-            if token.expose_secret().chars().count() < 20 {
-                let key = match raw.http.operator_token_file {
-                    Some(_) => "http.operator_token_file",
-                    None => "http.operator_token_credential",
+            if token
+                .as_ref()
+                .is_some_and(|t| t.expose_secret().chars().count() < 20)
+            {
+                let key = match file {
+                    Some(_) => format!("http.{field}_file"),
+                    None => format!("http.{field}_credential"),
                 };
                 return Err(invalid(
-                    key.into(),
-                    "the operator token is shorter than 20 characters: make one with `openssl rand -hex 32`".into(),
+                    key,
+                    "shorter than 20 characters: make one with `openssl rand -hex 32`".into(),
                 ));
             }
-        }
+            Ok(token)
+        };
+        let operator_token = sign_in_token(
+            "operator_token",
+            raw.http.operator_token_file.as_deref(),
+            raw.http.operator_token_credential.as_deref(),
+        )?;
+        let read_token = sign_in_token(
+            "read_token",
+            raw.http.read_token_file.as_deref(),
+            raw.http.read_token_credential.as_deref(),
+        )?;
         let cron = parse_cron(&raw.schedule.cron)
             .map_err(|reason| invalid("schedule.cron".into(), reason))?;
         let store =
@@ -245,6 +264,7 @@ impl Config {
             custody: std::sync::Arc::new(custody),
             metrics_token,
             operator_token,
+            read_token,
             cron,
             store,
         })

@@ -312,6 +312,14 @@ pub struct HttpConfig {
     /// ...or from `$CREDENTIALS_DIRECTORY/<name>`.
     #[serde(default)]
     pub operator_token_credential: Option<String>,
+    /// With a read token the status page and its API are not open to
+    /// whoever reaches the listener: they ask for a session (either token
+    /// signs in) or `Authorization: Bearer`. From a file...
+    #[serde(default)]
+    pub read_token_file: Option<PathBuf>,
+    /// ...or from `$CREDENTIALS_DIRECTORY/<name>`.
+    #[serde(default)]
+    pub read_token_credential: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -322,6 +330,8 @@ impl Default for HttpConfig {
             metrics_token_credential: None,
             operator_token_file: None,
             operator_token_credential: None,
+            read_token_file: None,
+            read_token_credential: None,
         }
     }
 }

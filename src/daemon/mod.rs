@@ -155,10 +155,8 @@ impl Daemon {
                 liveness: liveness.clone(),
                 metrics_token: cfg.metrics_token.clone().map(Arc::new),
                 config: Some(cfg.clone()),
-                operator: cfg
-                    .operator_token
-                    .clone()
-                    .map(|token| Arc::new(operator::Operator::new(token))),
+                access: operator::Access::new(cfg.operator_token.clone(), cfg.read_token.clone())
+                    .map(Arc::new),
                 leading: leading.clone(),
             });
             tokio::spawn(server::serve(listener, app, stop_server.clone()))

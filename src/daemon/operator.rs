@@ -7,6 +7,8 @@
 //! cause "status page (operator)") on the replica that leads.
 //!
 //! Without an operator token nothing here acts: the page is read-only.
+//! With a read token (`[http] read_token_file`) the pages themselves ask
+//! for a session (either token signs in) or `Authorization: Bearer`.
 //! Sessions are signed with a key made when the daemon starts: they end
 //! with it, and one replica's session is not another's.
 
@@ -36,18 +38,38 @@ const SESSION: Duration = Duration::from_secs(8 * 3600);
 /// How long a wrong token waits before its refusal.
 pub const WRONG_TOKEN_DELAY: Duration = Duration::from_secs(1);
 
-/// The operator token and the key sessions are signed with.
-pub struct Operator {
-    token: SecretString,
-    key: [u8; 32],
+/// Who a session or a token is: one who may read the pages (the read
+/// token, when pages are guarded), or the operator, who may also act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Reader,
+    Operator,
 }
 
-impl Operator {
-    pub fn new(token: SecretString) -> Self {
-        Self {
-            token,
-            key: rand::random(),
+impl Role {
+    fn mark(self) -> &'static str {
+        match self {
+            Role::Reader => "r",
+            Role::Operator => "o",
         }
+    }
+}
+
+/// The tokens people sign in with and the key sessions are signed with.
+/// Present when `[http]` names an operator token, a read token, or both.
+pub struct Access {
+    key: [u8; 32],
+    operator: Option<SecretString>,
+    reader: Option<SecretString>,
+}
+
+impl Access {
+    pub fn new(operator: Option<SecretString>, reader: Option<SecretString>) -> Option<Self> {
+        (operator.is_some() || reader.is_some()).then(|| Self {
+            key: rand::random(),
+            operator,
+            reader,
+        })
     }
 
     fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
@@ -59,26 +81,38 @@ impl Operator {
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// A new session: `EXPIRES.NONCE.MAC`, hex.
-    fn new_session(&self) -> String {
+    /// A new session: `ROLE.EXPIRES.NONCE.MAC`, the MAC over the rest.
+    fn new_session(&self, role: Role) -> String {
         let expires = (Utc::now() + SESSION).timestamp().to_string();
         let nonce = hex(&rand::random::<[u8; 16]>());
-        let mac = hex(&self.mac(&[b"session", expires.as_bytes(), nonce.as_bytes()]));
-        format!("{expires}.{nonce}.{mac}")
+        let mac = hex(&self.mac(&[
+            b"session",
+            role.mark().as_bytes(),
+            expires.as_bytes(),
+            nonce.as_bytes(),
+        ]));
+        format!("{}.{expires}.{nonce}.{mac}", role.mark())
     }
 
-    /// Whether `session` is one this daemon signed and it has not expired.
-    fn valid(&self, session: &str) -> bool {
-        let mut parts = session.splitn(3, '.');
-        let (Some(expires), Some(nonce), Some(mac)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return false;
+    /// The role of `session` if this daemon signed it and it has not expired.
+    fn valid(&self, session: &str) -> Option<Role> {
+        let mut parts = session.splitn(4, '.');
+        let (mark, expires, nonce, mac) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let role = match mark {
+            "o" => Role::Operator,
+            "r" => Role::Reader,
+            _ => return None,
         };
-        let Ok(until) = expires.parse::<i64>() else {
-            return false;
-        };
-        let expected = hex(&self.mac(&[b"session", expires.as_bytes(), nonce.as_bytes()]));
-        same(mac.as_bytes(), expected.as_bytes()) && Utc::now().timestamp() < until
+        let until = expires.parse::<i64>().ok()?;
+        let expected = hex(&self.mac(&[
+            b"session",
+            mark.as_bytes(),
+            expires.as_bytes(),
+            nonce.as_bytes(),
+        ]));
+        (same(mac.as_bytes(), expected.as_bytes()) && Utc::now().timestamp() < until)
+            .then_some(role)
     }
 
     /// The CSRF token that goes with `session`.
@@ -86,8 +120,20 @@ impl Operator {
         hex(&self.mac(&[b"csrf", session.as_bytes()]))
     }
 
-    fn token_is(&self, offered: &str) -> bool {
-        same(offered.as_bytes(), self.token.expose_secret().as_bytes())
+    /// Who `offered` makes its bearer (the operator token first).
+    fn role_of(&self, offered: &str) -> Option<Role> {
+        let is = |token: &Option<SecretString>| {
+            token
+                .as_ref()
+                .is_some_and(|t| same(offered.as_bytes(), t.expose_secret().as_bytes()))
+        };
+        if is(&self.operator) {
+            Some(Role::Operator)
+        } else if is(&self.reader) {
+            Some(Role::Reader)
+        } else {
+            None
+        }
     }
 }
 
@@ -100,17 +146,32 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The session the request's cookie carries, if this daemon signed it.
-pub fn session(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let operator = state.operator.as_ref()?;
+/// The session the request's cookie carries, with its role, if this daemon signed it.
+pub fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, Role)> {
+    let access = state.access.as_ref()?;
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .find(|s| operator.valid(s))
-        .map(str::to_owned)
+        .find_map(|s| access.valid(s).map(|role| (s.to_owned(), role)))
+}
+
+/// Whether the request may read the pages: always, unless `[http]` names a
+/// read token; then with a session, or `Authorization: Bearer` with either token.
+pub fn may_read(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(access) = &state.access else {
+        return true;
+    };
+    if access.reader.is_none() || session(state, headers).is_some() {
+        return true;
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| access.role_of(token).is_some())
 }
 
 /// What a page offers its reader: nothing (no operator token), a sign-in
@@ -122,12 +183,14 @@ pub enum Acting {
 }
 
 pub fn acting(state: &AppState, headers: &HeaderMap) -> Acting {
-    match (&state.operator, session(state, headers)) {
-        (None, _) => Acting::Off,
-        (Some(_), None) => Acting::SignIn,
-        (Some(operator), Some(session)) => Acting::On {
-            csrf: operator.csrf(&session),
+    let Some(access) = state.access.as_ref().filter(|a| a.operator.is_some()) else {
+        return Acting::Off;
+    };
+    match session(state, headers) {
+        Some((session, Role::Operator)) => Acting::On {
+            csrf: access.csrf(&session),
         },
+        _ => Acting::SignIn,
     }
 }
 
@@ -143,7 +206,7 @@ fn sign_in_page(state: &AppState, refused: bool) -> Html<String> {
     let now = Utc::now();
     let page = SignInTemplate {
         generated: super::pages::when(Some(now), now).expect("a time"),
-        enabled: state.operator.is_some(),
+        enabled: state.access.is_some(),
         refused,
     };
     Html(
@@ -162,20 +225,20 @@ pub struct SignIn {
 }
 
 pub async fn sign_in(State(state): State<AppState>, Form(form): Form<SignIn>) -> Response {
-    let Some(operator) = &state.operator else {
+    let Some(access) = &state.access else {
         return (StatusCode::FORBIDDEN, sign_in_page(&state, false)).into_response();
     };
-    if !operator.token_is(form.token.trim()) {
-        tracing::warn!("status page: a sign-in with a wrong operator token");
+    let Some(role) = access.role_of(form.token.trim()) else {
+        tracing::warn!("status page: a sign-in with a wrong token");
         tokio::time::sleep(WRONG_TOKEN_DELAY).await;
         return (StatusCode::FORBIDDEN, sign_in_page(&state, true)).into_response();
-    }
+    };
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        operator.new_session(),
+        access.new_session(role),
         SESSION.as_secs()
     );
-    tracing::info!("status page: an operator signed in");
+    tracing::info!(?role, "status page: signed in");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
@@ -190,25 +253,31 @@ pub async fn sign_out(
     headers: HeaderMap,
     Form(form): Form<SignOut>,
 ) -> Response {
-    if let Err(why) = authorized(&state, &headers, &form.csrf) {
-        return forbidden(why);
+    let signed = state.access.as_ref().zip(session(&state, &headers));
+    match signed {
+        Some((access, (session, _)))
+            if same(form.csrf.as_bytes(), access.csrf(&session).as_bytes()) => {}
+        _ => return forbidden("no session, or its CSRF token is wrong"),
     }
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
-/// A signed-in session whose CSRF token is `csrf`, or why not (a 403).
+/// An operator's session whose CSRF token is `csrf`, or why not (a 403).
 fn authorized(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<(), &'static str> {
-    let Some(operator) = &state.operator else {
+    let Some(access) = state.access.as_ref().filter(|a| a.operator.is_some()) else {
         return Err(
             "actions are off: set http.operator_token_file or http.operator_token_credential",
         );
     };
-    let Some(session) = session(state, headers) else {
+    let Some((session, role)) = session(state, headers) else {
         return Err("sign in first (/sign-in)");
     };
-    if !same(csrf.as_bytes(), operator.csrf(&session).as_bytes()) {
+    if !same(csrf.as_bytes(), access.csrf(&session).as_bytes()) {
         return Err("the form's CSRF token is missing or wrong: reload the page");
+    }
+    if role != Role::Operator {
+        return Err("signed in with the read token: sign in with the operator token to act");
     }
     Ok(())
 }
@@ -348,23 +417,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_are_signed_and_expire() {
-        let op = Operator::new(SecretString::from("x".repeat(32)));
-        let s = op.new_session();
-        assert!(op.valid(&s));
-        let other = Operator::new(SecretString::from("x".repeat(32)));
-        assert!(!other.valid(&s), "another daemon's key");
-        let (expires, rest) = s.split_once('.').unwrap();
-        let later = format!("{}.{rest}", expires.parse::<i64>().unwrap() + 3600);
-        assert!(!op.valid(&later), "a longer life is a forgery");
+    fn sessions_are_signed_carry_their_role_and_expire() {
+        let access = Access::new(
+            Some(SecretString::from("o".repeat(32))),
+            Some(SecretString::from("r".repeat(32))),
+        )
+        .unwrap();
+        assert_eq!(access.role_of(&"o".repeat(32)), Some(Role::Operator));
+        assert_eq!(access.role_of(&"r".repeat(32)), Some(Role::Reader));
+        assert_eq!(access.role_of("x"), None);
+        let s = access.new_session(Role::Operator);
+        assert_eq!(access.valid(&s), Some(Role::Operator));
+        let other = Access::new(Some(SecretString::from("o".repeat(32))), None).unwrap();
+        assert_eq!(other.valid(&s), None, "another daemon's key");
+        // A reader's session made an operator's is a forgery.
+        let read = access.new_session(Role::Reader);
+        assert_eq!(access.valid(&read), Some(Role::Reader));
+        assert_eq!(access.valid(&format!("o{}", &read[1..])), None);
+        let (role, rest) = s.split_once('.').unwrap();
+        let (expires, rest) = rest.split_once('.').unwrap();
+        let later = format!("{role}.{}.{rest}", expires.parse::<i64>().unwrap() + 3600);
+        assert_eq!(access.valid(&later), None, "a longer life is a forgery");
         let expired = {
             let expires = (Utc::now().timestamp() - 1).to_string();
-            let nonce = "00";
-            let mac = hex(&op.mac(&[b"session", expires.as_bytes(), nonce.as_bytes()]));
-            format!("{expires}.{nonce}.{mac}")
+            let mac = hex(&access.mac(&[b"session", b"o", expires.as_bytes(), b"00"]));
+            format!("o.{expires}.00.{mac}")
         };
-        assert!(!op.valid(&expired));
-        assert!(!op.valid("") && !op.valid("1.2") && !op.valid("x.y.z"));
-        assert_ne!(op.csrf(&s), op.csrf(&op.new_session()), "CSRF per session");
+        assert_eq!(access.valid(&expired), None);
+        assert!(access.valid("").is_none() && access.valid("o.1.2").is_none());
+        assert_ne!(access.csrf(&s), access.csrf(&read), "CSRF per session");
+        assert!(Access::new(None, None).is_none());
     }
 }

@@ -328,14 +328,43 @@ fn without_query(url: &str) -> String {
 
 // ---- JSON ----------------------------------------------------------------
 
-async fn overview_json(State(state): State<AppState>, Query(filter): Query<Filter>) -> Response {
+/// A page that may not be read: to the sign-in form.
+fn sign_in_first() -> Response {
+    axum::response::Redirect::to("/sign-in").into_response()
+}
+
+/// An API answer that may not be read: 401 with how to authenticate.
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "send Authorization: Bearer with the read or operator token, or sign in at /sign-in\n",
+    )
+        .into_response()
+}
+
+async fn overview_json(
+    State(state): State<AppState>,
+    Query(filter): Query<Filter>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !super::operator::may_read(&state, &headers) {
+        return unauthorized();
+    }
     match overview(&state, &filter).await {
         Ok(o) => Json(o).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn projects_json(State(state): State<AppState>, Query(filter): Query<Filter>) -> Response {
+async fn projects_json(
+    State(state): State<AppState>,
+    Query(filter): Query<Filter>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !super::operator::may_read(&state, &headers) {
+        return unauthorized();
+    }
     let page = async {
         let filter = filter.parse().map_err(PageError::BadRequest)?;
         Ok::<_, PageError>(state.store.attention(&filter).await?)
@@ -349,7 +378,11 @@ async fn projects_json(State(state): State<AppState>, Query(filter): Query<Filte
 async fn project_json(
     State(state): State<AppState>,
     Path((connection, wanted)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    if !super::operator::may_read(&state, &headers) {
+        return unauthorized();
+    }
     match project(&state, &connection, &wanted).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => e.into_response(),
@@ -526,6 +559,9 @@ async fn overview_page(
     Query(filter): Query<Filter>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    if !super::operator::may_read(&state, &headers) {
+        return sign_in_first();
+    }
     let (csrf, can_sign_in) = signed_in(&state, &headers);
     let o = match overview(&state, &filter).await {
         Ok(o) => o,
@@ -606,6 +642,9 @@ async fn project_page(
     Path((connection, wanted)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    if !super::operator::may_read(&state, &headers) {
+        return sign_in_first();
+    }
     let (csrf, can_sign_in) = signed_in(&state, &headers);
     let p = match project(&state, &connection, &wanted).await {
         Ok(p) => p,

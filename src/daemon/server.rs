@@ -80,8 +80,9 @@ pub struct AppState {
     /// The configuration the daemon started with (the status page's
     /// GitLab links and expected webhook URLs).
     pub config: Option<Arc<crate::config::Config>>,
-    /// The status page's operator token and session key; `None`: read-only.
-    pub operator: Option<Arc<super::operator::Operator>>,
+    /// The status page's operator and read tokens and session key; `None`:
+    /// read-only and open to whoever reaches the listener.
+    pub access: Option<Arc<super::operator::Access>>,
     /// The sweeper while this replica leads (the status page's buttons act
     /// through it); `None` on standby.
     pub leading: Arc<std::sync::RwLock<Option<Arc<crate::sweep::Sweeper>>>>,

@@ -428,3 +428,95 @@ async fn the_overview_shows_the_sweep_under_way() {
     fx.sim.set_latency(Duration::ZERO);
     daemon.stop().await.unwrap();
 }
+
+const READ_TOKEN: &str = "read-token-0123456789abcdef-xyz";
+
+/// With a read token the pages and the API are not open: a page sends the
+/// browser to sign in, the API answers 401 unless it is given a token, and
+/// a reader's session reads but does not act.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_token_guards_the_pages_and_the_api() {
+    let fx = Fixture::new().await;
+    let p = fx.connect("acme/app");
+    let read_file = secret_file(fx.dir.path(), "read-token", READ_TOKEN);
+    let operator_file = secret_file(fx.dir.path(), "operator-token", OPERATOR_TOKEN);
+    let config = fx
+        .config(&[&p])
+        .daemon("*/1 * * * * *", 0.2)
+        .edit(|c| {
+            c.http.read_token_file = Some(read_file);
+            c.http.operator_token_file = Some(operator_file);
+        })
+        .write();
+    let mut daemon = fx.spawn_daemon(&config).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: &str, auth: Option<(&str, String)>| {
+        let mut request = client.get(format!("http://{}{path}", daemon.listen));
+        if let Some((name, value)) = auth {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let page = format!("/projects/main/{}", p.id);
+    for path in ["/", page.as_str()] {
+        let answer = get(path, None).await.unwrap();
+        assert_eq!(answer.status(), 303, "{path}");
+        assert_eq!(answer.headers()["location"], "/sign-in");
+    }
+    let api = get("/api/v1/overview", None).await.unwrap();
+    assert_eq!(api.status(), 401);
+    assert_eq!(api.headers()["www-authenticate"], "Bearer");
+    let wrong = get(
+        "/api/v1/overview",
+        Some(("authorization", "Bearer nope".into())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status(), 401);
+    for token in [READ_TOKEN, OPERATOR_TOKEN] {
+        let ok = get(
+            "/api/v1/overview",
+            Some(("authorization", format!("Bearer {token}"))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    // The endpoints for machines are as they were.
+    assert_eq!(daemon.get("/metrics").await.0, 200);
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+
+    // A reader's session reads the pages; it has no buttons and cannot act.
+    let signed = post(&daemon, "/sign-in", &[("token", READ_TOKEN)], None).await;
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = get_with(&daemon, &page, &cookie).await;
+    assert!(
+        body.contains("<h1>acme/app</h1>") && !body.contains("<button"),
+        "{body}"
+    );
+    assert!(body.contains("<a href=\"/sign-in\">Sign in</a>"), "{body}");
+    let refused = post(
+        &daemon,
+        "/actions",
+        &[
+            ("connection", "main"),
+            ("project", &p.id.to_string()),
+            ("action", "check_now"),
+            ("csrf", ""),
+        ],
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    daemon.stop().await.unwrap();
+}
