@@ -284,6 +284,11 @@ async fn serve(
     )?;
     std::fs::write(config_file, toml)?;
     let cfg = Arc::new(Config::load(config_file)?);
+    // Installed before the URL is printed: a Ctrl-C from then on stops the
+    // daemon cleanly rather than killing the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let (daemon, addr) = crate::daemon::Daemon::build(cfg).await?;
     println!();
     println!("Serving the demo fleet: http://{addr}/ (status page), http://{addr}/metrics");
@@ -302,8 +307,11 @@ async fn serve(
         .collect();
     let (_reload, reloads) = tokio::sync::mpsc::channel(1);
     let daemon = daemon.run_until(
-        async {
-            let _ = tokio::signal::ctrl_c().await;
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
         },
         reloads,
     );

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use glwarden::health::{Component, State};
 use glwarden_testkit::*;
@@ -70,26 +71,38 @@ async fn demo_table_is_printed_by_default() {
 async fn demo_serve_shows_the_page_and_stops_on_ctrl_c() {
     use std::io::BufRead;
     let listen = free_listen();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo-serve.log");
     let mut child = glwarden(&["demo", "--serve", "--listen", &listen])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
+    // Its output is read to the end (a closed pipe would fail its next
+    // line); the lines up to the token come back here.
+    let (first_lines, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut seen = Vec::new();
+        let mut sent = false;
         for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.starts_with("Operator token");
-            seen.push(line);
-            if done {
-                break;
+            let Ok(line) = line else { break };
+            if !sent {
+                let done = line.starts_with("Operator token");
+                seen.push(line);
+                if done {
+                    let _ = first_lines.send(std::mem::take(&mut seen));
+                    sent = true;
+                }
             }
         }
-        seen
-    })
-    .await
-    .unwrap();
+        if !sent {
+            let _ = first_lines.send(seen);
+        }
+    });
+    let lines = tokio::task::spawn_blocking(move || lines.recv().unwrap())
+        .await
+        .unwrap();
     let text = lines.join("\n");
     assert!(
         text.contains(&format!("http://{listen}/ (status page)")),
@@ -102,16 +115,20 @@ async fn demo_serve_shows_the_page_and_stops_on_ctrl_c() {
         .to_owned();
     assert_eq!(token.len(), 48, "{text}");
 
-    let page = reqwest::get(format!("http://{listen}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        page.contains(">acme/web</a>") && page.contains("Sign in"),
-        "{page}"
-    );
+    // The page, once it answers (a first request could meet a process
+    // still busy with its first sweep on a loaded machine).
+    wait_until("the demo's page", Duration::from_secs(60), || async {
+        let page = match reqwest::get(format!("http://{listen}/")).await {
+            Ok(answer) => answer.text().await.unwrap_or_default(),
+            Err(e) => {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                eprintln!("GET /: {e}; the demo's log so far:\n{log}");
+                return false;
+            }
+        };
+        page.contains(">acme/web</a>") && page.contains("Sign in")
+    })
+    .await;
     let signed = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
