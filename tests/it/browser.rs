@@ -3,7 +3,8 @@
 //! this process and the simulator. The overview lists a project whose key
 //! was deleted; the operator signs in, opens the project, presses
 //! "Regenerate deploy key", and the page then shows the key healthy and
-//! the rotation's event. Screenshots of the overview and the project page
+//! the rotation's event; a POST without the CSRF token or the session is
+//! refused (403) and changes nothing. Screenshots of the overview and the project page
 //! are written to `target/screenshots/` (copies are in `docs/`).
 
 use std::path::PathBuf;
@@ -190,6 +191,30 @@ async fn an_operator_regenerates_a_deleted_key_in_chromium() {
         browser.screenshot().await.unwrap(),
     )
     .unwrap();
+
+    // The browser's session without the page's CSRF token, or no session at
+    // all, is refused and changes nothing.
+    let session = browser
+        .get_named_cookie("glwarden_session")
+        .await
+        .expect("the session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    let keys_before = fx.sim.deploy_keys(keyless.id);
+    let form = format!(
+        "connection=main&project={}&action=regenerate_deploy_key&csrf=",
+        keyless.id
+    );
+    for cookie in [Some(format!("glwarden_session={}", session.value())), None] {
+        let mut post = reqwest::Client::new()
+            .post(format!("{base}/actions"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.clone());
+        if let Some(cookie) = &cookie {
+            post = post.header("cookie", cookie);
+        }
+        assert_eq!(post.send().await.unwrap().status(), 403, "{cookie:?}");
+    }
+    assert_eq!(fx.sim.deploy_keys(keyless.id), keys_before);
 
     // Readable at 360 px: tables scroll in their own boxes, the page does not.
     browser.set_window_size(360, 900).await.unwrap();
