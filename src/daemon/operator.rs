@@ -26,7 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::server::AppState;
+use super::server::{AppState, same_secret as same};
 use crate::health::Component;
 use crate::repair::ManualCause;
 use crate::sweep::Sweeper;
@@ -139,11 +139,6 @@ impl Access {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares in time that depends on the lengths only.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The session the request's cookie carries, with its role, if this daemon signed it.
