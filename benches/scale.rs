@@ -22,6 +22,12 @@
 //! `GLWARDEN_BENCH_POSTGRES_SIZES` (default 1000,10000; empty for none):
 //! the same figures, the database's size from `pg_database_size`.
 //!
+//! The status page at each size in `GLWARDEN_BENCH_PAGE_SIZES` (default
+//! 100000), on SQLite and on PostgreSQL: a store written directly with that
+//! many projects' health, 1% broken, served by the daemon's own router in
+//! this process; the overview, its last page, a path search and a broken
+//! project's page, best of five fetches each.
+//!
 //! Then, unless `GLWARDEN_BENCH_QUICK` is set: 20 ms of latency per request
 //! against the latency-bound ideal (requests x latency / concurrency), and a
 //! simulator enforcing a rate limit (budget utilisation, 429 count).
@@ -72,6 +78,10 @@ struct Row {
     metrics_kb: f64,
     metrics_ms: f64,
     overview_ms: f64,
+    /// The overview's last page of what needs attention.
+    overview_last_page_ms: f64,
+    /// The overview with a path search.
+    search_ms: f64,
     project_page_ms: f64,
     ideal_seconds: f64,
     budget_utilisation: f64,
@@ -128,6 +138,17 @@ fn main() {
         eprintln!("== steady state on PostgreSQL, {n} projects");
         rows.push(rt.block_on(steady_state(*n, Engine::Postgres)));
     }
+    let page_sizes: Vec<usize> = std::env::var("GLWARDEN_BENCH_PAGE_SIZES")
+        .unwrap_or_else(|_| "100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for n in &page_sizes {
+        for engine in [Engine::Sqlite, Engine::Postgres] {
+            eprintln!("== status page, {n} projects, {engine:?}");
+            rows.extend(rt.block_on(status_page(*n, engine)));
+        }
+    }
     if !quick {
         eprintln!("== 20 ms latency, 1000 projects");
         rows.push(rt.block_on(latency(1000, Duration::from_millis(20))));
@@ -183,24 +204,7 @@ async fn build_world(n: usize, engine: Engine) -> (World, Db) {
     }
     let dir = tempfile::tempdir().unwrap();
     secret_file(dir.path(), "token", TOKEN);
-    let (db, store) = match engine {
-        Engine::Sqlite => {
-            let path = dir.path().join("glwarden.db");
-            let store = Store::open(&path).await.unwrap();
-            (Db::Sqlite(path), store)
-        }
-        Engine::Postgres => {
-            let (cluster, database) = tokio::task::spawn_blocking(pg_fixture::database)
-                .await
-                .unwrap();
-            secret_file(dir.path(), "pg-password", cluster.password());
-            let options: sqlx::postgres::PgConnectOptions = cluster.url(&database).parse().unwrap();
-            let store = Store::open_postgres(options.password(cluster.password()), &database)
-                .await
-                .unwrap();
-            (Db::Postgres { cluster, database }, store)
-        }
-    };
+    let (db, store) = open_store(engine, dir.path()).await;
     let conn = store.connection_id("main", &sim.base_url()).await.unwrap();
     let paths: Vec<String> = (0..n)
         .map(|i| format!("fleet/team-{}/service-{i}", i % 50))
@@ -233,6 +237,28 @@ async fn build_world(n: usize, engine: Engine) -> (World, Db) {
         },
         db,
     )
+}
+
+/// A new, empty store of `engine` in (or, for PostgreSQL, with its password file in) `dir`.
+async fn open_store(engine: Engine, dir: &Path) -> (Db, Store) {
+    match engine {
+        Engine::Sqlite => {
+            let path = dir.join("glwarden.db");
+            let store = Store::open(&path).await.unwrap();
+            (Db::Sqlite(path), store)
+        }
+        Engine::Postgres => {
+            let (cluster, database) = tokio::task::spawn_blocking(pg_fixture::database)
+                .await
+                .unwrap();
+            secret_file(dir, "pg-password", cluster.password());
+            let options: sqlx::postgres::PgConnectOptions = cluster.url(&database).parse().unwrap();
+            let store = Store::open_postgres(options.password(cluster.password()), &database)
+                .await
+                .unwrap();
+            (Db::Postgres { cluster, database }, store)
+        }
+    }
 }
 
 fn write_config(w: &World, db: &Db, listen: &str, cron: &str, requests_per_minute: u32) -> PathBuf {
@@ -541,6 +567,196 @@ async fn steady_state(n: usize, engine: Engine) -> Row {
     }
 }
 
+/// The status page over a store that already holds `n` projects' health,
+/// 1% of their webhooks `missing` (each after a `healthy`, so that its page
+/// has a history): the daemon's own router and listener, in this process,
+/// serving a store written directly rather than by sweeps. At 100,000
+/// projects a sweeping daemon's first sweep is paced by GitLab's limit on
+/// `GET /projects` (docs/gitlab-contract.md §8), and the page is what is
+/// measured here, not the sweep. Each figure is the best of five fetches
+/// over HTTP (the first warms the store's cache).
+async fn status_page(n: usize, engine: Engine) -> Vec<Row> {
+    use glwarden::daemon::{metrics::Metrics, server};
+    use glwarden::health::{Component, Observation, State};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (db, store) = open_store(engine, dir.path()).await;
+    let seeding = Instant::now();
+    let conn = store
+        .connection_id("main", "https://gitlab.example.com")
+        .await
+        .unwrap();
+    let key = generate_ed25519("bench").unwrap();
+    let paths: Vec<String> = (0..n)
+        .map(|i| format!("fleet/team-{}/service-{i}", i % 50))
+        .collect();
+    let projects: Vec<NewProject> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| NewProject {
+            connection_id: conn,
+            gitlab_id: 1000 + i as u64,
+            path,
+            source: Source::Cli,
+            config_ref: None,
+            webhook_url: None,
+            public_key: Some(&key.public_openssh),
+            fingerprint: Some(&key.fingerprint),
+            from_config: false,
+        })
+        .collect();
+    for chunk in projects.chunks(5000) {
+        store.upsert_projects(chunk).await.unwrap();
+    }
+    let ids: Vec<(i64, i64)> = store
+        .active_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.id, p.gitlab_id))
+        .collect();
+    assert_eq!(ids.len(), n);
+    let now = chrono::Utc::now();
+    store
+        .record(
+            &[(
+                Component::Connection,
+                conn,
+                Observation::definite(State::Connected, "bench-bot"),
+            )],
+            now,
+        )
+        .await
+        .unwrap();
+    let healthy: Vec<(Component, i64, Observation)> = ids
+        .iter()
+        .flat_map(|(id, _)| {
+            [
+                (
+                    Component::Repository,
+                    *id,
+                    Observation::definite(State::Ok, ""),
+                ),
+                (
+                    Component::DeployKey,
+                    *id,
+                    Observation::definite(State::Healthy, ""),
+                ),
+                (
+                    Component::Webhook,
+                    *id,
+                    Observation::definite(State::Healthy, ""),
+                ),
+            ]
+        })
+        .collect();
+    for chunk in healthy.chunks(3000) {
+        store.record(chunk, now).await.unwrap();
+    }
+    let broken: Vec<(Component, i64, Observation)> = ids
+        .iter()
+        .step_by(100)
+        .map(|(id, _)| {
+            (
+                Component::Webhook,
+                *id,
+                Observation::definite(State::Missing, "no hook with the expected URL"),
+            )
+        })
+        .collect();
+    store.record(&broken, chrono::Utc::now()).await.unwrap();
+    eprintln!(
+        "seeded {n} projects ({} broken) in {:.1} s",
+        broken.len(),
+        seeding.elapsed().as_secs_f64()
+    );
+
+    let metrics = Metrics::new(glwarden::config::PerProjectSeries::Unhealthy);
+    metrics.publish(&store.health_summary(false).await.unwrap());
+    let app = server::router(server::AppState {
+        metrics,
+        store: store.clone(),
+        liveness: std::sync::Arc::new(server::Liveness::new(Duration::from_secs(60))),
+        metrics_token: None,
+        config: None,
+        access: None,
+        leading: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(server::serve(listener, app, stop.clone()));
+    let client = reqwest::Client::new();
+    let best_of_five = |path: String, expect: &'static str| {
+        let client = client.clone();
+        async move {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = Instant::now();
+                let page = client
+                    .get(format!("http://{addr}{path}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(page.status(), 200, "{path}");
+                let text = page.text().await.unwrap();
+                best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+                assert!(text.contains(expect), "{path} shows {expect}");
+            }
+            eprintln!("  {path}: {best:.1} ms");
+            best
+        }
+    };
+    let pages = n.div_ceil(100).div_ceil(50);
+    let measure = || async {
+        let overview_ms = best_of_five("/".into(), "missing").await;
+        let last_page_ms = best_of_five(format!("/?page={pages}"), "missing").await;
+        let search_ms = best_of_five("/?q=service-100".into(), "Needing attention").await;
+        let project_page_ms = best_of_five(format!("/projects/main/{}", ids[0].1), "missing").await;
+        Row {
+            projects: n,
+            overview_ms,
+            overview_last_page_ms: last_page_ms,
+            search_ms,
+            project_page_ms,
+            ..Row::default()
+        }
+    };
+    let mut rows = Vec::new();
+    match &db {
+        Db::Sqlite(_) => rows.push(Row {
+            scenario: "status page".into(),
+            ..measure().await
+        }),
+        Db::Postgres { cluster, database } => {
+            // Right after a bulk load PostgreSQL has no statistics on the
+            // new rows and plans as if the tables were small; autovacuum
+            // analyzes a table once a tenth of it changed, within a minute
+            // (`autovacuum_naptime`), so a store that grew over days has
+            // them. Both are measured: as loaded, and after ANALYZE.
+            rows.push(Row {
+                scenario: "status page postgres".into(),
+                ..measure().await
+            });
+            let options: sqlx::postgres::PgConnectOptions = cluster.url(database).parse().unwrap();
+            let pool = sqlx::PgPool::connect_with(options.password(cluster.password()))
+                .await
+                .unwrap();
+            sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+            pool.close().await;
+            eprintln!("  after ANALYZE:");
+            rows.push(Row {
+                scenario: "status page pg analyzed".into(),
+                ..measure().await
+            });
+        }
+    }
+    stop.cancel();
+    server.await.unwrap();
+    store.close().await;
+    rows
+}
+
 /// Seconds between the daemon's sweeps (a divisor of 60, so that cron's
 /// ticks are evenly spaced): room for a sweep, which took up to 1.3 times
 /// as long as a raw pass, then a raw pass, with a fifth to spare.
@@ -756,7 +972,7 @@ async fn rate_limited(n: usize, per_minute: u32) -> Row {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<22} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+        "{:<22} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
         "scenario",
         "projects",
         "sweep s",
@@ -771,6 +987,8 @@ fn print_table(rows: &[Row]) {
         "metricsKB",
         "metr ms",
         "page ms",
+        "last ms",
+        "find ms",
         "proj ms",
         "ideal s",
         "budget %",
@@ -786,7 +1004,7 @@ fn print_table(rows: &[Row]) {
             "-".into()
         };
         println!(
-            "{:<22} {:>8} {:>9.2} {:>10.0} {:>9.3} {:>9} {:>8.1} {:>9.3} {:>9.1} {:>9.0} {:>9.0} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>9} {:>7}",
+            "{:<22} {:>8} {:>9.2} {:>10.0} {:>9.3} {:>9} {:>8.1} {:>9.3} {:>9.1} {:>9.0} {:>9.0} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>9} {:>7}",
             r.scenario,
             r.projects,
             r.sweep_seconds,
@@ -801,6 +1019,8 @@ fn print_table(rows: &[Row]) {
             r.metrics_kb,
             r.metrics_ms,
             r.overview_ms,
+            r.overview_last_page_ms,
+            r.search_ms,
             r.project_page_ms,
             r.ideal_seconds,
             if r.budget_utilisation > 0.0 {
@@ -817,13 +1037,13 @@ fn write_csv(path: &Path, rows: &[Row]) {
     let mut f = std::fs::File::create(path).unwrap();
     writeln!(
         f,
-        "scenario,projects,sweep_seconds,checks_per_second,requests_per_project,glwarden_requests_per_second,raw_requests_per_second,peak_rss_mb,cpu_seconds_per_1000_checks,db_growth_kb,db_size_kb,start_to_notify_ready_ms,start_to_readyz_ms,metrics_kb,metrics_ms,overview_ms,project_page_ms,ideal_seconds,budget_utilisation,too_many_requests"
+        "scenario,projects,sweep_seconds,checks_per_second,requests_per_project,glwarden_requests_per_second,raw_requests_per_second,peak_rss_mb,cpu_seconds_per_1000_checks,db_growth_kb,db_size_kb,start_to_notify_ready_ms,start_to_readyz_ms,metrics_kb,metrics_ms,overview_ms,overview_last_page_ms,search_ms,project_page_ms,ideal_seconds,budget_utilisation,too_many_requests"
     )
     .unwrap();
     for r in rows {
         writeln!(
             f,
-            "{},{},{:.3},{:.1},{:.4},{:.1},{:.1},{:.1},{:.4},{:.1},{:.1},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.3},{:.4},{}",
+            "{},{},{:.3},{:.1},{:.4},{:.1},{:.1},{:.1},{:.4},{:.1},{:.1},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.2},{:.2},{:.3},{:.4},{}",
             r.scenario,
             r.projects,
             r.sweep_seconds,
@@ -840,6 +1060,8 @@ fn write_csv(path: &Path, rows: &[Row]) {
             r.metrics_kb,
             r.metrics_ms,
             r.overview_ms,
+            r.overview_last_page_ms,
+            r.search_ms,
             r.project_page_ms,
             r.ideal_seconds,
             r.budget_utilisation,

@@ -257,16 +257,11 @@ async fn project(
     wanted: &str,
 ) -> Result<ProjectView, PageError> {
     let store = &state.store;
-    let row = store
-        .projects_named(wanted, true)
-        .await?
-        .into_iter()
-        .find(|p| p.connection == connection)
-        .ok_or_else(|| {
-            PageError::NotFound(format!(
-                "no project `{wanted}` of connection `{connection}` in the inventory"
-            ))
-        })?;
+    let row = store.project_of(connection, wanted).await?.ok_or_else(|| {
+        PageError::NotFound(format!(
+            "no project `{wanted}` of connection `{connection}` in the inventory"
+        ))
+    })?;
     let health = store.health_of(&[row.id]).await?;
     let components = Component::PROJECT_COMPONENTS
         .into_iter()

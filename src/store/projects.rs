@@ -144,6 +144,12 @@ pub(super) const PROJECT_SELECT: &str =
         p.added_at, p.removed_at
     FROM projects p JOIN connections c ON c.id = p.connection_id";
 
+/// `Store::project_of`'s statement: by GitLab id or by path.
+pub(super) fn project_of_sql(by_id: bool) -> String {
+    let by = if by_id { "p.gitlab_id" } else { "p.path" };
+    format!("{PROJECT_SELECT} WHERE c.name = $1 AND {by} = $2 AND p.removed_at IS NULL")
+}
+
 /// Rows a sweep reads of the inventory at a time.
 pub(super) const INVENTORY_PAGE: i64 = 1000;
 
@@ -393,6 +399,36 @@ impl Store {
         .bind(active_only)
         .fetch_all(pool)
         .await)?)
+    }
+
+    /// The active project of connection `connection` that `wanted` names:
+    /// its GitLab id when `wanted` is a number, else its path (a GitLab
+    /// path always holds a `/`). One index lookup either way, the status
+    /// page's project page at 100,000 projects: `projects_named` also
+    /// matches the config's own names, which no index covers.
+    pub async fn project_of(
+        &self,
+        connection: &str,
+        wanted: &str,
+    ) -> Result<Option<ProjectRow>, StoreError> {
+        let row = match wanted.parse::<i64>() {
+            // As `projects_named` reads it: "007" is no id.
+            Ok(id) if id.to_string() == wanted => on_pool!(self, |pool| {
+                sqlx::query_as::<_, ProjectRow>(&project_of_sql(true))
+                    .bind(connection)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+            })?,
+            _ => on_pool!(self, |pool| {
+                sqlx::query_as::<_, ProjectRow>(&project_of_sql(false))
+                    .bind(connection)
+                    .bind(wanted)
+                    .fetch_optional(pool)
+                    .await
+            })?,
+        };
+        Ok(row)
     }
 
     /// Every project ever known (including removed ones), for naming history rows.

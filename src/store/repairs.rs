@@ -89,6 +89,20 @@ pub const MANUAL_CAUSE: &str = "glwarden regenerate";
 /// The cause of a repair asked for on the status page.
 pub const WEB_CAUSE: &str = "status page (operator)";
 
+/// The events statement: one project's by `events_project`, or all.
+/// `$1 IS NULL OR project_id = $1` would read every event for one
+/// project's page.
+pub(super) fn events_sql(one_project: bool) -> String {
+    let which = if one_project {
+        "project_id = $1"
+    } else {
+        "$1 IS NULL"
+    };
+    format!(
+        "SELECT * FROM events WHERE {which} AND ($2 IS NULL OR at >= $2) ORDER BY id DESC LIMIT $3"
+    )
+}
+
 impl Store {
     pub async fn project(&self, id: i64) -> Result<Option<ProjectRow>, StoreError> {
         Ok(on_pool!(self, |pool| sqlx::query_as::<_, ProjectRow>(
@@ -294,15 +308,12 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
         Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, EventRow>(
-            "SELECT * FROM events WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR at >= $2)
-             ORDER BY id DESC LIMIT $3",
-        )
-        .bind(project)
-        .bind(since)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
+            sqlx::query_as::<_, EventRow>(&events_sql(project.is_some()))
+                .bind(project)
+                .bind(since)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
         })?)
     }
 

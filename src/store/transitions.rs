@@ -26,6 +26,13 @@ pub struct Transition {
     pub detail: String,
 }
 
+/// One project's transitions, newest first. The components by name, not
+/// `!= 'connection'`: then the (component, subject_id, at) index finds the
+/// project's rows rather than reading the table.
+pub(super) const PROJECT_TRANSITIONS: &str = "SELECT * FROM transitions
+  WHERE component IN ('repository', 'deploy_key', 'webhook') AND subject_id = $1
+  ORDER BY id DESC LIMIT $2";
+
 impl Store {
     /// State transitions, newest first; of one project's components when `project` is given.
     pub async fn transitions(
@@ -35,8 +42,7 @@ impl Store {
     ) -> Result<Vec<TransitionRow>, StoreError> {
         let rows = match project {
             Some(id) => on_pool!(self, |pool| sqlx::query_as::<_, TransitionRow>(
-                "SELECT * FROM transitions WHERE component != 'connection' AND subject_id = $1
-                     ORDER BY id DESC LIMIT $2",
+                PROJECT_TRANSITIONS,
             )
             .bind(id)
             .bind(limit)
