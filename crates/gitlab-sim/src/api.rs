@@ -4,7 +4,7 @@
 
 use std::collections::Bound;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
 use super::auth::{self, Caller, Need, TokenKind};
@@ -232,6 +232,15 @@ fn route(w: &mut World, r: &Req) -> Res {
                 )),
             }
         }
+        ["personal_access_tokens", "self", "rotate"] => {
+            // A release without the route answers Grape's plain 404, before
+            // authentication (docs/gitlab-contract.md §13).
+            if !w.version.has_token_rotation() {
+                return Err(Reply::route_not_found());
+            }
+            allow(r, &["POST"])?;
+            rotate_self(w, r)
+        }
         ["projects"] => {
             allow(r, &["GET"])?;
             let c = auth::authenticate(w, r.token, Need::Read)?;
@@ -278,6 +287,61 @@ fn route(w: &mut World, r: &Req) -> Res {
         }
         _ => Err(Reply::route_not_found()),
     }
+}
+
+/// `PersonalAccessToken::MAX_PERSONAL_ACCESS_TOKEN_LIFETIME_IN_DAYS`.
+const MAX_TOKEN_LIFETIME_DAYS: u64 = 365;
+
+/// An optional Grape `Date` parameter: `YYYY-MM-DD` (or a full timestamp,
+/// whose date is taken); anything else is `<key> is invalid`.
+fn parse_date(r: &Req, key: &str) -> Result<Option<NaiveDate>, Reply> {
+    let Some(s) = r.string(key).filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let s = s.trim();
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .or_else(|_| DateTime::parse_from_rfc3339(s).map(|d| d.date_naive()))
+        .map(Some)
+        .map_err(|_| Reply::error(400, format!("{key} is invalid")))
+}
+
+/// `POST /personal_access_tokens/self/rotate` as `self_rotation.rb` and
+/// `PersonalAccessTokens::RotateService` do it (docs/gitlab-contract.md
+/// §13): `authenticate!` (a revoked token also revokes its family here),
+/// then the `expires_at` validation, then `not_allowed!` for anything but
+/// an access token; the old token is revoked and its successor created in
+/// one step, or nothing changes.
+fn rotate_self(w: &mut World, r: &Req) -> Res {
+    let need = if w.version.has_self_rotate_scope() {
+        Need::Rotate
+    } else {
+        Need::Write
+    };
+    let c = auth::authenticate_rotation(w, r.token, need)?;
+    let requested = parse_date(r, "expires_at")?;
+    let TokenKind::Pat(old) = c.kind else {
+        return Err(Reply::message(405, "405 Method Not Allowed"));
+    };
+    let today = Utc::now().date_naive();
+    let required = w.token_expiry_required;
+    let expires_at = requested.or_else(|| required.then(|| today + chrono::Days::new(7)));
+    if required {
+        // `expires_at_before_instance_max_expiry_date`: the message names
+        // the last date allowed.
+        let max = today + chrono::Days::new(MAX_TOKEN_LIFETIME_DAYS);
+        if expires_at.is_some_and(|d| d > max) {
+            return Err(Reply::message(
+                400,
+                format!("400 Bad request - Expiration date must be before {max}"),
+            ));
+        }
+    }
+    let new = w
+        .rotate_access_token(&old, expires_at)
+        .ok_or_else(|| Reply::message(400, "400 Bad request - Token already revoked"))?;
+    Ok(Reply::ok(entities::access_token_with_token(
+        &w.tokens[&new],
+    )))
 }
 
 fn can_read(w: &World, pid: u64, user: u64) -> bool {

@@ -21,6 +21,9 @@ pub(crate) enum Need {
     Read,
     /// `api` (everything that writes).
     Write,
+    /// `api` or `self_rotate` (`POST /personal_access_tokens/self/rotate`
+    /// on releases with the `self_rotate` scope).
+    Rotate,
 }
 
 impl Need {
@@ -30,6 +33,7 @@ impl Need {
             Need::ReadUser => &["api", "read_api", "read_user"],
             Need::Read => &["api", "read_api"],
             Need::Write => &["api"],
+            Need::Rotate => &["api", "self_rotate"],
         }
     }
 
@@ -97,6 +101,27 @@ fn invalid_token(description: &str) -> Reply {
 
 const EXPIRED: &str = "Token is expired. You can either do re-authorization or token refresh.";
 const REVOKED: &str = "Token was revoked. You have to re-authorize from the user.";
+
+/// [`authenticate`] on a token rotation path (GitLab's
+/// `access_token_rotation_request?`): a revoked access token presented
+/// here also revokes every active descendant of it (`revoke_token_family`,
+/// docs/gitlab-contract.md §13), then gets the usual 401.
+pub(crate) fn authenticate_rotation(
+    w: &mut World,
+    token: Option<&str>,
+    need: Need,
+) -> Result<Caller, Reply> {
+    let revoked_pat = token
+        .filter(|t| !w.oauth_tokens.contains_key(*t))
+        .and_then(|t| w.tokens.get(t))
+        .filter(|p| p.revoked)
+        .map(|p| p.id);
+    let result = authenticate(w, token, need);
+    if let (Err(_), Some(id)) = (&result, revoked_pat) {
+        w.revoke_token_family(id);
+    }
+    result
+}
 
 /// Validates the token for a route needing `need`.
 pub(crate) fn authenticate(

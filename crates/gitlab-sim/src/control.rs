@@ -117,6 +117,11 @@ struct Receiver {
 }
 
 #[derive(Deserialize)]
+struct Required {
+    required: bool,
+}
+
+#[derive(Deserialize)]
 struct Latency {
     ms: u64,
 }
@@ -160,6 +165,10 @@ fn route(w: &mut World, method: &str, path: &str, body: &[u8]) -> Res {
         }
         ("POST", ["tokens", "expire"]) => {
             w.expire_token(&parse::<TokenBody>(body)?.token);
+            ok()
+        }
+        ("POST", ["tokens", "expiry_required"]) => {
+            w.token_expiry_required = parse::<Required>(body)?.required;
             ok()
         }
         ("POST", ["oauth_apps"]) => {

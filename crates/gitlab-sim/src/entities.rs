@@ -63,6 +63,15 @@ pub(crate) fn access_token(t: &AccessToken) -> Value {
     })
 }
 
+/// `Entities::PersonalAccessTokenWithToken`, what a rotation answers: the
+/// token entity plus `expired` and the secret (docs/gitlab-contract.md §13).
+pub(crate) fn access_token_with_token(t: &AccessToken) -> Value {
+    let mut v = access_token(t);
+    v["expired"] = json!(t.expired(Utc::now().date_naive()));
+    v["token"] = json!(t.token);
+    v
+}
+
 fn namespace(w: &World, g: &Group) -> Value {
     json!({
         "id": g.id,

@@ -59,6 +59,54 @@ impl SimDeployKey {
     }
 }
 
+/// A personal, project or group access token as the simulator stores it.
+/// `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimAccessToken {
+    pub id: u64,
+    pub user_id: u64,
+    pub name: String,
+    /// The secret.
+    pub token: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<NaiveDate>,
+    pub revoked: bool,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// The token this one replaced by rotation; `None` for a token that was
+    /// not made by a rotation.
+    pub previous_personal_access_token_id: Option<u64>,
+}
+
+impl SimAccessToken {
+    /// Neither revoked nor expired (tokens expire at midnight UTC starting
+    /// their expiry date).
+    pub fn active(&self) -> bool {
+        let today = Utc::now().date_naive();
+        !self.revoked && self.expires_at.is_none_or(|d| d > today)
+    }
+}
+
+impl std::fmt::Debug for SimAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimAccessToken")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("name", &self.name)
+            .field("token", &"[REDACTED]")
+            .field("scopes", &self.scopes)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .field("last_used_at", &self.last_used_at)
+            .field(
+                "previous_personal_access_token_id",
+                &self.previous_personal_access_token_id,
+            )
+            .finish()
+    }
+}
+
 /// Per-user application limits on project reads: `GET /projects/:id` per
 /// minute, `GET /projects` per 10 minutes, `GET /groups/:id/projects` per
 /// minute (GitLab.com: 400, 2,000, 600).
@@ -246,12 +294,21 @@ pub enum FaultKind {
         #[serde(default)]
         html: bool,
     },
+    /// Waits, then answers normally (the handler runs after the wait).
     Delay(#[serde(with = "duration_ms")] Duration),
+    /// No answer for an hour (or until shutdown) and the handler never
+    /// runs: the client times out and GitLab did nothing.
     Hang,
+    /// The connection is dropped before the handler runs: nothing done.
     Reset,
     GarbageJson,
     TruncatedJson,
     WrongShape,
+    /// The real answer, its body released 8 bytes per `chunk_delay`. The
+    /// handler has run and its changes stand; with a delay longer than the
+    /// client's timeout the status line and headers arrive but the body
+    /// does not: GitLab acted and the answer (a rotated token's secret,
+    /// say) is lost.
     SlowBody {
         #[serde(with = "duration_ms")]
         chunk_delay: Duration,
@@ -371,6 +428,30 @@ impl Sim {
 
     pub fn expire_token(&self, token: &str) {
         self.w().expire_token(token);
+    }
+
+    /// The access token with this secret, revoked and expired ones included.
+    pub fn token_by_secret(&self, token: &str) -> Option<SimAccessToken> {
+        self.w().access_token(token)
+    }
+
+    /// The user's access tokens that are neither revoked nor expired,
+    /// oldest first: after rotations, the one each family left in use.
+    pub fn active_tokens_of(&self, user: u64) -> Vec<SimAccessToken> {
+        self.w().active_access_tokens(user)
+    }
+
+    /// Successful `POST /personal_access_tokens/self/rotate` requests so far.
+    pub fn rotations(&self) -> u64 {
+        self.w().rotations
+    }
+
+    /// The admin setting `require_personal_access_token_expiry` (on by
+    /// default): on, a rotation without `expires_at` gets today + 7 days and
+    /// one beyond today + 365 days is a 400; off, no `expires_at` means no
+    /// expiry and any date is taken.
+    pub fn set_token_expiry_required(&self, required: bool) {
+        self.w().token_expiry_required = required;
     }
 
     pub fn add_oauth_app(&self, client_id: &str, client_secret: &str) {

@@ -1,20 +1,24 @@
 //! Which GitLab release the simulator acts as, and what differs between
-//! them for glwarden (docs/gitlab-contract.md §6, §9 and §10): the hook
-//! test endpoint (16.11+), the hook events endpoint (17.3+), and the fields
-//! of the `ProjectHook` entity.
+//! them for glwarden (docs/gitlab-contract.md §6, §9, §10 and §13): the
+//! hook test endpoint (16.11+), the hook events endpoint (17.3+), the fields
+//! of the `ProjectHook` entity, token self-rotation (16.10+) and its
+//! `self_rotate` scope (17.9+).
 
 use serde::{Deserialize, Serialize};
 
 /// A GitLab release the simulator can act as.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SimVersion {
-    /// 16.0: no hook test or events endpoints; no `emoji_events`.
+    /// 16.0: no hook test or events endpoints; no `emoji_events`; no token
+    /// self-rotation.
     V16_0,
-    /// 16.11: the hook test endpoint; `emoji_events`.
+    /// 16.11: the hook test endpoint; `emoji_events`; token self-rotation
+    /// (`api` scope only).
     V16_11,
     /// 17.3: the hook events endpoint; `name`, `description`.
     V17_3,
-    /// The newest release read in GitLab's source (18.x).
+    /// The newest release read in GitLab's source (18.x): the `self_rotate`
+    /// scope.
     #[default]
     Latest,
 }
@@ -86,6 +90,16 @@ impl SimVersion {
 
     pub fn has_hook_events(self) -> bool {
         self >= SimVersion::V17_3
+    }
+
+    /// `POST /personal_access_tokens/self/rotate` (16.10+).
+    pub fn has_token_rotation(self) -> bool {
+        self >= SimVersion::V16_11
+    }
+
+    /// The `self_rotate` scope (17.9+): before it only `api` may rotate.
+    pub fn has_self_rotate_scope(self) -> bool {
+        self >= SimVersion::Latest
     }
 
     /// Whether this release's `ProjectHook` entity returns `field`.

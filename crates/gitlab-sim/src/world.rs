@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::keys::{self, ParsedKey};
-use super::{Fault, HookSpec, RequestRecord, SimDeployKey, SimHook};
+use super::{Fault, HookSpec, RequestRecord, SimAccessToken, SimDeployKey, SimHook};
 
 /// Locks the world, ignoring poisoning: a panicking test thread must not
 /// take the simulator down with it.
@@ -62,12 +62,34 @@ pub(crate) struct AccessToken {
     pub expires_at: Option<NaiveDate>,
     pub revoked: bool,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The token this one replaced by rotation (`RotateService`).
+    pub previous_personal_access_token_id: Option<u64>,
 }
 
 impl AccessToken {
     /// GitLab tokens expire at midnight UTC starting their expiry date.
     pub fn expired(&self, today: NaiveDate) -> bool {
         self.expires_at.is_some_and(|d| d <= today)
+    }
+
+    /// `PersonalAccessToken#active?`: neither revoked nor expired.
+    pub fn active(&self, today: NaiveDate) -> bool {
+        !self.revoked && !self.expired(today)
+    }
+
+    pub fn to_sim(&self) -> SimAccessToken {
+        SimAccessToken {
+            id: self.id,
+            user_id: self.user_id,
+            name: self.name.clone(),
+            token: self.token.clone(),
+            scopes: self.scopes.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked: self.revoked,
+            last_used_at: self.last_used_at,
+            previous_personal_access_token_id: self.previous_personal_access_token_id,
+        }
     }
 }
 
@@ -167,6 +189,17 @@ pub(crate) struct HookEvent {
     pub status_code: u16,
 }
 
+/// A new personal access token secret: `glpat-` and 20 random characters.
+fn new_pat_secret() -> String {
+    use rand::Rng;
+    let body: String = rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect();
+    format!("glpat-{body}")
+}
+
 /// A fixed counting window (rate limits).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
@@ -259,6 +292,12 @@ pub(crate) struct World {
     /// The admin setting `allow_local_requests_from_web_hooks_and_services`
     /// (false by default, as on a new self-managed GitLab).
     pub allow_local_hook_urls: bool,
+    /// The admin setting `require_personal_access_token_expiry` (true by
+    /// default): a rotation without `expires_at` gets today + 7 days, and
+    /// one beyond today + 365 days is refused.
+    pub token_expiry_required: bool,
+    /// Successful token rotations (`POST /personal_access_tokens/self/rotate`).
+    pub rotations: u64,
     #[serde(skip)]
     ids: Ids,
     pub users: BTreeMap<u64, User>,
@@ -303,6 +342,8 @@ impl World {
             base_url: base_url.to_string(),
             version: super::SimVersion::default(),
             allow_local_hook_urls: false,
+            token_expiry_required: true,
+            rotations: 0,
             endpoint_limits: None,
             ids: Ids::default(),
             users: BTreeMap::new(),
@@ -373,9 +414,100 @@ impl World {
                 expires_at,
                 revoked: false,
                 last_used_at: None,
+                previous_personal_access_token_id: None,
             },
         );
         id
+    }
+
+    /// `PersonalAccessTokens::RotateService`, atomically under the world
+    /// lock: revokes `old` and creates its successor (same user, name and
+    /// scopes, a fresh `glpat-` secret, `previous_personal_access_token_id`
+    /// set). Returns the new secret; `None` when `old` is unknown or
+    /// already revoked (nothing changes). Expiry rules are the caller's.
+    pub fn rotate_access_token(
+        &mut self,
+        old: &str,
+        expires_at: Option<NaiveDate>,
+    ) -> Option<String> {
+        let prev = self.tokens.get_mut(old).filter(|t| !t.revoked)?;
+        prev.revoked = true;
+        let (user_id, name, scopes, previous) = (
+            prev.user_id,
+            prev.name.clone(),
+            prev.scopes.clone(),
+            prev.id,
+        );
+        let secret = loop {
+            let s = new_pat_secret();
+            if !self.tokens.contains_key(&s) && !self.oauth_tokens.contains_key(&s) {
+                break s;
+            }
+        };
+        let id = next(&mut self.ids.token);
+        self.tokens.insert(
+            secret.clone(),
+            AccessToken {
+                id,
+                user_id,
+                name,
+                token: secret.clone(),
+                scopes,
+                created_at: Utc::now(),
+                expires_at,
+                revoked: false,
+                last_used_at: None,
+                previous_personal_access_token_id: Some(previous),
+            },
+        );
+        self.rotations += 1;
+        Some(secret)
+    }
+
+    /// `PersonalAccessTokens::RevokeTokenFamilyService`: revokes every
+    /// active descendant (successor, its successor, ...) of token `id`.
+    pub fn revoke_token_family(&mut self, id: u64) {
+        let mut family = BTreeSet::from([id]);
+        loop {
+            let grown: Vec<u64> = self
+                .tokens
+                .values()
+                .filter(|t| {
+                    t.previous_personal_access_token_id
+                        .is_some_and(|p| family.contains(&p))
+                        && !family.contains(&t.id)
+                })
+                .map(|t| t.id)
+                .collect();
+            if grown.is_empty() {
+                break;
+            }
+            family.extend(grown);
+        }
+        let today = Utc::now().date_naive();
+        for t in self.tokens.values_mut() {
+            if t.id != id && family.contains(&t.id) && t.active(today) {
+                t.revoked = true;
+            }
+        }
+    }
+
+    /// An access token by its secret.
+    pub fn access_token(&self, token: &str) -> Option<SimAccessToken> {
+        self.tokens.get(token).map(AccessToken::to_sim)
+    }
+
+    /// A user's active access tokens, oldest first.
+    pub fn active_access_tokens(&self, user: u64) -> Vec<SimAccessToken> {
+        let today = Utc::now().date_naive();
+        let mut out: Vec<SimAccessToken> = self
+            .tokens
+            .values()
+            .filter(|t| t.user_id == user && t.active(today))
+            .map(AccessToken::to_sim)
+            .collect();
+        out.sort_by_key(|t| t.id);
+        out
     }
 
     /// Revokes a PAT, or an OAuth pair given either of its tokens.

@@ -1,6 +1,7 @@
 //! The GitLab simulator over real HTTP: auth errors, moved and
 //! deletion-scheduled projects, deploy keys, hooks (token reset, back-off,
-//! tests, events), pagination, OAuth, rate limits, faults and `/_sim`.
+//! tests, events), pagination, OAuth, token self-rotation, rate limits, faults
+//! and `/_sim`.
 //! The `contract_*` tests check the simulator against the rows of
 //! docs/gitlab-contract.md that name them.
 
@@ -2151,4 +2152,401 @@ async fn contract_endpoint_limits_answer_a_json_429_with_retry_after() {
             .status(),
         200
     );
+}
+
+// ---- token self-rotation (docs/gitlab-contract.md §13) ----
+
+const ROTATE: &str = "/personal_access_tokens/self/rotate";
+
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+fn days(n: u64) -> chrono::NaiveDate {
+    today() + chrono::Days::new(n)
+}
+
+/// `POST .../self/rotate` with `token` and an optional JSON body.
+async fn rotate(env: &Env, token: &str, json_body: Option<Value>) -> Response {
+    let mut req = env.req(Method::POST, ROTATE, token);
+    if let Some(b) = json_body {
+        req = req.json(&b);
+    }
+    req.send().await.expect("send")
+}
+
+/// Rotates `token` and returns the new secret.
+async fn rotated(env: &Env, token: &str) -> String {
+    let r = rotate(env, token, None).await;
+    assert_eq!(r.status(), 200);
+    body(r).await["token"].as_str().expect("token").to_string()
+}
+
+async fn user_status(env: &Env, token: &str) -> (StatusCode, Value) {
+    let r = env.req(Method::GET, "/user", token).send().await.unwrap();
+    (r.status(), body(r).await)
+}
+
+fn is_revoked_body(b: &Value) -> bool {
+    b["error"] == "invalid_token"
+        && b["error_description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Token was revoked"))
+}
+
+#[tokio::test]
+async fn contract_token_rotation_answers_200_with_a_new_token_and_revokes_the_old() {
+    let env = Env::new().await;
+    let old_id = env.sim.token_by_secret(TOKEN).unwrap().id;
+    let r = rotate(&env, TOKEN, None).await;
+    assert_eq!(r.status(), 200, "200, not 201");
+    let t = body(r).await;
+    let mut fields: Vec<&str> = t.as_object().unwrap().keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "active",
+            "created_at",
+            "description",
+            "expired",
+            "expires_at",
+            "id",
+            "last_used_at",
+            "name",
+            "revoked",
+            "scopes",
+            "token",
+            "user_id"
+        ]
+    );
+    let new_id = t["id"].as_u64().unwrap();
+    assert_ne!(new_id, old_id, "a new id");
+    assert_eq!(t["name"], format!("token-{old_id}"), "the old token's name");
+    assert_eq!(t["scopes"], json!(["api"]));
+    assert_eq!(t["user_id"], env.alice);
+    assert_eq!(
+        (&t["revoked"], &t["active"], &t["expired"]),
+        (&json!(false), &json!(true), &json!(false))
+    );
+    assert_eq!(t["last_used_at"], Value::Null);
+    assert_eq!(t["expires_at"], days(7).to_string());
+    let new = t["token"].as_str().unwrap().to_string();
+    assert!(new.starts_with("glpat-") && new.len() > "glpat-".len() + 10);
+    assert_ne!(new, TOKEN);
+
+    // The old token is revoked at once; the new one works.
+    let (status, b) = user_status(&env, TOKEN).await;
+    assert_eq!(status, 401);
+    assert!(is_revoked_body(&b), "{b}");
+    let (status, me) = user_status(&env, &new).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["id"], env.alice);
+
+    // Inspection API.
+    let stored = env.sim.token_by_secret(&new).unwrap();
+    assert_eq!(stored.id, new_id);
+    assert_eq!(stored.previous_personal_access_token_id, Some(old_id));
+    assert_eq!(stored.expires_at, Some(days(7)));
+    assert!(stored.active());
+    assert!(
+        !format!("{stored:?}").contains(&new),
+        "Debug hides the secret"
+    );
+    let old = env.sim.token_by_secret(TOKEN).unwrap();
+    assert!(old.revoked && !old.active());
+    assert_eq!(old.previous_personal_access_token_id, None);
+    let active: Vec<u64> = env
+        .sim
+        .active_tokens_of(env.alice)
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(active, [new_id]);
+    assert_eq!(env.sim.rotations(), 1);
+}
+
+#[tokio::test]
+async fn contract_token_rotation_accepts_api_or_self_rotate_scope() {
+    let env = Env::new().await;
+    env.sim
+        .add_access_token(env.alice, "rotator", &["self_rotate"], None);
+    env.sim
+        .add_access_token(env.alice, "reader", &["read_api"], None);
+
+    // Before 17.9 there is no `self_rotate` scope: only `api` may rotate.
+    env.sim.set_version(SimVersion::V17_3);
+    let r = rotate(&env, "rotator", None).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(body(r).await["scope"], "api");
+
+    env.sim.set_version(SimVersion::Latest);
+    let r = rotate(&env, "rotator", None).await;
+    assert_eq!(r.status(), 200, "self_rotate alone suffices");
+    let t = body(r).await;
+    assert_eq!(t["scopes"], json!(["self_rotate"]), "scopes are kept");
+    let (status, _) = user_status(&env, t["token"].as_str().unwrap()).await;
+    assert_eq!(status, 403, "self_rotate does not read the user");
+
+    let r = rotate(&env, "reader", None).await;
+    assert_eq!(r.status(), 403);
+    let b = body(r).await;
+    assert_eq!(b["error"], "insufficient_scope");
+    assert_eq!(b["scope"], "api self_rotate");
+    let (status, _) = user_status(&env, "reader").await;
+    assert_eq!(status, 200, "the refused token is untouched");
+    assert_eq!(env.sim.rotations(), 1);
+}
+
+#[tokio::test]
+async fn contract_token_rotation_refuses_oauth_tokens_with_405() {
+    let env = Env::new().await;
+    env.sim.add_oauth_app("app", "secret");
+    env.sim.add_oauth_token(
+        env.alice,
+        "app",
+        "oauth-access",
+        "oauth-refresh",
+        &["api"],
+        7200,
+    );
+    let r = env
+        .http
+        .post(env.url(ROTATE))
+        .bearer_auth("oauth-access")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(body(r).await, json!({"message": "405 Method Not Allowed"}));
+    assert_eq!(env.sim.rotations(), 0);
+
+    let r = rotate(&env, "no-such-token", None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(body(r).await, json!({"message": "401 Unauthorized"}));
+    env.sim
+        .add_access_token(env.alice, "lapsed", &["api"], Some(today()));
+    let r = rotate(&env, "lapsed", None).await;
+    assert_eq!(r.status(), 401);
+    let b = body(r).await;
+    assert_eq!(b["error"], "invalid_token");
+    assert!(
+        b["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Token is expired")
+    );
+}
+
+#[tokio::test]
+async fn contract_token_rotation_route_exists_from_16_11() {
+    let env = Env::new().await;
+    env.sim.set_version(SimVersion::V16_0);
+    let r = rotate(&env, TOKEN, None).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(body(r).await, json!({"error": "404 Not Found"}));
+    let r = rotate(&env, "no-such-token", None).await;
+    assert_eq!(r.status(), 404, "before authentication");
+    assert_eq!(user_status(&env, TOKEN).await.0, 200);
+
+    let mut token = TOKEN.to_string();
+    for version in [SimVersion::V16_11, SimVersion::V17_3, SimVersion::Latest] {
+        env.sim.set_version(version);
+        let r = env.req(Method::GET, ROTATE, &token).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{version:?}");
+        assert_eq!(body(r).await, json!({"error": "405 Not Allowed"}));
+        token = rotated(&env, &token).await;
+    }
+    assert_eq!(env.sim.rotations(), 3);
+    assert_eq!(user_status(&env, &token).await.0, 200);
+}
+
+#[tokio::test]
+async fn contract_token_rotation_expiry_defaults_to_a_week_when_required() {
+    let env = Env::new().await;
+    let r = rotate(&env, TOKEN, None).await;
+    let t = body(r).await;
+    assert_eq!(t["expires_at"], days(7).to_string());
+
+    env.sim.set_token_expiry_required(false);
+    let token = t["token"].as_str().unwrap().to_string();
+    let t = body(rotate(&env, &token, None).await).await;
+    assert_eq!(t["expires_at"], Value::Null, "no expiry when not required");
+    let token = t["token"].as_str().unwrap().to_string();
+    assert_eq!(env.sim.token_by_secret(&token).unwrap().expires_at, None);
+
+    // `expires_at` from the query string, a form body or a JSON body.
+    let want = days(30);
+    let r = env
+        .req(Method::POST, &format!("{ROTATE}?expires_at={want}"), &token)
+        .send()
+        .await
+        .unwrap();
+    let t = body(r).await;
+    assert_eq!(t["expires_at"], want.to_string());
+    let token = t["token"].as_str().unwrap().to_string();
+
+    env.sim.set_token_expiry_required(true);
+    let want = days(60);
+    let r = env
+        .req(Method::POST, ROTATE, &token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("expires_at={want}"))
+        .send()
+        .await
+        .unwrap();
+    let t = body(r).await;
+    assert_eq!(t["expires_at"], want.to_string());
+    let token = t["token"].as_str().unwrap().to_string();
+
+    let want = days(90);
+    let t = body(rotate(&env, &token, Some(json!({"expires_at": want.to_string()}))).await).await;
+    assert_eq!(t["expires_at"], want.to_string());
+    assert_eq!(env.sim.rotations(), 5);
+}
+
+#[tokio::test]
+async fn contract_token_rotation_beyond_a_year_is_400_and_keeps_the_old_token() {
+    let env = Env::new().await;
+    let r = rotate(
+        &env,
+        TOKEN,
+        Some(json!({"expires_at": days(366).to_string()})),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        body(r).await,
+        json!({"message": format!("400 Bad request - Expiration date must be before {}", days(365))})
+    );
+    for bad in ["tomorrow", "2025-13-40", "31/01/2026"] {
+        let r = rotate(&env, TOKEN, Some(json!({ "expires_at": bad }))).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(body(r).await, json!({"error": "expires_at is invalid"}));
+    }
+    assert_eq!(
+        user_status(&env, TOKEN).await.0,
+        200,
+        "the old token still works"
+    );
+    assert_eq!(env.sim.rotations(), 0);
+    assert_eq!(env.sim.active_tokens_of(env.alice).len(), 1);
+
+    // today + 365 days is still allowed; with expiry not required, any date.
+    let r = rotate(
+        &env,
+        TOKEN,
+        Some(json!({"expires_at": days(365).to_string()})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let token = body(r).await["token"].as_str().unwrap().to_string();
+    env.sim.set_token_expiry_required(false);
+    let r = rotate(
+        &env,
+        &token,
+        Some(json!({"expires_at": days(800).to_string()})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body(r).await["expires_at"], days(800).to_string());
+}
+
+#[tokio::test]
+async fn contract_reusing_a_rotated_token_on_rotate_revokes_its_family() {
+    let env = Env::new().await;
+    // An unrelated token of the same user, and a rotated chain A -> B -> C.
+    env.sim.add_access_token(env.alice, "other", &["api"], None);
+    let b = rotated(&env, TOKEN).await;
+    let c = rotated(&env, &b).await;
+
+    // On another path the old token is just refused.
+    let (status, body_a) = user_status(&env, TOKEN).await;
+    assert_eq!(status, 401);
+    assert!(is_revoked_body(&body_a));
+    assert_eq!(user_status(&env, &c).await.0, 200, "nothing else revoked");
+
+    // On the rotate path it also revokes every active descendant.
+    let r = rotate(&env, TOKEN, None).await;
+    assert_eq!(r.status(), 401);
+    assert!(is_revoked_body(&body(r).await));
+    let (status, body_c) = user_status(&env, &c).await;
+    assert_eq!(status, 401, "the current token of the family is revoked");
+    assert!(is_revoked_body(&body_c));
+    assert!(env.sim.token_by_secret(&c).unwrap().revoked);
+    assert_eq!(
+        user_status(&env, "other").await.0,
+        200,
+        "other families stay"
+    );
+    let active: Vec<String> = env
+        .sim
+        .active_tokens_of(env.alice)
+        .into_iter()
+        .map(|t| t.token)
+        .collect();
+    assert_eq!(active, ["other"]);
+    assert_eq!(env.sim.rotations(), 2);
+}
+
+#[tokio::test]
+async fn contract_token_rotation_under_faults() {
+    let env = Env::new().await;
+    let once = |kind: FaultKind| Fault::on(ROTATE, kind).method("POST").times(1);
+
+    // A replaced answer (5xx page) skips the handler: nothing rotated.
+    env.sim.inject(once(FaultKind::error_page(502)));
+    assert_eq!(rotate(&env, TOKEN, None).await.status(), 502);
+    assert_eq!(user_status(&env, TOKEN).await.0, 200);
+    assert_eq!(env.sim.rotations(), 0);
+
+    // Hang: the client times out and GitLab did nothing.
+    env.sim.inject(once(FaultKind::Hang));
+    let err = env
+        .req(Method::POST, ROTATE, TOKEN)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(user_status(&env, TOKEN).await.0, 200);
+    assert_eq!(env.sim.rotations(), 0);
+
+    // SlowBody: GitLab rotated, but the answer (the new secret) never
+    // arrives before the client gives up; only the status line does.
+    env.sim.inject(once(FaultKind::SlowBody {
+        chunk_delay: Duration::from_secs(30),
+    }));
+    let r = env
+        .req(Method::POST, ROTATE, TOKEN)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+        .expect("the status line arrives");
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap_err().is_timeout());
+    assert_eq!(env.sim.rotations(), 1);
+    let (status, b) = user_status(&env, TOKEN).await;
+    assert_eq!(status, 401);
+    assert!(is_revoked_body(&b));
+    let current = env.sim.active_tokens_of(env.alice);
+    assert_eq!(current.len(), 1);
+    assert_eq!(user_status(&env, &current[0].token).await.0, 200);
+}
+
+#[tokio::test]
+async fn control_api_sets_token_expiry_required() {
+    let env = Env::new().await;
+    let r = env
+        .control(Method::POST, "/tokens/expiry_required")
+        .json(&json!({"required": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let state = env.sim.state();
+    assert_eq!(state["token_expiry_required"], false);
+    let t = body(rotate(&env, TOKEN, None).await).await;
+    assert_eq!(t["expires_at"], Value::Null);
+    assert_eq!(env.sim.state()["rotations"], 1);
 }
