@@ -22,9 +22,49 @@ pub enum TokenDetails {
     Oauth(OauthTokenInfo),
 }
 
+/// What GitLab said of a connection's token: shown by `status` and
+/// exported as `glwarden_connection_token_expiry_timestamp_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenFacts {
+    pub kind: crate::config::TokenKind,
+    /// GitLab's id of an access token; OAuth tokens show none.
+    pub id: Option<u64>,
+    pub scopes: Vec<String>,
+    /// The token stops working at the start of this day (UTC). `None`:
+    /// no expiry (or an OAuth token, which glwarden refreshes).
+    pub expires_at: Option<NaiveDate>,
+}
+
+impl TokenFacts {
+    /// What the token's own details say of it.
+    pub fn from_details(details: &TokenDetails) -> Self {
+        match details {
+            TokenDetails::Access(info) => TokenFacts {
+                kind: crate::config::TokenKind::AccessToken,
+                id: Some(info.id),
+                scopes: info.scopes.clone(),
+                expires_at: info.expires_at,
+            },
+            TokenDetails::Oauth(info) => TokenFacts {
+                kind: crate::config::TokenKind::Oauth,
+                id: None,
+                scopes: info.scope.clone(),
+                expires_at: None,
+            },
+        }
+    }
+
+    /// Whole days from `today` until the token stops working.
+    pub fn days_left(&self, today: NaiveDate) -> Option<i64> {
+        self.expires_at.map(|d| (d - today).num_days())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ConnectionVerdict {
     pub observation: Observation,
+    /// The token's details, when they could be read this sweep.
+    pub token: Option<TokenFacts>,
     /// Whether project checks may go ahead with this connection.
     pub usable: bool,
     /// The instance's release (`GET /version`), when it could be read this
@@ -58,6 +98,7 @@ pub fn connection(
             };
             return ConnectionVerdict {
                 observation,
+                token: None,
                 usable: false,
                 version: None,
             };
@@ -100,6 +141,10 @@ pub fn connection(
     );
     ConnectionVerdict {
         observation,
+        token: match token {
+            Some(Ok(details)) => Some(TokenFacts::from_details(details)),
+            _ => None,
+        },
         usable,
         version: None,
     }
@@ -617,6 +662,7 @@ mod tests {
             active: !revoked,
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires_at: expires,
+            created_at: None,
         }))
     }
 

@@ -44,6 +44,60 @@ pub struct ConnectionLine {
     pub name: String,
     #[serde(flatten)]
     pub health: ComponentLine,
+    /// The token as GitLab last described it; absent until a sweep read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenLine>,
+}
+
+/// A connection's token: kind, GitLab's id, scopes, expiry and days left.
+#[derive(Debug, Serialize)]
+pub struct TokenLine {
+    #[serde(flatten)]
+    pub facts: crate::probe::TokenFacts,
+    /// Whole days from today (UTC) until it stops working.
+    pub days_left: Option<i64>,
+    /// Why the last rotation (`rotate_before_days`) failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_failed: Option<String>,
+}
+
+impl TokenLine {
+    pub fn new(
+        facts: crate::probe::TokenFacts,
+        today: chrono::NaiveDate,
+        rotation_failed: Option<String>,
+    ) -> Self {
+        TokenLine {
+            days_left: facts.days_left(today),
+            facts,
+            rotation_failed,
+        }
+    }
+
+    /// One line: "access token 12 (api), expires 2027-01-31 (61 days left)".
+    pub fn describe(&self) -> String {
+        let f = &self.facts;
+        let kind = match (f.kind, f.id) {
+            (crate::config::TokenKind::Oauth, _) => "OAuth token".to_owned(),
+            (_, Some(id)) => format!("access token {id}"),
+            (_, None) => "access token".to_owned(),
+        };
+        let scopes = if f.scopes.is_empty() {
+            "no scopes".to_owned()
+        } else {
+            f.scopes.join(", ")
+        };
+        let expiry = match (f.kind, f.expires_at, self.days_left) {
+            (crate::config::TokenKind::Oauth, ..) => "refreshed by glwarden".to_owned(),
+            (_, Some(date), Some(days)) if days < 0 => format!("expired on {date}"),
+            (_, Some(date), Some(days)) => format!("expires {date} ({days} days left)"),
+            _ => "no expiry".to_owned(),
+        };
+        match &self.rotation_failed {
+            Some(why) => format!("{kind} ({scopes}), {expiry}; rotation failed: {why}"),
+            None => format!("{kind} ({scopes}), {expiry}"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -160,12 +214,20 @@ pub async fn build(store: &Store, selection: &Selection) -> Result<Report, Store
         }
         projects.push(project);
     }
+    let mut tokens: HashMap<String, crate::probe::TokenFacts> =
+        store.tokens().await?.into_iter().collect();
+    let mut rotation_failures: HashMap<String, String> =
+        store.rotation_failures().await?.into_iter().collect();
+    let today = Utc::now().date_naive();
     let connections = connection_rows
         .into_iter()
         .filter(|(_, name)| {
             matches!(selection, Selection::All) || projects.iter().any(|p| &p.connection == name)
         })
         .map(|(id, name)| ConnectionLine {
+            token: tokens
+                .remove(&name)
+                .map(|facts| TokenLine::new(facts, today, rotation_failures.remove(&name))),
             name,
             health: line(Component::Connection, id),
         })
@@ -222,13 +284,16 @@ impl Report {
                     .to_owned(),
             });
         }
-        let mut conns = new_table(&["CONNECTION", "STATE", "SINCE", "DETAIL"]);
+        let mut conns = new_table(&["CONNECTION", "STATE", "SINCE", "DETAIL", "TOKEN"]);
         for c in &self.connections {
             conns.add_row(vec![
                 escape(&c.name),
                 c.health.state.to_string(),
                 since(c.health.since),
                 escape(&c.health.detail),
+                c.token
+                    .as_ref()
+                    .map_or_else(|| "not read yet".to_owned(), |t| escape(&t.describe())),
             ]);
         }
         out.push_str(&conns.to_string());
@@ -349,6 +414,7 @@ mod tests {
             connections: vec![ConnectionLine {
                 name: "main".into(),
                 health: line(State::Connected),
+                token: None,
             }],
             projects: vec![ProjectLine {
                 connection: "main".into(),
@@ -393,5 +459,50 @@ mod tests {
         let table = r.to_table(false);
         assert!(table.contains("deploy_key: no key"));
         assert!(!table.contains("hook 4"));
+    }
+
+    #[test]
+    fn a_token_line_says_kind_scopes_expiry_and_a_failed_rotation() {
+        use crate::config::TokenKind;
+        use crate::probe::TokenFacts;
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let access = |expires: Option<(i32, u32, u32)>| TokenFacts {
+            kind: TokenKind::AccessToken,
+            id: Some(12),
+            scopes: vec!["api".into(), "self_rotate".into()],
+            expires_at: expires.and_then(|(y, m, d)| chrono::NaiveDate::from_ymd_opt(y, m, d)),
+        };
+        let oauth = TokenFacts {
+            kind: TokenKind::Oauth,
+            id: None,
+            scopes: vec!["api".into()],
+            expires_at: None,
+        };
+        for (facts, failed, shown) in [
+            (
+                access(Some((2027, 1, 31))),
+                None,
+                "access token 12 (api, self_rotate), expires 2027-01-31 (61 days left)",
+            ),
+            (
+                access(None),
+                None,
+                "access token 12 (api, self_rotate), no expiry",
+            ),
+            (
+                access(Some((2026, 11, 30))),
+                None,
+                "access token 12 (api, self_rotate), expired on 2026-11-30",
+            ),
+            (oauth, None, "OAuth token (api), refreshed by glwarden"),
+            (
+                access(Some((2026, 12, 4))),
+                Some("GitLab refused the rotation: HTTP 403"),
+                "access token 12 (api, self_rotate), expires 2026-12-04 (3 days left); rotation failed: GitLab refused the rotation: HTTP 403",
+            ),
+        ] {
+            let line = TokenLine::new(facts, today, failed.map(str::to_owned));
+            assert_eq!(line.describe(), shown);
+        }
     }
 }

@@ -88,6 +88,8 @@ pub struct Connection {
     pub oauth: Option<OAuthSettings>,
     /// Extra trusted CA certificates (`ca_file`), parsed.
     pub ca_certificates: Vec<reqwest::Certificate>,
+    /// Rotate the access token once it expires within this many days.
+    pub rotate_before_days: Option<u32>,
 }
 
 /// What refreshing an OAuth token takes.
@@ -184,6 +186,7 @@ impl Config {
                     requests_per_minute: conn.requests_per_minute,
                     oauth,
                     ca_certificates,
+                    rotate_before_days: conn.rotate_before_days,
                 },
             );
         }
@@ -406,6 +409,26 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(err.contains("unknown placeholder"), "{err}");
+    }
+
+    #[test]
+    fn rotation_is_refused_where_gitlab_cannot_rotate_or_would_rotate_every_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_with(dir.path(), "rotate_before_days = 7\n").unwrap();
+        assert_eq!(cfg.connections["main"].rotate_before_days, Some(7));
+        for (body, says) in [
+            ("rotate_before_days = 0\n", "between 1 and 364"),
+            ("rotate_before_days = 365\n", "between 1 and 364"),
+            (
+                "token_kind = \"oauth\"\nrotate_before_days = 7\n",
+                "an OAuth token gets 405",
+            ),
+        ] {
+            let err = config_with(dir.path(), body).err().unwrap().to_string();
+            assert!(err.contains("glwarden.toml"), "{err}");
+            assert!(err.contains("connections.main.rotate_before_days"), "{err}");
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

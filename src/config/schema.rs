@@ -545,8 +545,9 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
 pub enum TokenKind {
     /// Personal, project or group access token (`PRIVATE-TOKEN`).
     #[default]
@@ -595,6 +596,11 @@ pub struct ConnectionConfig {
     /// per user; the default leaves headroom for other tools of the same user.
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
+    /// Access tokens only: rotate the token with GitLab's self-rotation
+    /// endpoint (16.10+) once it expires within this many days; the new
+    /// token is kept sealed in the store. Off when absent.
+    #[serde(default)]
+    pub rotate_before_days: Option<u32>,
     /// PEM file of CA certificates trusted for this connection besides the
     /// built-in roots (a self-managed GitLab behind an internal CA). TLS
     /// verification itself is always on: there is no setting to turn it off.

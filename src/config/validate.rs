@@ -5,6 +5,11 @@
 use super::{Config, RawConfig, parse_cron};
 use url::Url;
 
+/// GitLab's longest access token lifetime (`expires_at` at most a year
+/// ahead, docs/gitlab-contract.md §13): rotating earlier than that would
+/// rotate at every sweep.
+pub const MAX_ROTATE_BEFORE_DAYS: u32 = 364;
+
 /// A connection's `url`, checked, in the form the store keeps it.
 pub fn parse_base_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
@@ -108,6 +113,23 @@ pub(super) fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
                 format!("connections.{name}.requests_per_minute"),
                 "must be at least 1".into(),
             ));
+        }
+        if let Some(days) = conn.rotate_before_days {
+            let key = format!("connections.{name}.rotate_before_days");
+            if conn.token_kind == super::TokenKind::Oauth {
+                // docs/gitlab-contract.md §13: `not_allowed!` for anything
+                // but an access token.
+                return Err((
+                    key,
+                    "GitLab rotates only personal, project and group access tokens (an OAuth token gets 405); OAuth tokens are refreshed instead".into(),
+                ));
+            }
+            if !(1..=MAX_ROTATE_BEFORE_DAYS).contains(&days) {
+                return Err((
+                    key,
+                    format!("must be between 1 and {MAX_ROTATE_BEFORE_DAYS} days, not {days}"),
+                ));
+            }
         }
     }
     if let Some(template) = &raw.expect.webhook_url {

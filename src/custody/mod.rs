@@ -76,6 +76,9 @@ pub enum Owner<'a> {
     Project(i64, SecretKind),
     /// A token of an OAuth connection, by the connection's name.
     Connection(&'a str, OAuthToken),
+    /// The access token a connection's token was rotated into, by the
+    /// connection's name.
+    RotatedToken(&'a str),
 }
 
 impl Owner<'_> {
@@ -95,6 +98,7 @@ impl Owner<'_> {
                 };
                 format!("glwarden:v1:{label}:{name}").into_bytes()
             }
+            Owner::RotatedToken(name) => format!("glwarden:v1:rotated_token:{name}").into_bytes(),
         }
     }
 
@@ -104,7 +108,8 @@ impl Owner<'_> {
     /// the first refresh), and OAuth worked without a master key before
     /// custody: without one, the pair stays plaintext in the 0600 database.
     fn always_storable(self) -> bool {
-        matches!(self, Owner::Connection(..))
+        // A rotated token likewise: the configured one is revoked by then.
+        matches!(self, Owner::Connection(..) | Owner::RotatedToken(..))
     }
 }
 
@@ -119,6 +124,9 @@ impl std::fmt::Display for Owner<'_> {
             }
             Owner::Connection(name, OAuthToken::Refresh) => {
                 write!(f, "OAuth refresh token of connection `{name}`")
+            }
+            Owner::RotatedToken(name) => {
+                write!(f, "rotated access token of connection `{name}`")
             }
         }
     }
@@ -222,6 +230,20 @@ impl Custody {
             }
             None => Err(CustodyError::NoMasterKey),
         }
+    }
+
+    /// [`Custody::open_for`] for a secret that is text (a token).
+    pub fn open_text(
+        &self,
+        owner: Owner<'_>,
+        stored: &[u8],
+    ) -> Result<secrecy::SecretString, CustodyError> {
+        let bytes = self.open_for(owner, stored)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| CustodyError::Open {
+            owner: owner.to_string(),
+            reason: "it is not UTF-8 text".into(),
+        })?;
+        Ok(secrecy::SecretString::from(text.to_owned()))
     }
 
     pub fn open_for(

@@ -48,6 +48,9 @@ pub struct Metrics {
     per_project: PerProjectSeries,
     connection_up: IntGaugeVec,
     connection_state: IntGaugeVec,
+    token_expiry: IntGaugeVec,
+    token_rotations: IntCounterVec,
+    token_rotation_failed: IntGaugeVec,
     component_unhealthy: IntGaugeVec,
     component_healthy: IntGaugeVec,
     components: IntGaugeVec,
@@ -76,6 +79,10 @@ struct Published {
     unhealthy: HashSet<[String; 4]>,
     healthy: HashSet<[String; 3]>,
     connections: HashSet<String>,
+    /// Connections whose token's expiry is exported.
+    token_expiries: HashSet<String>,
+    /// Connections whose last token rotation failed.
+    rotation_failures: HashSet<String>,
     /// Components per component and state, as last published (the status page's counts).
     counts: Vec<(String, String, i64)>,
     last_sweep: Option<LastSweep>,
@@ -219,6 +226,24 @@ impl Metrics {
                 "Current state of each connection (one-hot).",
                 &["connection", "state"],
             ),
+            token_expiry: gauge_vec(
+                &r,
+                "glwarden_connection_token_expiry_timestamp_seconds",
+                "Unix time at which the connection's access token stops working (the start of its expiry date, UTC), as GitLab last said; absent for tokens without an expiry and for OAuth tokens, which glwarden refreshes.",
+                &["connection"],
+            ),
+            token_rotations: counter_vec(
+                &r,
+                "glwarden_token_rotations_total",
+                "Access token rotations this replica tried (rotate_before_days), by outcome: ok or failed.",
+                &["connection", "outcome"],
+            ),
+            token_rotation_failed: gauge_vec(
+                &r,
+                "glwarden_token_rotation_failed",
+                "1 while the connection's last token rotation failed (the reason is in `glwarden status` and `glwarden events`); absent otherwise.",
+                &["connection"],
+            ),
             component_unhealthy: gauge_vec(
                 &r,
                 "glwarden_component_unhealthy",
@@ -323,6 +348,19 @@ impl Metrics {
         }
     }
 
+    /// The token rotations a sweep tried.
+    pub fn token_rotations(&self, rotations: &[(String, crate::sweep::Rotated)]) {
+        for (connection, rotated) in rotations {
+            let outcome = match rotated {
+                crate::sweep::Rotated::Ok { .. } => "ok",
+                crate::sweep::Rotated::Failed(_) => "failed",
+            };
+            self.token_rotations
+                .with_label_values(&[connection.as_str(), outcome])
+                .inc();
+        }
+    }
+
     /// What a run's repair pass did, and the repair state after it.
     pub fn repair_pass(
         &self,
@@ -403,6 +441,40 @@ impl Metrics {
             }
         }
         published.connections = connections;
+
+        let mut expiring = HashSet::new();
+        for (name, token) in &summary.tokens {
+            let Some(at) = token
+                .expires_at
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc().timestamp())
+            else {
+                continue;
+            };
+            self.token_expiry
+                .with_label_values(&[name.as_str()])
+                .set(at);
+            expiring.insert(name.clone());
+        }
+        for gone in published.token_expiries.difference(&expiring) {
+            let _ = self.token_expiry.remove_label_values(&[gone]);
+        }
+        published.token_expiries = expiring;
+
+        let failing: HashSet<String> = summary
+            .rotation_failures
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        for gone in published.rotation_failures.difference(&failing) {
+            let _ = self.token_rotation_failed.remove_label_values(&[gone]);
+        }
+        for name in &failing {
+            self.token_rotation_failed
+                .with_label_values(&[name.as_str()])
+                .set(1);
+        }
+        published.rotation_failures = failing;
 
         // Only definite problems are listed per project: `unknown` and
         // `blocked` are counted, not listed, or an outage or a revoked token
@@ -541,7 +613,38 @@ mod tests {
             projects: vec![("main".into(), i64::from(with_project))],
             problems,
             all: Some(all),
+            tokens: Vec::new(),
+            rotation_failures: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_tokens_expiry_is_exported_while_gitlab_tells_one() {
+        use crate::config::TokenKind;
+        use crate::probe::TokenFacts;
+        let m = Metrics::new(PerProjectSeries::Unhealthy);
+        let token = |expires_at| TokenFacts {
+            kind: TokenKind::AccessToken,
+            id: Some(3),
+            scopes: vec!["api".into()],
+            expires_at,
+        };
+        let mut s = summary(None, true);
+        s.tokens = vec![(
+            "main".into(),
+            token(chrono::NaiveDate::from_ymd_opt(2027, 1, 31)),
+        )];
+        m.publish(&s);
+        // 2027-01-31T00:00:00Z: the token stops working as that day starts.
+        assert!(m.render().contains(
+            "glwarden_connection_token_expiry_timestamp_seconds{connection=\"main\"} 1801353600"
+        ));
+        s.tokens = vec![("main".into(), token(None))];
+        m.publish(&s);
+        assert!(
+            !m.render()
+                .contains("glwarden_connection_token_expiry_timestamp_seconds{")
+        );
     }
 
     #[test]

@@ -519,6 +519,7 @@ impl Sweeps {
                     SweepOutcome::Failed
                 };
                 self.metrics.count_checks(&summary.observed);
+                self.metrics.token_rotations(&summary.rotations);
                 self.metrics.repair_pass(
                     &summary.repairs,
                     summary.repairs_paused,

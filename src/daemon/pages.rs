@@ -80,6 +80,8 @@ pub struct ConnectionView {
     pub state: HealthState,
     pub since: Option<DateTime<Utc>>,
     pub detail: String,
+    /// The token as GitLab last described it (kind, scopes, expiry).
+    pub token: Option<crate::report::TokenLine>,
 }
 
 /// How many project components are in a state.
@@ -208,6 +210,10 @@ async fn overview(state: &AppState, filter: &Filter) -> Result<Overview, PageErr
     let connection_rows = store.connections().await?;
     let ids: Vec<i64> = connection_rows.iter().map(|(id, _)| *id).collect();
     let health = store.health_of(&ids).await?;
+    let mut tokens: std::collections::HashMap<_, _> = store.tokens().await?.into_iter().collect();
+    let mut rotation_failures: std::collections::HashMap<_, _> =
+        store.rotation_failures().await?.into_iter().collect();
+    let today = Utc::now().date_naive();
     let connections = connection_rows
         .into_iter()
         .map(|(id, name)| {
@@ -215,6 +221,9 @@ async fn overview(state: &AppState, filter: &Filter) -> Result<Overview, PageErr
                 .iter()
                 .find(|h| h.subject_id == id && h.component == Component::Connection);
             ConnectionView {
+                token: tokens.remove(&name).map(|facts| {
+                    crate::report::TokenLine::new(facts, today, rotation_failures.remove(&name))
+                }),
                 name,
                 state: row.map_or(HealthState::Unknown, |h| h.shown_state()),
                 since: row.and_then(|h| h.pending_since.or(h.since)),
@@ -441,6 +450,7 @@ struct ConnectionLine {
     tone: &'static str,
     since: Option<When>,
     detail: String,
+    token: String,
 }
 
 #[derive(Template)]
@@ -597,6 +607,10 @@ async fn overview_page(
                 tone: tone(c.state),
                 since: when(c.since, now),
                 detail: c.detail.clone(),
+                token: c
+                    .token
+                    .as_ref()
+                    .map_or_else(|| "not read yet".to_owned(), |t| t.describe()),
             })
             .collect(),
         rows: a

@@ -113,6 +113,37 @@ impl GitLab {
         self.get("personal_access_tokens/self").await
     }
 
+    /// `POST /personal_access_tokens/self/rotate` (GitLab 16.10+): a new
+    /// token for this one, which GitLab revokes in the same transaction
+    /// (docs/gitlab-contract.md §13). Sent once, never retried: rotating a
+    /// token that was already rotated revokes the new one too.
+    pub async fn rotate_self(
+        &self,
+        expires_at: Option<chrono::NaiveDate>,
+    ) -> Result<RotatedToken, ApiError> {
+        let mut body = serde_json::json!({});
+        if let Some(date) = expires_at {
+            body["expires_at"] = serde_json::Value::String(date.to_string());
+        }
+        let path = "personal_access_tokens/self/rotate";
+        // The answer holds the new token: wiped once parsed, and a parse
+        // error says nothing of its text (serde's messages quote values).
+        let answer = zeroize::Zeroizing::new(
+            self.write(Method::POST, path, Some(&json_bytes(&body)))
+                .await?,
+        );
+        serde_json::from_slice::<RotatedToken>(&answer).map_err(|_| ApiError {
+            method: "POST",
+            endpoint: endpoint_of(path),
+            kind: super::ErrorKind::BadResponse {
+                status: 200,
+                message:
+                    "the rotation's answer is not a token (its text is not shown: it may hold one)"
+                        .into(),
+            },
+        })
+    }
+
     /// `GET /oauth/token/info` at the web root (Doorkeeper's token info route).
     pub async fn oauth_token_info(&self) -> Result<OauthTokenInfo, ApiError> {
         let url = self.web.join("oauth/token/info").expect("static path");

@@ -145,8 +145,9 @@ pub struct GitLab {
     api: Url,
     web: Url,
     kind: TokenKind,
-    /// The configured token's header (marked sensitive, so never logged).
-    token_header: (&'static str, HeaderValue),
+    /// The token's header (marked sensitive, so never logged): the
+    /// configured token's, or the one it was rotated into.
+    token_header: std::sync::RwLock<(&'static str, HeaderValue)>,
     options: ClientOptions,
     gate: Arc<RateGate>,
     requests: AtomicU64,
@@ -214,11 +215,16 @@ impl GitLab {
             api,
             web: root,
             kind,
-            token_header: Self::auth_header(kind, &token),
+            token_header: std::sync::RwLock::new(Self::auth_header(kind, &token)),
             gate: Arc::new(RateGate::new(options.requests_per_minute)),
             options,
             requests: AtomicU64::new(0),
         })
+    }
+
+    /// Uses `token` from the next request on: the token a rotation gave.
+    pub fn set_token(&self, token: &SecretString) {
+        *self.token_header.write().expect("token lock") = Self::auth_header(self.kind, token);
     }
 
     /// Lets the next request ask GitLab again after it asked for a wait
@@ -301,7 +307,10 @@ impl GitLab {
                     let (name, value) = Self::auth_header(self.kind, &token);
                     (name, value, Some(token))
                 }
-                None => (self.token_header.0, self.token_header.1.clone(), None),
+                None => {
+                    let (name, value) = self.token_header.read().expect("token lock").clone();
+                    (name, value, None)
+                }
             };
             let started = Instant::now();
             let mut request = self.http.request(method.clone(), url.clone());

@@ -67,6 +67,45 @@ impl std::fmt::Display for GitLabVersion {
     }
 }
 
+/// `POST /personal_access_tokens/self/rotate`'s answer
+/// (`Entities::PersonalAccessTokenWithToken`): the new token's id, secret and expiry.
+#[derive(Deserialize)]
+#[serde(from = "RotatedAnswer")]
+pub struct RotatedToken {
+    pub id: u64,
+    pub token: secrecy::SecretString,
+    pub expires_at: Option<NaiveDate>,
+}
+
+/// The answer as read; its token moves into a `SecretString` at once.
+#[derive(Deserialize)]
+struct RotatedAnswer {
+    id: u64,
+    token: String,
+    #[serde(default)]
+    expires_at: Option<NaiveDate>,
+}
+
+impl From<RotatedAnswer> for RotatedToken {
+    fn from(a: RotatedAnswer) -> Self {
+        RotatedToken {
+            id: a.id,
+            token: secrecy::SecretString::from(a.token),
+            expires_at: a.expires_at,
+        }
+    }
+}
+
+impl std::fmt::Debug for RotatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedToken")
+            .field("id", &self.id)
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// `GET /personal_access_tokens/self` (also project and group access tokens).
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccessTokenInfo {
@@ -82,6 +121,9 @@ pub struct AccessTokenInfo {
     /// A date, `YYYY-MM-DD`; the token stops working at the start of that day (UTC).
     #[serde(default)]
     pub expires_at: Option<NaiveDate>,
+    /// When it was made: with `expires_at`, its lifetime, which a rotation keeps.
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn yes() -> bool {

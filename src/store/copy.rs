@@ -39,6 +39,7 @@ enum Kind {
     Text,
     Bytes,
     Time,
+    Date,
 }
 
 enum Value {
@@ -46,6 +47,7 @@ enum Value {
     Text(Option<String>),
     Bytes(Option<Vec<u8>>),
     Time(Option<DateTime<Utc>>),
+    Date(Option<chrono::NaiveDate>),
 }
 
 fn copy_error(reason: impl Into<String>) -> StoreError {
@@ -117,6 +119,7 @@ async fn copy(source: &Store, target: &Store, shown: &str) -> Result<Copied, Sto
                     "text" | "character varying" => Kind::Text,
                     "bytea" => Kind::Bytes,
                     "timestamp with time zone" => Kind::Time,
+                    "date" => Kind::Date,
                     other => {
                         return Err(copy_error(format!(
                             "{table}.{name}: type {other} is not one store copy knows"
@@ -151,6 +154,7 @@ async fn copy(source: &Store, target: &Store, shown: &str) -> Result<Copied, Sto
                         Kind::Text => row.try_get(i).map(Value::Text),
                         Kind::Bytes => row.try_get(i).map(Value::Bytes),
                         Kind::Time => row.try_get(i).map(Value::Time),
+                        Kind::Date => row.try_get(i).map(Value::Date),
                     };
                     values.push(read.map_err(|e| {
                         copy_error(format!("{table}.{name} in the SQLite store: {e}"))
@@ -176,6 +180,7 @@ async fn copy(source: &Store, target: &Store, shown: &str) -> Result<Copied, Sto
                     Value::Text(v) => insert.bind(v),
                     Value::Bytes(v) => insert.bind(v),
                     Value::Time(v) => insert.bind(v),
+                    Value::Date(v) => insert.bind(v),
                 };
             }
             insert.execute(&mut *tx).await?;

@@ -56,6 +56,7 @@ mod quiet;
 mod repairs;
 mod sealing;
 mod summary;
+mod tokens;
 mod transitions;
 
 pub use attention::{AttentionFilter, AttentionPage, AttentionRow, PAGE_SIZE};
@@ -66,6 +67,7 @@ pub use projects::{CheckTarget, NewProject, ProjectRow, Source};
 pub use repairs::{EventRow, JournalRow, JournalStep, MANUAL_CAUSE, NewEvent, WEB_CAUSE};
 pub use sealing::Sealed;
 pub use summary::{HealthSummary, Problem};
+pub use tokens::Rotation;
 pub use transitions::{Transition, TransitionRow};
 
 use crate::custody::CustodyError;

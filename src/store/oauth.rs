@@ -46,13 +46,7 @@ impl Store {
             zeroize::Zeroizing::new(refresh),
         );
         let token = |which: OAuthToken, stored: &[u8]| -> Result<SecretString, CustodyError> {
-            let owner = Owner::Connection(connection, which);
-            let bytes = custody.open_for(owner, stored)?;
-            let text = std::str::from_utf8(&bytes).map_err(|_| CustodyError::Open {
-                owner: owner.to_string(),
-                reason: "it is not UTF-8 text".into(),
-            })?;
-            Ok(SecretString::from(text.to_owned()))
+            custody.open_text(Owner::Connection(connection, which), stored)
         };
         Ok(Some((
             OAuthPair {

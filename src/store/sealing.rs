@@ -26,11 +26,17 @@ pub struct Sealed {
     pub journal_secrets: u64,
     /// OAuth tokens (an access and a refresh token each pair).
     pub oauth_tokens: u64,
+    /// Access tokens glwarden rotated a connection's token into.
+    pub rotated_tokens: u64,
 }
 
 impl Sealed {
     pub fn total(&self) -> u64 {
-        self.deploy_keys + self.hook_tokens + self.journal_secrets + self.oauth_tokens
+        self.deploy_keys
+            + self.hook_tokens
+            + self.journal_secrets
+            + self.oauth_tokens
+            + self.rotated_tokens
     }
 }
 
@@ -38,8 +44,12 @@ impl std::fmt::Display for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} deploy keys, {} hook tokens, {} journal secrets, {} OAuth tokens",
-            self.deploy_keys, self.hook_tokens, self.journal_secrets, self.oauth_tokens
+            "{} deploy keys, {} hook tokens, {} journal secrets, {} OAuth tokens, {} rotated tokens",
+            self.deploy_keys,
+            self.hook_tokens,
+            self.journal_secrets,
+            self.oauth_tokens,
+            self.rotated_tokens
         )
     }
 }
@@ -194,6 +204,25 @@ impl Store {
                 }
             }
 
+            let rotated: Vec<(String, Vec<u8>)> = sqlx::query_as(
+                "SELECT connection, token FROM rotated_tokens WHERE substr(token, 1, 1) = $1",
+            )
+            .bind(PLAIN_MARK)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (connection, token) in rotated {
+                let stored: Stored = Some(Zeroizing::new(token));
+                if let Some(sealed) = resealed(custody, Owner::RotatedToken(&connection), &stored)?
+                {
+                    sqlx::query("UPDATE rotated_tokens SET token = $2 WHERE connection = $1")
+                        .bind(&connection)
+                        .bind(sealed)
+                        .execute(&mut *tx)
+                        .await?;
+                    counts.rotated_tokens += 1;
+                }
+            }
+
             let now = Utc::now();
             sqlx::query("INSERT INTO custody_sealed (id, sealed_at) VALUES (1, $1)")
                 .bind(now)
@@ -220,6 +249,7 @@ impl Store {
             hook_tokens = counts.hook_tokens,
             journal_secrets = counts.journal_secrets,
             oauth_tokens = counts.oauth_tokens,
+            rotated_tokens = counts.rotated_tokens,
             "custody: the store is sealed under the master key; {} plaintext values sealed",
             counts.total()
         );
@@ -326,6 +356,7 @@ mod tests {
                     hook_tokens: 1,
                     journal_secrets: 2,
                     oauth_tokens: 2,
+                    rotated_tokens: 0,
                 })
             );
             assert!(store.custody_sealed_at().await.unwrap().is_some());
@@ -370,7 +401,7 @@ mod tests {
                 .expect("an audit event");
             assert_eq!(
                 event.after,
-                "1 deploy keys, 1 hook tokens, 2 journal secrets, 2 OAuth tokens"
+                "1 deploy keys, 1 hook tokens, 2 journal secrets, 2 OAuth tokens, 0 rotated tokens"
             );
 
             // Never again.

@@ -26,6 +26,10 @@ pub struct HealthSummary {
     pub problems: Vec<Problem>,
     /// Every project component and whether it is healthy (only when asked: small fleets).
     pub all: Option<Vec<(String, String, String, bool)>>,
+    /// Each connection's token as GitLab last described it.
+    pub tokens: Vec<(String, crate::probe::TokenFacts)>,
+    /// Connections whose last token rotation failed, with why.
+    pub rotation_failures: Vec<(String, String)>,
 }
 
 impl Store {
@@ -92,6 +96,8 @@ impl Store {
             projects,
             problems,
             all,
+            tokens: self.tokens().await?,
+            rotation_failures: self.rotation_failures().await?,
         })
     }
 

@@ -11,6 +11,7 @@
 pub mod connections;
 mod progress;
 mod project;
+mod rotation;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,7 @@ pub use connections::probe_connection;
 pub use progress::{Progress, Reading, human};
 pub use project::expected_webhook_url;
 use project::{ProjectChecks, ProjectOutcome};
+pub use rotation::Rotated;
 
 /// The inventory as a sweep reads it.
 type ProjectStream<'a> = BoxStream<'a, Result<CheckTarget, StoreError>>;
@@ -96,6 +98,8 @@ pub struct SweepSummary {
     pub repairs_stopped: usize,
     /// Unfinished repairs left in the journal after this sweep.
     pub journal_entries: usize,
+    /// Token rotations tried this sweep, by connection.
+    pub rotations: Vec<(String, Rotated)>,
 }
 
 /// How a sweep is paced and stopped.
@@ -182,10 +186,14 @@ impl Sweeper {
                 root_certificates: conn.ca_certificates.clone(),
                 write_gate: store.write_gate().cloned(),
             };
-            let client = GitLab::new(&conn.base_url, conn.kind, conn.token.clone(), options)
-                .map_err(|source| SweepError::Client {
-                    name: name.clone(),
-                    source,
+            // The token this connection's was rotated into, if any.
+            let token = rotation::token_in_use(&store, &cfg.custody, conn).await?;
+            let client =
+                GitLab::new(&conn.base_url, conn.kind, token, options).map_err(|source| {
+                    SweepError::Client {
+                        name: name.clone(),
+                        source,
+                    }
                 })?;
             clients.insert(name.clone(), Arc::new(client));
         }
@@ -232,7 +240,7 @@ impl Sweeper {
         let requests_before = self.requests_sent();
         let mut summary = SweepSummary::default();
         let repairer = self.resume().await?;
-        let probed = self.connections(&mut summary).await?;
+        let probed = self.connections(&mut summary, options.repair).await?;
         summary.problems = self.inventory(&probed.handles).await?;
         let cancel = options.cancel.clone().unwrap_or_default();
         let outcomes = self.projects(selection, options, &probed, &cancel).await?;
@@ -265,7 +273,13 @@ impl Sweeper {
 
     /// Step 2: every connection probed and recorded. They are asked at the
     /// same time: one that GitLab slows down or pauses delays no other.
-    async fn connections(&self, summary: &mut SweepSummary) -> Result<Probed, SweepError> {
+    /// With `rotate` (a sweep that repairs), tokens due under
+    /// `rotate_before_days` are rotated before the states are recorded.
+    async fn connections(
+        &self,
+        summary: &mut SweepSummary,
+        rotate: bool,
+    ) -> Result<Probed, SweepError> {
         let now = Utc::now();
         let probed = futures::future::join_all(self.clients.iter().map(|(name, client)| {
             let conn = &self.cfg.connections[name];
@@ -277,35 +291,55 @@ impl Sweeper {
                 // Each sweep asks a connection again, whatever an earlier
                 // sweep was told to wait beyond the cap.
                 client.forget_refusal();
-                let verdict = probe_connection(
-                    client,
-                    conn.kind,
-                    self.cfg.raw.check.token_expiry_warning_days,
-                )
-                .await;
+                // A token that glwarden rotates is `expiring` (a person's
+                // matter) only once its rotation is due and did not happen.
+                let warning_days = match conn.rotate_before_days {
+                    Some(days) => days.min(self.cfg.raw.check.token_expiry_warning_days),
+                    None => self.cfg.raw.check.token_expiry_warning_days,
+                };
+                let mut verdict = probe_connection(client, conn.kind, warning_days).await;
+                if conn.kind == crate::config::TokenKind::AccessToken {
+                    let seed = rotation::seed_of(&conn.token);
+                    rotation::forget_if_replaced(&self.store, name, &seed).await?;
+                    let rotation = self.store.rotation(name, &self.cfg.custody, &seed).await?;
+                    rotation::explain_refusal(&mut verdict, rotation.as_ref());
+                }
                 Ok::<_, StoreError>((name, client, id, verdict))
             }
         }))
         .await;
-        let mut handles = BTreeMap::new();
+        let mut ids = BTreeMap::new();
         let mut verdicts = BTreeMap::new();
-        let mut batch = Vec::new();
         for probed in probed {
             let (name, client, id, verdict) = probed?;
+            ids.insert(name.clone(), (id, client.clone()));
+            verdicts.insert(name.clone(), verdict);
+        }
+        if rotate {
+            summary.rotations = self.rotate_tokens(&mut verdicts).await?;
+        }
+        let mut handles = BTreeMap::new();
+        let mut batch = Vec::new();
+        for (name, verdict) in &verdicts {
+            let (id, client) = ids.remove(name).expect("each verdict has its connection");
             tracing::info!(connection = %name, state = %verdict.observation.state(), detail = verdict.observation.detail(), "connection checked");
             batch.push((Component::Connection, id, verdict.observation.clone()));
             handles.insert(
                 name.clone(),
                 ConnectionHandle {
                     id,
-                    client: client.clone(),
+                    client,
                     usable: verdict.usable,
                 },
             );
-            verdicts.insert(name.clone(), verdict);
         }
         writer::count(&mut summary.observed, &batch);
         summary.transitions = self.store.record(&batch, now).await?.len();
+        for (name, verdict) in &verdicts {
+            if let Some(token) = &verdict.token {
+                self.store.record_token(name, token, now).await?;
+            }
+        }
         Ok(Probed {
             handles,
             verdicts: Arc::new(verdicts),

@@ -13,6 +13,7 @@ mod pages;
 mod postgres;
 mod props;
 mod repair;
+mod rotation;
 mod secrets;
 mod tls;
 

@@ -369,6 +369,7 @@ fn report(connection: &str, path: &str, detail: &str) -> Report {
         connections: vec![ConnectionLine {
             name: connection.to_owned(),
             health: line(State::Connected, detail),
+            token: None,
         }],
         projects: vec![ProjectLine {
             connection: connection.to_owned(),

@@ -1,6 +1,7 @@
 //! Secrets never leak: every kind of secret glwarden handles is planted (an
-//! access token, an OAuth access/refresh token and client secret, deploy
-//! private keys made by repairs, webhook secret tokens, the custody master
+//! access token and the one a repair rotates it into, an OAuth
+//! access/refresh token and client secret, deploy private keys made by
+//! repairs, webhook secret tokens, the custody master
 //! key), every command and the daemon run at `RUST_LOG=trace`, and all that
 //! was captured (stdout, stderr, logs, JSON, /metrics, Debug output) is
 //! scanned for every one of them. `key private` is the one command that
@@ -20,6 +21,7 @@ const OAUTH_REFRESH: &str = "oauth-refresh-SECRET-0001";
 const CLIENT_ID: &str = "glwarden-client-id";
 const CLIENT_SECRET: &str = "oauth-client-SECRET-0001";
 const OPERATOR_TOKEN: &str = "operator-SECRET-0001-0123456789";
+const ROTATING: &str = "glpat-rotating-SECRET-0001";
 
 /// Everything captured, by where it came from.
 #[derive(Default)]
@@ -78,6 +80,7 @@ fn write_config(fx: &Fixture, main: &Connected, other: &Connected, listen: &str)
             c.repair.deploy_key = Policy::Auto;
             c.repair.webhook = Policy::Auto;
             c.repair.confirm_checks = 1;
+            c.connections.get_mut("main").unwrap().rotate_before_days = Some(7);
         })
         .connection("oauth", oauth)
         .project_id("main", main.id)
@@ -122,6 +125,17 @@ async fn no_secret_leaks_anywhere() {
         &["api"],
         120,
     );
+    // The access token expires in 3 days and is rotated 7 days ahead: the
+    // first repair rotates it, so a rotated token is scanned for too.
+    fx.sim.add_access_token(
+        fx.user,
+        ROTATING,
+        &["api"],
+        chrono::Utc::now()
+            .date_naive()
+            .checked_add_days(chrono::Days::new(3)),
+    );
+    secret_file(fx.dir.path(), "token", ROTATING);
     let main = fx.connect("acme/main-project");
     let other = fx.connect("acme/oauth-project");
     // The main project has no key and hook of ours: repairs create both.
@@ -206,7 +220,23 @@ async fn no_secret_leaks_anywhere() {
     assert_eq!(reads, 2, "each `key private` is recorded in events");
     let custody = glwarden::config::Config::load(&config).unwrap().custody;
     let oauth_pair = store.oauth_pair("oauth", &custody).await.unwrap();
+    let rotation = store
+        .rotation("main", &custody, &seed(ROTATING))
+        .await
+        .unwrap()
+        .expect("the first repair rotated the access token");
     store.close().await;
+    // Every token the user ever had at GitLab, the rotated ones included.
+    let rotated_tokens: Vec<String> = fx
+        .sim
+        .active_tokens_of(fx.user)
+        .into_iter()
+        .map(|t| t.token)
+        .collect();
+    assert!(
+        fx.sim.rotations() >= 1 && rotated_tokens.len() >= 2,
+        "rotated: {rotated_tokens:?}"
+    );
 
     // The daemon, at trace level, for a few sweeps.
     let mut daemon = fx.start_daemon_logging(&config, &listen, "trace").await;
@@ -313,7 +343,9 @@ async fn no_secret_leaks_anywhere() {
     captured.add("daemon log (RUST_LOG=trace)", daemon.log());
 
     // Error paths: a revoked token, a token file readable by others.
-    fx.sim.revoke_token(TOKEN);
+    for token in &rotated_tokens {
+        fx.sim.revoke_token(token);
+    }
     run(&["check"]).await;
     run(&["check", "--format", "json"]).await;
     std::fs::set_permissions(
@@ -349,6 +381,7 @@ async fn no_secret_leaks_anywhere() {
     if let Some((pair, seed)) = &oauth_pair {
         captured.add("Debug OAuthPair", format!("{pair:?} {seed}"));
     }
+    captured.add("Debug Rotation", format!("{rotation:?}"));
     std::fs::set_permissions(
         fx.dir.path().join("token"),
         std::fs::Permissions::from_mode(0o644),
@@ -363,6 +396,7 @@ async fn no_secret_leaks_anywhere() {
     // Every secret that was planted or minted.
     let mut secrets: Vec<(String, String)> = vec![
         ("access token".into(), TOKEN.into()),
+        ("access token due for rotation".into(), ROTATING.into()),
         ("OAuth access token".into(), OAUTH_ACCESS.into()),
         ("OAuth refresh token".into(), OAUTH_REFRESH.into()),
         ("OAuth client secret".into(), CLIENT_SECRET.into()),
@@ -380,6 +414,12 @@ async fn no_secret_leaks_anywhere() {
         "rotated OAuth refresh token".into(),
         pair.refresh.expose_secret().to_owned(),
     ));
+    for token in &rotated_tokens {
+        secrets.push((
+            "access token at GitLab (rotated or not)".into(),
+            token.clone(),
+        ));
+    }
     for p in [&main, &other] {
         for h in fx.sim.hooks(p.id) {
             if let Some(token) = h.token {
@@ -419,4 +459,10 @@ async fn no_secret_leaks_anywhere() {
         "the trace-level captures are substantial ({total} bytes)"
     );
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+}
+
+/// The store's digest of a configured token (`rotated_tokens.seed`).
+fn seed(token: &str) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(token.as_bytes()))
 }

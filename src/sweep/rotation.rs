@@ -1,0 +1,425 @@
+//! Access-token self-rotation (`rotate_before_days`), after the connection
+//! step of a sweep that repairs: a token that expires within that many days
+//! is rotated with `POST /personal_access_tokens/self/rotate`
+//! (docs/gitlab-contract.md §13), the new token is stored sealed before
+//! anything else, and the connection is asked again with it.
+//!
+//! GitLab revokes the old token in the same transaction, and revokes the
+//! new one too if a rotated token is rotated again, so a rotation is never
+//! retried blindly: it is noted as begun before GitLab is asked, and an
+//! answer that did not arrive is settled by asking `GET
+//! /personal_access_tokens/self` with the old token. Still working: GitLab
+//! did not rotate. Refused: the answer is lost with the only copy of the
+//! new token, and the connection says so until a person configures one.
+
+use chrono::{NaiveDate, Utc};
+use secrecy::SecretString;
+
+use super::{ConnectionVerdict, Sweeper};
+use crate::config::{Connection, TokenKind};
+use crate::gitlab::types::{AccessTokenInfo, GitLabVersion};
+use crate::gitlab::{ApiError, ErrorKind, GitLab};
+use crate::health::{Observation, State};
+use crate::store::{NewEvent, Rotation, Store, StoreError};
+
+/// The first release with the endpoint (docs/gitlab-contract.md §13).
+const SINCE: GitLabVersion = GitLabVersion {
+    major: 16,
+    minor: 10,
+};
+
+/// GitLab's longest lifetime for a token with an expiry: a year.
+const MAX_LIFETIME_DAYS: i64 = 365;
+
+/// The digest of the configured token a rotated one descends from: a
+/// different configured token means a person replaced it, and it wins.
+pub(crate) fn seed_of(token: &SecretString) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::Digest;
+    format!(
+        "{:x}",
+        sha2::Sha256::digest(token.expose_secret().as_bytes())
+    )
+}
+
+/// The token `conn` uses: the one its configured token was rotated into,
+/// while that descends from it, else the configured one.
+pub(crate) async fn token_in_use(
+    store: &Store,
+    custody: &crate::custody::Custody,
+    conn: &Connection,
+) -> Result<SecretString, StoreError> {
+    if conn.kind != TokenKind::AccessToken {
+        return Ok(conn.token.clone());
+    }
+    let rotation = store
+        .rotation(&conn.name, custody, &seed_of(&conn.token))
+        .await?;
+    Ok(rotation
+        .and_then(|r| r.token)
+        .unwrap_or_else(|| conn.token.clone()))
+}
+
+/// Forgets a rotation row that descends from a token no longer configured
+/// (a person replaced it): its token, begun rotation and failure are moot.
+pub(crate) async fn forget_if_replaced(
+    store: &Store,
+    connection: &str,
+    seed: &str,
+) -> Result<(), StoreError> {
+    match store.rotation_seed(connection).await? {
+        Some(stored) if stored != seed => {
+            tracing::info!(
+                connection,
+                "a new token is configured: the token glwarden rotated before is no longer used"
+            );
+            store.forget_rotation(connection).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A connection refused after a rotation whose answer was lost says so.
+pub(crate) fn explain_refusal(verdict: &mut ConnectionVerdict, rotation: Option<&Rotation>) {
+    let Some(begun) = rotation.and_then(|r| r.begun_at) else {
+        return;
+    };
+    if verdict.observation.state() != State::NotConnected {
+        return;
+    }
+    let from = rotation
+        .and_then(|r| r.begun_from)
+        .map_or_else(String::new, |id| format!(" of token {id}"));
+    verdict.observation = Observation::definite(
+        State::NotConnected,
+        format!(
+            "{}: rotation answer lost (the rotation{from} begun at {} got no stored answer, and GitLab revoked the token it rotated); configure a new token",
+            verdict.observation.detail(),
+            begun.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+    );
+}
+
+/// Days of life the rotated token gets: the old token's, at most a year,
+/// and more than `rotate_before_days` (or it would be rotated again at once).
+pub(crate) fn new_lifetime_days(info: &AccessTokenInfo, rotate_before_days: u32) -> i64 {
+    let lifetime = match (info.created_at, info.expires_at) {
+        (Some(created), Some(expires)) => (expires - created.date_naive()).num_days(),
+        _ => MAX_LIFETIME_DAYS,
+    };
+    lifetime.clamp(i64::from(rotate_before_days) + 1, MAX_LIFETIME_DAYS)
+}
+
+/// What became of one connection's rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotated {
+    /// A new token is stored and in use.
+    Ok { from: u64, to: u64 },
+    /// The old token stays in use (or the answer is lost); why.
+    Failed(String),
+}
+
+impl Sweeper {
+    /// Rotates the tokens due under `rotate_before_days`; returns each
+    /// attempt by connection. Only the leader rotates (GitLab writes are
+    /// gated, and `rotated_tokens` is fenced on PostgreSQL).
+    pub(super) async fn rotate_tokens(
+        &self,
+        verdicts: &mut std::collections::BTreeMap<String, ConnectionVerdict>,
+    ) -> Result<Vec<(String, Rotated)>, StoreError> {
+        let mut done = Vec::new();
+        if !self.store.leads() {
+            return Ok(done);
+        }
+        let today = Utc::now().date_naive();
+        for (name, conn) in &self.cfg.connections {
+            let (Some(days), TokenKind::AccessToken) = (conn.rotate_before_days, conn.kind) else {
+                continue;
+            };
+            let Some(verdict) = verdicts.get_mut(name) else {
+                continue;
+            };
+            let due = verdict.usable
+                && verdict
+                    .token
+                    .as_ref()
+                    .and_then(|t| t.days_left(today))
+                    .is_some_and(|left| left <= i64::from(days));
+            if !due {
+                continue;
+            }
+            let outcome = self.rotate_one(conn, days, verdict).await?;
+            done.push((name.clone(), outcome));
+        }
+        Ok(done)
+    }
+
+    async fn rotate_one(
+        &self,
+        conn: &Connection,
+        days: u32,
+        verdict: &mut ConnectionVerdict,
+    ) -> Result<Rotated, StoreError> {
+        let name = conn.name.as_str();
+        let client = &self.clients[name];
+        let seed = seed_of(&conn.token);
+        // The token's own details: its id and lifetime (asked again, as the
+        // probe keeps only what `status` shows).
+        let info = match client.access_token_self().await {
+            Ok(info) => info,
+            Err(e) => {
+                return Ok(Rotated::Failed(format!(
+                    "the token's details could not be read: {e}"
+                )));
+            }
+        };
+        if let Some(version) = verdict.version.filter(|v| *v < SINCE) {
+            let why = format!(
+                "GitLab {}.{} has no token self-rotation (16.10 or later); rotate the token by hand",
+                version.major, version.minor
+            );
+            // A row to hold the failure; nothing was asked.
+            self.store
+                .rotation_begun(name, &seed, info.id as i64, Utc::now())
+                .await?;
+            return self.failed(name, &info, why, false).await;
+        }
+        let expires_at = today_plus(new_lifetime_days(&info, days));
+        self.store
+            .rotation_begun(name, &seed, info.id as i64, Utc::now())
+            .await?;
+        let answer = client.rotate_self(expires_at).await;
+        let rotated = match answer {
+            Ok(rotated) => rotated,
+            Err(e) if matches!(e.kind, ErrorKind::NotLeading) => {
+                // Not sent: another replica leads now, and it decides. The
+                // note is withdrawn if the database still lets this replica
+                // write (if not, the new leader's probe finds the token
+                // working and rotates it afresh).
+                if let Err(withdrawn) = self.store.rotation_failed(name, "", false).await {
+                    tracing::debug!(error = %withdrawn, "the rotation note stays for the new leader");
+                }
+                return Ok(Rotated::Failed(e.to_string()));
+            }
+            Err(e) if definite_refusal(&e) => {
+                let why = format!("GitLab refused the rotation: {e}; the token stays in use");
+                return self.failed(name, &info, why, false).await;
+            }
+            Err(e) => return self.settle_unanswered(client, name, &info, e).await,
+        };
+        // Stored before anything else: GitLab has revoked the old token.
+        let stored = self
+            .store
+            .rotation_answered(
+                name,
+                &rotated.token,
+                rotated.id as i64,
+                rotated.expires_at,
+                &self.cfg.custody,
+                Utc::now(),
+            )
+            .await;
+        client.set_token(&rotated.token);
+        if let Err(e) = &stored {
+            tracing::error!(connection = name, error = %e, "the rotated token could not be stored; it is used from memory, and a restart loses it");
+        }
+        let expiry = rotated
+            .expires_at
+            .map_or_else(|| "no expiry".to_owned(), |d| format!("expires {d}"));
+        let event = NewEvent {
+            project_id: None,
+            component: "connection",
+            action: "rotate_token",
+            cause: &format!(
+                "connection {name}: token {} expires within {days} days",
+                info.id
+            ),
+            before: &format!(
+                "token {}, {}",
+                info.id,
+                info.expires_at
+                    .map_or_else(|| "no expiry".to_owned(), |d| format!("expires {d}"))
+            ),
+            after: &format!("token {}, {expiry}", rotated.id),
+            outcome: if stored.is_ok() {
+                "ok"
+            } else {
+                "ok (not stored: used from memory until a restart)"
+            },
+        };
+        self.store.record_event(&event).await?;
+        tracing::info!(connection = name, from = info.id, to = rotated.id, expiry = %expiry, "access token rotated");
+        stored?;
+        // Asked again with the new token: the connection's state is its.
+        let mut again = super::probe_connection(
+            client,
+            conn.kind,
+            self.cfg.raw.check.token_expiry_warning_days.min(days),
+        )
+        .await;
+        if again.version.is_none() {
+            again.version = verdict.version;
+        }
+        *verdict = again;
+        Ok(Rotated::Ok {
+            from: info.id,
+            to: rotated.id,
+        })
+    }
+
+    /// A rotation whose answer did not arrive (a timeout, a 5xx, an answer
+    /// not understood): did GitLab rotate? The old token tells.
+    async fn settle_unanswered(
+        &self,
+        client: &GitLab,
+        name: &str,
+        info: &AccessTokenInfo,
+        e: ApiError,
+    ) -> Result<Rotated, StoreError> {
+        match client.access_token_self().await {
+            Ok(now) if now.id == info.id && now.active && !now.revoked => {
+                let why = format!(
+                    "the rotation failed ({e}); GitLab did not rotate, and the token stays in use"
+                );
+                self.failed(name, info, why, false).await
+            }
+            Err(check) if matches!(check.kind, ErrorKind::Unauthorized { .. }) => {
+                let why = format!(
+                    "rotation answer lost: GitLab rotated token {} but its answer did not arrive ({e}); the new token is unknown, configure a new token",
+                    info.id
+                );
+                self.failed(name, info, why, true).await
+            }
+            other => {
+                let seen = match other {
+                    Ok(_) => "the token's details changed".to_owned(),
+                    Err(check) => check.to_string(),
+                };
+                let why = format!(
+                    "the rotation's answer did not arrive ({e}), and whether GitLab rotated is not known yet ({seen}); the next sweep asks before anything else"
+                );
+                self.failed(name, info, why, true).await
+            }
+        }
+    }
+
+    async fn failed(
+        &self,
+        name: &str,
+        info: &AccessTokenInfo,
+        why: String,
+        may_have_rotated: bool,
+    ) -> Result<Rotated, StoreError> {
+        let previous = self
+            .store
+            .rotation_failures()
+            .await?
+            .into_iter()
+            .find_map(|(connection, why)| (connection == name).then_some(why));
+        self.store
+            .rotation_failed(name, &why, may_have_rotated)
+            .await?;
+        // Told once: a GitLab that cannot rotate says so at every sweep of
+        // the days before the token expires.
+        if previous.as_deref() == Some(why.as_str()) {
+            tracing::debug!(
+                connection = name,
+                reason = why.as_str(),
+                "access token still not rotated"
+            );
+            return Ok(Rotated::Failed(why));
+        }
+        self.store
+            .record_event(&NewEvent {
+                project_id: None,
+                component: "connection",
+                action: "rotate_token",
+                cause: &format!("connection {name}: token {} expires soon", info.id),
+                before: &format!("token {}", info.id),
+                after: "",
+                outcome: &format!("failed: {why}"),
+            })
+            .await?;
+        tracing::warn!(
+            connection = name,
+            reason = why.as_str(),
+            "access token not rotated"
+        );
+        Ok(Rotated::Failed(why))
+    }
+}
+
+/// A refusal after which GitLab changed nothing: a 4xx answer (scope,
+/// method, route, expiry limit). A 401 too: the token was dead already.
+fn definite_refusal(e: &ApiError) -> bool {
+    !e.is_transient() && !matches!(e.kind, ErrorKind::BadResponse { .. })
+}
+
+fn today_plus(days: i64) -> Option<NaiveDate> {
+    Utc::now()
+        .date_naive()
+        .checked_add_days(chrono::Days::new(days.max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(created: &str, expires: Option<&str>) -> AccessTokenInfo {
+        AccessTokenInfo {
+            id: 4,
+            name: None,
+            revoked: false,
+            active: true,
+            scopes: vec!["api".into()],
+            expires_at: expires.map(|d| d.parse().unwrap()),
+            created_at: Some(format!("{created}T10:00:00Z").parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_rotated_token_keeps_its_lifetime_within_gitlabs_year() {
+        // A 90-day token gets 90 days again.
+        assert_eq!(
+            new_lifetime_days(&info("2026-01-01", Some("2026-04-01")), 7),
+            90
+        );
+        // Never more than a year, whatever it had (older tokens: 400 days and more).
+        assert_eq!(
+            new_lifetime_days(&info("2024-01-01", Some("2026-01-01")), 7),
+            365
+        );
+        // Never so short that it is due again at once.
+        assert_eq!(
+            new_lifetime_days(&info("2026-01-01", Some("2026-01-05")), 7),
+            8
+        );
+        // Lifetime unknown: a year.
+        let mut unknown = info("2026-01-01", None);
+        unknown.created_at = None;
+        assert_eq!(new_lifetime_days(&unknown, 7), 365);
+    }
+
+    #[test]
+    fn only_a_refusal_gitlab_answered_is_definite() {
+        let error = |kind| ApiError {
+            method: "POST",
+            endpoint: "/personal_access_tokens/self/rotate".into(),
+            kind,
+        };
+        assert!(definite_refusal(&error(ErrorKind::Rejected {
+            status: 400,
+            message: "Expiration date must be before 2027-12-01".into()
+        })));
+        assert!(!definite_refusal(&error(ErrorKind::Timeout)));
+        assert!(!definite_refusal(&error(ErrorKind::Server {
+            status: 502,
+            message: String::new()
+        })));
+        // A 200 whose body was not a token: GitLab may have rotated.
+        assert!(!definite_refusal(&error(ErrorKind::BadResponse {
+            status: 200,
+            message: String::new()
+        })));
+    }
+}
