@@ -23,6 +23,10 @@ pub struct ConnectionHandle {
 pub struct SyncOutcome {
     pub problems: Vec<String>,
     pub removed: u64,
+    /// Projects that left a discovery rule with `purge_on_leave`: still in
+    /// the inventory, to be purged (their key and hook deleted at GitLab)
+    /// by a sweep that repairs.
+    pub to_purge: Vec<crate::store::ProjectRow>,
 }
 
 /// Applies the configured inventory to the store.
@@ -125,6 +129,60 @@ pub async fn sync(
     if discovery_complete {
         sources.push(Source::Discovery);
     }
-    outcome.removed = store.remove_missing(&sources, &keep).await?;
+    let purging: HashSet<&str> = cfg
+        .raw
+        .discover
+        .iter()
+        .filter(|rule| rule.purge_on_leave)
+        .map(|rule| rule.connection.as_str())
+        .collect();
+    for id in store.missing(&sources, &keep).await? {
+        let Some(project) = store.project(id).await? else {
+            continue;
+        };
+        // Discovery does not record which rule found a project: the rules
+        // of one connection agree on `purge_on_leave` (config/validate.rs).
+        if project.source == Source::Discovery.as_str()
+            && purging.contains(project.connection.as_str())
+        {
+            outcome.to_purge.push(project);
+        } else {
+            store.remove_project(id).await?;
+            outcome.removed += 1;
+        }
+    }
+    hold_purge_storms(cfg, store, connections, &mut outcome).await?;
     Ok(outcome)
+}
+
+/// A listing that GitLab got wrong (an empty page, a group briefly out of
+/// reach that still answers) must not delete the keys and hooks of a whole
+/// fleet: when more of a connection's discovered projects leave at once
+/// than `repair.storm_share` (and at least `repair.storm_min_projects`),
+/// none of them is purged or removed, and the sweep says so.
+async fn hold_purge_storms(
+    cfg: &Config,
+    store: &Store,
+    connections: &BTreeMap<String, ConnectionHandle>,
+    outcome: &mut SyncOutcome,
+) -> Result<(), StoreError> {
+    let r = &cfg.raw.repair;
+    for (name, conn) in connections {
+        let leaving = outcome
+            .to_purge
+            .iter()
+            .filter(|p| &p.connection == name)
+            .count();
+        if leaving == 0 {
+            continue;
+        }
+        let total = store.count_active(conn.id, Source::Discovery).await? as usize;
+        if crate::repair::is_storm(leaving, total, r.storm_share, r.storm_min_projects) {
+            outcome.to_purge.retain(|p| &p.connection != name);
+            outcome.problems.push(format!(
+                "discovery of connection {name}: {leaving} of {total} discovered projects left at once (more than repair.storm_share): none is purged or removed; remove them with `glwarden project remove --purge` if they really left"
+            ));
+        }
+    }
+    Ok(())
 }

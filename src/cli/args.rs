@@ -151,10 +151,16 @@ pub enum ProjectCommand {
         #[arg(long, value_name = "FILE", requires = "adopt_hook_url")]
         hook_token_file: Option<PathBuf>,
     },
-    /// Remove a project from the inventory (its history is kept).
+    /// Remove a project from the inventory (its history is kept); with
+    /// --purge, delete glwarden's deploy key and webhook from GitLab first.
     Remove {
         /// Numeric GitLab project id or path.
         project: String,
+        /// Delete the deploy key and webhook glwarden owns on the project
+        /// (by id, and by key material or URL) from GitLab, through the
+        /// repair journal; a 404 counts as deleted.
+        #[arg(long)]
+        purge: bool,
     },
 }
 

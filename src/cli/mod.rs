@@ -210,6 +210,7 @@ fn writes_as_leader(command: &Command) -> bool {
         Command::Check(_) | Command::Regenerate { .. } => true,
         Command::Repair(args) => args.command.is_none() && !args.dry_run,
         Command::Project(ProjectCommand::Add { .. }) => true,
+        Command::Project(ProjectCommand::Remove { purge, .. }) => *purge,
         _ => false,
     }
 }

@@ -143,14 +143,26 @@ pub(super) async fn project_command(
             }
             Ok(0)
         }
-        ProjectCommand::Remove { project } => {
+        ProjectCommand::Remove { project, purge } => {
             let found = find_active(named, &project).await?;
-            store.remove_project(found.id).await?;
-            println!(
-                "removed {} (id {}); its history is kept",
-                report::escape(&found.path),
-                found.gitlab_id
-            );
+            if purge {
+                let sweeper = Sweeper::new(cfg.clone(), store.clone(), None).await?;
+                let (before, after) = sweeper
+                    .purge(&found, crate::repair::ManualCause::CommandLine)
+                    .await?;
+                println!(
+                    "purged {} (id {}): {before}: {after}; its history is kept",
+                    report::escape(&found.path),
+                    found.gitlab_id
+                );
+            } else {
+                store.remove_project(found.id).await?;
+                println!(
+                    "removed {} (id {}); its history is kept",
+                    report::escape(&found.path),
+                    found.gitlab_id
+                );
+            }
             // The CI's copy of its private key goes with it.
             if let Some(dir) = &cfg.raw.custody.key_dir {
                 let file = crate::custody::key_file_path(dir, &found.connection, found.gitlab_id);
@@ -160,15 +172,17 @@ pub(super) async fn project_command(
                     Err(e) => eprintln!("warning: cannot delete {}: {e}", file.display()),
                 }
             }
-            println!(
-                "its deploy key and webhook stay at GitLab (key {}, hook {})",
-                found
-                    .deploy_key_id
-                    .map_or_else(|| "-".to_owned(), |k| k.to_string()),
-                found
-                    .hook_id
-                    .map_or_else(|| "-".to_owned(), |h| h.to_string())
-            );
+            if !purge {
+                println!(
+                    "its deploy key and webhook stay at GitLab (key {}, hook {}); `--purge` deletes them",
+                    found
+                        .deploy_key_id
+                        .map_or_else(|| "-".to_owned(), |k| k.to_string()),
+                    found
+                        .hook_id
+                        .map_or_else(|| "-".to_owned(), |h| h.to_string())
+                );
+            }
             if found.source == Source::Config.as_str() {
                 eprintln!(
                     "warning: {} lists this project; it comes back at the next check unless removed there",

@@ -432,6 +432,25 @@ mod tests {
     }
 
     #[test]
+    fn discovery_rules_of_one_connection_must_agree_on_purging() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = |group: &str, purge: bool| {
+            format!(
+                "[[discover]]\nconnection = \"main\"\ngroup = \"{group}\"\npurge_on_leave = {purge}\n"
+            )
+        };
+        let agree = format!("{}{}", rule("a", true), rule("b", true));
+        assert!(config_with(dir.path(), &agree).is_ok());
+        let disagree = format!("{}{}", rule("a", true), rule("b", false));
+        let err = config_with(dir.path(), &disagree)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("discover[1].purge_on_leave"), "{err}");
+        assert!(err.contains("must agree"), "{err}");
+    }
+
+    #[test]
     fn world_readable_token_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let token = write(dir.path(), "loose", "glpat-x", 0o644);

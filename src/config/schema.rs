@@ -654,4 +654,10 @@ pub struct DiscoveryRule {
     pub group: String,
     #[serde(default = "default_true")]
     pub include_subgroups: bool,
+    /// A project that leaves the group (or the token's reach) has
+    /// glwarden's deploy key and webhook deleted from GitLab before it
+    /// leaves the inventory. Off: it leaves the inventory, and its key and
+    /// hook stay at GitLab.
+    #[serde(default)]
+    pub purge_on_leave: bool,
 }

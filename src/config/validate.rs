@@ -199,6 +199,20 @@ pub(super) fn validate(raw: &RawConfig) -> Result<(), KeyProblem> {
                 "must name a group id or path".into(),
             ));
         }
+        // glwarden records that discovery found a project, not which rule.
+        if let Some((j, other)) = raw.discover[..i]
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.connection == d.connection && o.purge_on_leave != d.purge_on_leave)
+        {
+            return Err((
+                format!("discover[{i}].purge_on_leave"),
+                format!(
+                    "is {} but discover[{j}] of the same connection `{}` says {}: the discovery rules of one connection must agree",
+                    d.purge_on_leave, d.connection, other.purge_on_leave
+                ),
+            ));
+        }
     }
     Ok(())
 }

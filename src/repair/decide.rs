@@ -28,10 +28,13 @@ pub enum Action {
     DeleteDuplicateHooks,
     /// Take GitLab's new path as ours.
     FollowRename,
+    /// Delete glwarden's key and hook from GitLab and remove the project
+    /// from the inventory (a clean disconnect; never decided by a sweep).
+    Purge,
 }
 
 impl Action {
-    const ALL: [Action; 7] = [
+    const ALL: [Action; 8] = [
         Action::RegenerateDeployKey,
         Action::MakeKeyReadOnly,
         Action::CreateWebhook,
@@ -39,6 +42,7 @@ impl Action {
         Action::ReenableWebhook,
         Action::DeleteDuplicateHooks,
         Action::FollowRename,
+        Action::Purge,
     ];
 
     /// The action a stored name (an event's, a journal entry's) stands for.
@@ -50,7 +54,7 @@ impl Action {
     pub fn component(self) -> Component {
         match self {
             Action::RegenerateDeployKey | Action::MakeKeyReadOnly => Component::DeployKey,
-            Action::FollowRename => Component::Repository,
+            Action::FollowRename | Action::Purge => Component::Repository,
             Action::CreateWebhook
             | Action::FixWebhook
             | Action::ReenableWebhook
@@ -68,6 +72,7 @@ impl Action {
             Action::ReenableWebhook => "reenable_webhook",
             Action::DeleteDuplicateHooks => "delete_duplicate_hooks",
             Action::FollowRename => "follow_rename",
+            Action::Purge => "purge",
         }
     }
 
@@ -80,6 +85,7 @@ impl Action {
             Action::ReenableWebhook => "re-enable webhook with a test delivery",
             Action::DeleteDuplicateHooks => "delete duplicate webhooks",
             Action::FollowRename => "follow rename",
+            Action::Purge => "delete glwarden's deploy key and webhook, remove the project",
         }
     }
 }

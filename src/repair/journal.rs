@@ -38,6 +38,18 @@ pub(super) struct HookRepair {
     pub(super) hook_id: Option<u64>,
 }
 
+/// A purge's journal record: the ids of glwarden's keys and hooks to
+/// delete, found before the first delete, and which kinds are done.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct Purge {
+    pub(super) key_ids: Vec<u64>,
+    pub(super) hook_ids: Vec<u64>,
+    #[serde(default)]
+    pub(super) keys_done: bool,
+    #[serde(default)]
+    pub(super) hooks_done: bool,
+}
+
 /// A journal record of one kind: parsed whole from its entry, or an error
 /// naming the entry (never a repair with empty values).
 pub(super) trait JournalRecord: serde::Serialize + serde::de::DeserializeOwned {
@@ -88,6 +100,10 @@ impl JournalRecord for HookRepair {
 
 impl JournalRecord for KeyRotation {
     const KIND: &'static str = "key rotation";
+}
+
+impl JournalRecord for Purge {
+    const KIND: &'static str = "purge";
 }
 
 #[cfg(test)]

@@ -53,6 +53,56 @@ impl Sweeper {
         Ok(outcome)
     }
 
+    /// Deletes glwarden's deploy key and webhook of `project` from GitLab
+    /// and removes it from the inventory (`project remove --purge`);
+    /// returns what was deleted and what was left.
+    pub async fn purge(
+        &self,
+        project: &ProjectRow,
+        cause: ManualCause,
+    ) -> Result<(String, String), SweepError> {
+        let client = self.client_of(project)?.clone();
+        let repairer = Repairer::new(self.cfg.clone(), self.store.clone());
+        repairer.resume(&self.clients).await?;
+        // A purge the resume just finished leaves nothing to do.
+        if self
+            .store
+            .project(project.id)
+            .await?
+            .is_none_or(|p| p.removed_at.is_some())
+        {
+            return Ok((
+                "finished from the journal".into(),
+                "removed from the inventory".into(),
+            ));
+        }
+        // One the resume could not finish (GitLab still down) is not begun
+        // a second time.
+        if self
+            .store
+            .journal()
+            .await?
+            .iter()
+            .any(|e| e.project_id == project.id)
+        {
+            return Err(SweepError::Usage(format!(
+                "an unfinished repair or purge of {} is in the journal and could not be finished now (see `glwarden events`); try again later",
+                project.path
+            )));
+        }
+        repairer
+            .execute(&client, project, &Action::Purge, cause.as_str(), None)
+            .await?;
+        let event = self
+            .store
+            .events(Some(project.id), None, 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|e| e.action == Action::Purge.name());
+        Ok(event.map_or_else(Default::default, |e| (e.before, e.after)))
+    }
+
     /// Follows the project's new path at GitLab (a moved repository): the
     /// stored path, and the expected webhook URL where derived from it.
     pub async fn follow_move(

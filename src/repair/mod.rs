@@ -16,6 +16,7 @@ mod journal;
 mod manual;
 pub use manual::ManualCause;
 pub mod pass;
+mod purge;
 mod webhook;
 
 pub use decide::*;
@@ -55,6 +56,16 @@ impl RepairError {
                 crate::gitlab::ErrorKind::Rejected { status: 422, message }
                     if message.contains("Invalid url given") || message.contains("is blocked")
             ),
+            _ => false,
+        }
+    }
+
+    /// A failure that asking again may mend: GitLab unreachable, a 5xx, a
+    /// timeout, or the store.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RepairError::GitLab(e) => e.is_transient(),
+            RepairError::Store(_) => true,
             _ => false,
         }
     }
@@ -117,6 +128,7 @@ impl Repairer {
                     .await
             }
             Action::FollowRename => self.follow_rename(project, new_path).await,
+            Action::Purge => self.purge(client, project, cause).await,
         };
         let result = match result {
             Err(e) if e.is_not_leading() || !self.leads() => {
@@ -189,6 +201,7 @@ impl Repairer {
                 Some(Action::CreateWebhook | Action::FixWebhook) => {
                     self.resume_hook(client, &project, &entry).await
                 }
+                Some(Action::Purge) => self.resume_purge(client, &project, &entry).await,
                 _ => Err(RepairError::Refused(format!(
                     "journal entry {} has an action glwarden does not resume: {}",
                     entry.id, entry.action

@@ -314,16 +314,17 @@ impl Store {
         Ok(())
     }
 
-    /// Removes every project from one of `sources` whose id is not in `keep`.
-    /// Only ids are read: each sweep calls this, and projects added by hand
-    /// (`cli`), usually the bulk of a large inventory, are never candidates.
-    pub async fn remove_missing(
+    /// The active projects from one of `sources` whose id is not in `keep`:
+    /// those that left the configuration or discovery. Only ids are read:
+    /// each sweep calls this, and projects added by hand (`cli`), usually
+    /// the bulk of a large inventory, are never candidates.
+    pub async fn missing(
         &self,
         sources: &[Source],
         keep: &std::collections::HashSet<i64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
         if sources.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let ids: Vec<i64> = on_pool!(self, |pool| {
             let mut query = sqlx::QueryBuilder::new(
@@ -336,12 +337,23 @@ impl Store {
             query.push(")");
             query.build_query_scalar().fetch_all(pool).await
         })?;
-        let mut removed = 0;
-        for id in ids.into_iter().filter(|id| !keep.contains(id)) {
-            self.remove_project(id).await?;
-            removed += 1;
-        }
-        Ok(removed)
+        Ok(ids.into_iter().filter(|id| !keep.contains(id)).collect())
+    }
+
+    /// Active projects of a connection from `source`.
+    pub async fn count_active(
+        &self,
+        connection_id: i64,
+        source: Source,
+    ) -> Result<i64, StoreError> {
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM projects
+              WHERE connection_id = $1 AND source = $2 AND removed_at IS NULL"
+        )
+        .bind(connection_id)
+        .bind(source.as_str())
+        .fetch_one(pool)
+        .await)?)
     }
 
     /// Records the project's path as GitLab now reports it.

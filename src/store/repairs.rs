@@ -23,6 +23,8 @@ pub enum JournalStep {
     Stored,
     /// Closed without effect: GitLab could not confirm the new key.
     Abandoned,
+    /// A purge's deletes of one kind (keys, then hooks) are done at GitLab.
+    Deleted,
 }
 
 impl JournalStep {
@@ -33,6 +35,7 @@ impl JournalStep {
             JournalStep::Confirmed => "confirmed",
             JournalStep::Stored => "stored",
             JournalStep::Abandoned => "abandoned",
+            JournalStep::Deleted => "deleted",
         }
     }
 }

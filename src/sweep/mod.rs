@@ -241,7 +241,9 @@ impl Sweeper {
         let mut summary = SweepSummary::default();
         let repairer = self.resume().await?;
         let probed = self.connections(&mut summary, options.repair).await?;
-        summary.problems = self.inventory(&probed.handles).await?;
+        summary.problems = self
+            .inventory(&probed.handles, &repairer, options.repair)
+            .await?;
         let cancel = options.cancel.clone().unwrap_or_default();
         let outcomes = self.projects(selection, options, &probed, &cancel).await?;
         let newly_broken = self
@@ -347,14 +349,62 @@ impl Sweeper {
     }
 
     /// Step 3: the inventory synced with the config and discovery; returns
-    /// the problems, each naming the config entry at fault.
+    /// the problems, each naming the config entry at fault. Projects that
+    /// left a discovery rule with `purge_on_leave` are purged by a sweep
+    /// that repairs (the journal resumes a purge cut short) and stay in
+    /// the inventory until one does.
     async fn inventory(
         &self,
         handles: &BTreeMap<String, ConnectionHandle>,
+        repairer: &Repairer,
+        repair: bool,
     ) -> Result<Vec<String>, SweepError> {
         let synced = inventory::sync(&self.cfg, &self.store, handles).await?;
         for problem in &synced.problems {
             tracing::warn!(problem = problem.as_str(), "inventory");
+        }
+        // A purge the journal holds is resumed at the start of each sweep,
+        // never begun a second time.
+        let unfinished: std::collections::HashSet<i64> = match repair {
+            true => self
+                .store
+                .journal()
+                .await?
+                .iter()
+                .map(|e| e.project_id)
+                .collect(),
+            false => Default::default(),
+        };
+        for project in synced.to_purge.iter().filter(|_| repair) {
+            let Some(handle) = handles.get(&project.connection).filter(|h| h.usable) else {
+                continue;
+            };
+            if unfinished.contains(&project.id) {
+                continue;
+            }
+            let cause = "left discovery ([[discover]] purge_on_leave)";
+            let purged = repairer
+                .execute(
+                    &handle.client,
+                    project,
+                    &crate::repair::Action::Purge,
+                    cause,
+                    None,
+                )
+                .await;
+            match purged {
+                Ok(_) => {}
+                // Asked again by the next sweep (the journal holds it).
+                Err(e) if e.is_not_leading() || e.is_transient() => {
+                    tracing::warn!(project = %project.path, error = %e, "purge not finished; the next sweep resumes it");
+                }
+                // Refused for good (the event says so): it leaves the
+                // inventory as discovery says, its key and hook where they are.
+                Err(e) => {
+                    tracing::warn!(project = %project.path, error = %e, "purge refused by GitLab; the project leaves the inventory, its key and hook stay at GitLab");
+                    self.store.remove_project(project.id).await?;
+                }
+            }
         }
         Ok(synced.problems)
     }

@@ -12,6 +12,7 @@ mod oauth;
 mod pages;
 mod postgres;
 mod props;
+mod purge;
 mod repair;
 mod rotation;
 mod secrets;

@@ -822,3 +822,59 @@ async fn requested(fx: &Fixture, method: &str, part: &str, what: &str) {
     })
     .await;
 }
+
+/// Token self-rotation on PostgreSQL: the leader's rotation is stored
+/// through its fenced connections, a restart on the shared store uses the
+/// rotated token, and a replica without the lease cannot write a rotation
+/// (`rotated_tokens_fenced`, migrations/postgres/0004_connection_tokens.sql).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_rotation_is_stored_by_the_leader_only_on_postgresql() {
+    let fx = Fixture::new().await;
+    let due = "glpat-postgres-rotation-SECRET-0001";
+    fx.sim.add_access_token(
+        fx.user,
+        due,
+        &["api"],
+        chrono::Utc::now()
+            .date_naive()
+            .checked_add_days(chrono::Days::new(3)),
+    );
+    secret_file(fx.dir.path(), "token", due);
+    let p = fx.connect("acme/rotating");
+    let (config, _cluster) = on_postgres(&fx, &[&p], |c| {
+        c.edit(|c| c.connections.get_mut("main").unwrap().rotate_before_days = Some(7))
+    })
+    .await;
+    let cfg = std::sync::Arc::new(glwarden::config::Config::load(&config).unwrap());
+    let store = glwarden::store::Store::connect(&cfg.store).await.unwrap();
+    let lease = store
+        .lead_for_command(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let sweeper = |cfg| glwarden::sweep::Sweeper::new(cfg, lease.store.clone(), None);
+    repair_run(&sweeper(cfg.clone()).await.unwrap()).await;
+    assert_eq!(fx.sim.rotations(), 1);
+    assert!(fx.sim.token_by_secret(due).unwrap().revoked);
+
+    // A new sweeper (as after a restart) takes the rotated token from the store.
+    repair_run(&sweeper(cfg.clone()).await.unwrap()).await;
+    let report = glwarden::report::build(&store, &glwarden::sweep::Selection::All)
+        .await
+        .unwrap();
+    let line = &report.connections[0];
+    assert_eq!(
+        line.health.state,
+        State::Connected,
+        "{}",
+        line.health.detail
+    );
+    assert_eq!(fx.sim.rotations(), 1);
+    lease.release().await;
+
+    // Without the lease (the test's own store, unfenced), no rotation is written.
+    let refused = store
+        .rotation_begun("main", "any-seed", 1, chrono::Utc::now())
+        .await
+        .expect_err("refused by the fence");
+    assert!(refused.is_fenced(), "{refused}");
+}
