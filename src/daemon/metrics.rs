@@ -354,6 +354,7 @@ impl Metrics {
             let outcome = match rotated {
                 crate::sweep::Rotated::Ok { .. } => "ok",
                 crate::sweep::Rotated::Failed(_) => "failed",
+                crate::sweep::Rotated::Busy => continue,
             };
             self.token_rotations
                 .with_label_values(&[connection.as_str(), outcome])

@@ -134,17 +134,24 @@ impl Store {
         Ok(Some(rotation))
     }
 
-    /// Notes, before GitLab is asked, that token `from` of `connection`
-    /// (descending from `seed`) is being rotated. A row of another seed
-    /// (a person configured a new token since) loses its token.
+    /// Claims the rotation of token `from` of `connection` (descending
+    /// from `seed`) before GitLab is asked; `false` when another glwarden
+    /// process holds it: a rotation begun after `stale_before` and not
+    /// ended, or a row whose token is already another (someone rotated
+    /// `from` away). Two processes rotating one token would be the worst
+    /// outcome there is: GitLab revokes the new token too when a rotated
+    /// one is rotated again (docs/gitlab-contract.md §13). The claim is one
+    /// statement, so the database decides between processes. A row of
+    /// another seed (a person configured a new token since) is replaced.
     pub async fn rotation_begun(
         &self,
         connection: &str,
         seed: &str,
         from: i64,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        on_pool!(self, |pool| {
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let claimed = on_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO rotated_tokens (connection, seed, begun_at, begun_from)
              VALUES ($1, $2, $3, $4)
@@ -152,17 +159,21 @@ impl Store {
                  token = CASE WHEN rotated_tokens.seed = excluded.seed THEN rotated_tokens.token END,
                  token_id = CASE WHEN rotated_tokens.seed = excluded.seed THEN rotated_tokens.token_id END,
                  expires_at = CASE WHEN rotated_tokens.seed = excluded.seed THEN rotated_tokens.expires_at END,
-                 seed = excluded.seed, begun_at = excluded.begun_at, begun_from = excluded.begun_from"
+                 seed = excluded.seed, begun_at = excluded.begun_at, begun_from = excluded.begun_from
+             WHERE rotated_tokens.seed <> excluded.seed
+                OR ((rotated_tokens.begun_at IS NULL OR rotated_tokens.begun_at < $5)
+                    AND (rotated_tokens.token_id IS NULL OR rotated_tokens.token_id = excluded.begun_from))"
         )
         .bind(connection)
         .bind(seed)
         .bind(now)
         .bind(from)
+        .bind(stale_before)
         .execute(pool)
         .await
         .map(|done| done.rows_affected())
         })?;
-        Ok(())
+        Ok(claimed == 1)
     }
 
     /// Stores the token a rotation gave, sealed, and ends the rotation: the
@@ -259,6 +270,72 @@ mod tests {
     use super::*;
     use crate::store::Engine;
     use crate::store::tests::{ENGINE, empty_store, on_both_engines};
+
+    #[tokio::test]
+    async fn a_rotation_is_claimed_by_one_process_at_a_time() {
+        // SQLite, where a daemon and a command share the file and no lease.
+        let (_kept, store) = empty_store().await;
+        let custody = crate::custody::Custody::new(None, true).unwrap();
+        let t = |minutes: i64| Utc::now() + chrono::TimeDelta::minutes(minutes);
+        // The first claim wins; a second one while it is under way does not.
+        assert!(
+            store
+                .rotation_begun("main", "seed", 7, t(0), t(-5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .rotation_begun("main", "seed", 7, t(0), t(-5))
+                .await
+                .unwrap()
+        );
+        // Once the first stored its answer (token 8), token 7 is not rotated again.
+        let new = SecretString::from("glpat-new-SECRET");
+        store
+            .rotation_answered("main", &new, 8, None, &custody, t(0))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .rotation_begun("main", "seed", 7, t(1), t(-4))
+                .await
+                .unwrap()
+        );
+        // Token 8, due in turn, is.
+        assert!(
+            store
+                .rotation_begun("main", "seed", 8, t(1), t(-4))
+                .await
+                .unwrap()
+        );
+        // A claim nobody ended (a crash) is stale after a while, not for ever.
+        assert!(
+            !store
+                .rotation_begun("main", "seed", 8, t(2), t(-3))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .rotation_begun("main", "seed", 8, t(10), t(5))
+                .await
+                .unwrap()
+        );
+        // A new configured token (another seed) replaces the row at once.
+        assert!(
+            store
+                .rotation_begun("main", "other", 20, t(10), t(5))
+                .await
+                .unwrap()
+        );
+        let row = store
+            .rotation("main", &custody, "other")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(row.token.is_none() && row.token_id.is_none());
+    }
 
     on_both_engines! {
         async fn a_tokens_facts_are_kept_per_connection_and_replaced() {

@@ -299,6 +299,8 @@ impl Sweeper {
                     Some(days) => days.min(self.cfg.raw.check.token_expiry_warning_days),
                     None => self.cfg.raw.check.token_expiry_warning_days,
                 };
+                // Before asking: the token may have been rotated by another process.
+                rotation::follow_rotation(&self.store, &self.cfg.custody, conn, client).await?;
                 let mut verdict = probe_connection(client, conn.kind, warning_days).await;
                 if conn.kind == crate::config::TokenKind::AccessToken {
                     let seed = rotation::seed_of(&conn.token);

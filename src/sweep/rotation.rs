@@ -60,6 +60,21 @@ pub(crate) async fn token_in_use(
         .unwrap_or_else(|| conn.token.clone()))
 }
 
+/// Uses the token a connection's configured one was rotated into, if that
+/// changed since the client was made: another glwarden process (`glwarden
+/// repair` beside the daemon) may have rotated it.
+pub(crate) async fn follow_rotation(
+    store: &Store,
+    custody: &crate::custody::Custody,
+    conn: &Connection,
+    client: &GitLab,
+) -> Result<(), StoreError> {
+    if conn.kind == TokenKind::AccessToken {
+        client.set_token(&token_in_use(store, custody, conn).await?);
+    }
+    Ok(())
+}
+
 /// Forgets a rotation row that descends from a token no longer configured
 /// (a person replaced it): its token, begun rotation and failure are moot.
 pub(crate) async fn forget_if_replaced(
@@ -117,6 +132,17 @@ pub enum Rotated {
     Ok { from: u64, to: u64 },
     /// The old token stays in use (or the answer is lost); why.
     Failed(String),
+    /// Another glwarden process (a command beside the daemon) is rotating
+    /// it, or just did: not asked.
+    Busy,
+}
+
+/// How long a claimed rotation may stay unended before another process
+/// takes it for a crash's: longer than the request and the check after it
+/// can take.
+fn stale_before(cfg: &crate::config::Config) -> chrono::DateTime<Utc> {
+    let patience = cfg.raw.check.request_timeout() * 4 + std::time::Duration::from_secs(60);
+    Utc::now() - chrono::TimeDelta::from_std(patience).unwrap_or(chrono::TimeDelta::hours(1))
 }
 
 impl Sweeper {
@@ -179,15 +205,39 @@ impl Sweeper {
                 version.major, version.minor
             );
             // A row to hold the failure; nothing was asked.
-            self.store
-                .rotation_begun(name, &seed, info.id as i64, Utc::now())
+            let claimed = self
+                .store
+                .rotation_begun(
+                    name,
+                    &seed,
+                    info.id as i64,
+                    Utc::now(),
+                    stale_before(&self.cfg),
+                )
                 .await?;
+            if !claimed {
+                return Ok(Rotated::Busy);
+            }
             return self.failed(name, &info, why, false).await;
         }
         let expires_at = today_plus(new_lifetime_days(&info, days));
-        self.store
-            .rotation_begun(name, &seed, info.id as i64, Utc::now())
+        let claimed = self
+            .store
+            .rotation_begun(
+                name,
+                &seed,
+                info.id as i64,
+                Utc::now(),
+                stale_before(&self.cfg),
+            )
             .await?;
+        if !claimed {
+            tracing::info!(
+                connection = name,
+                "another glwarden process is rotating this token, or just did: not asked"
+            );
+            return Ok(Rotated::Busy);
+        }
         let answer = client.rotate_self(expires_at).await;
         let rotated = match answer {
             Ok(rotated) => rotated,

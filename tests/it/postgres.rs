@@ -873,7 +873,13 @@ async fn a_token_rotation_is_stored_by_the_leader_only_on_postgresql() {
 
     // Without the lease (the test's own store, unfenced), no rotation is written.
     let refused = store
-        .rotation_begun("main", "any-seed", 1, chrono::Utc::now())
+        .rotation_begun(
+            "main",
+            "any-seed",
+            1,
+            chrono::Utc::now(),
+            chrono::Utc::now(),
+        )
         .await
         .expect_err("refused by the fence");
     assert!(refused.is_fenced(), "{refused}");

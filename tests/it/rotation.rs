@@ -389,3 +389,28 @@ fn seed(token: &str) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(token.as_bytes()))
 }
+
+#[tokio::test]
+async fn a_rotation_by_another_process_is_followed_not_repeated() {
+    // Two processes on one SQLite store (the daemon and `glwarden repair`),
+    // both started with the token that is due.
+    let (fx, config) = rotating(3).await;
+    let (daemon, store) = fx.checker(&config).await;
+    let (command, _) = fx.checker(&config).await;
+    repair_run(&command).await;
+    assert_eq!(fx.sim.rotations(), 1);
+    // The other takes the new token from the store before it asks GitLab:
+    // connected, nothing due, and the new token is not revoked by a second
+    // rotation of the old one.
+    let summary = repair_run(&daemon).await;
+    assert!(summary.rotations.is_empty(), "{:?}", summary.rotations);
+    assert_eq!(fx.sim.rotations(), 1);
+    let line = &report(&store).await.connections[0];
+    assert_eq!(
+        line.health.state,
+        State::Connected,
+        "{}",
+        line.health.detail
+    );
+    assert_eq!(live_tokens(&fx).len(), 1);
+}
