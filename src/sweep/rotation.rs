@@ -199,28 +199,8 @@ impl Sweeper {
                 )));
             }
         };
-        if let Some(version) = verdict.version.filter(|v| *v < SINCE) {
-            let why = format!(
-                "GitLab {}.{} has no token self-rotation (16.10 or later); rotate the token by hand",
-                version.major, version.minor
-            );
-            // A row to hold the failure; nothing was asked.
-            let claimed = self
-                .store
-                .rotation_begun(
-                    name,
-                    &seed,
-                    info.id as i64,
-                    Utc::now(),
-                    stale_before(&self.cfg),
-                )
-                .await?;
-            if !claimed {
-                return Ok(Rotated::Busy);
-            }
-            return self.failed(name, &info, why, false).await;
-        }
-        let expires_at = today_plus(new_lifetime_days(&info, days));
+        // Claimed first: the row also holds a refusal, and a claim another
+        // process holds means it decides.
         let claimed = self
             .store
             .rotation_begun(
@@ -238,6 +218,14 @@ impl Sweeper {
             );
             return Ok(Rotated::Busy);
         }
+        if let Some(version) = verdict.version.filter(|v| *v < SINCE) {
+            let why = format!(
+                "GitLab {}.{} has no token self-rotation (16.10 or later); rotate the token by hand",
+                version.major, version.minor
+            );
+            return self.failed(name, &info, why, false).await;
+        }
+        let expires_at = today_plus(new_lifetime_days(&info, days));
         let answer = client.rotate_self(expires_at).await;
         let rotated = match answer {
             Ok(rotated) => rotated,
