@@ -117,6 +117,13 @@ async fn a_token_expiring_in_three_days_is_rotated_once_and_the_new_one_is_used(
     assert_eq!((name.as_str(), *from), ("main", old_id));
     // GitLab revoked the old token; the new one is the user's one live token.
     assert!(fx.sim.token_by_secret(DUE).unwrap().revoked);
+    let refused = reqwest::Client::new()
+        .get(format!("{}/api/v4/user", fx.sim.base_url()))
+        .header("PRIVATE-TOKEN", DUE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "the old token is refused");
     let live = live_tokens(&fx);
     assert_eq!(live.len(), 1, "{live:?}");
     let new = &live[0];
