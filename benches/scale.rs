@@ -746,7 +746,7 @@ async fn status_page(n: usize, engine: Engine) -> Vec<Row> {
             pool.close().await;
             eprintln!("  after ANALYZE:");
             rows.push(Row {
-                scenario: "status page pg analyzed".into(),
+                scenario: "status page pg ANALYZE".into(),
                 ..measure().await
             });
         }
