@@ -201,6 +201,17 @@ pub fn routes() -> axum::Router<AppState> {
         )
         .route("/sign-out", axum::routing::post(super::operator::sign_out))
         .route("/actions", axum::routing::post(super::operator::act))
+        .layer(axum::middleware::map_response(no_store))
+}
+
+/// Pages and API answers are live state, and a signed-in page carries the
+/// session's CSRF token: no browser or proxy keeps a copy.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 async fn overview(state: &AppState, filter: &Filter) -> Result<Overview, PageError> {

@@ -287,7 +287,15 @@ async fn regenerate_from_the_page_needs_a_session_and_its_csrf_token() {
     }
     assert!(!set_cookie.contains(OPERATOR_TOKEN), "{set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let page = get_with(&daemon, &page_path, &cookie).await;
+    // A signed-in page (it carries the CSRF token) is never kept by a cache.
+    let answer = reqwest::Client::new()
+        .get(format!("http://{}{page_path}", daemon.listen))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["cache-control"], "no-store");
+    let page = answer.text().await.unwrap();
     assert!(
         page.contains("<button type=\"submit\">Regenerate deploy key</button>"),
         "{page}"
