@@ -678,7 +678,7 @@ async fn status_page(n: usize, engine: Engine) -> Vec<Row> {
         store: store.clone(),
         liveness: std::sync::Arc::new(server::Liveness::new(Duration::from_secs(60))),
         metrics_token: None,
-        config: None,
+        config: Default::default(),
         access: None,
         leading: Default::default(),
     });

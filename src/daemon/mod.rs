@@ -148,13 +148,14 @@ impl Daemon {
         } = self;
         let stop_server = CancellationToken::new();
         let leading: Arc<std::sync::RwLock<Option<Arc<Sweeper>>>> = Arc::default();
+        let page_config = Arc::new(std::sync::RwLock::new(Some(cfg.clone())));
         let server = {
             let app = server::router(AppState {
                 metrics: metrics.clone(),
                 store: store.clone(),
                 liveness: liveness.clone(),
                 metrics_token: cfg.metrics_token.clone().map(Arc::new),
-                config: Some(cfg.clone()),
+                config: page_config.clone(),
                 access: operator::Access::new(cfg.operator_token.clone(), cfg.read_token.clone())
                     .map(Arc::new),
                 leading: leading.clone(),
@@ -201,6 +202,7 @@ impl Daemon {
             metrics: metrics.clone(),
             leading: None,
             shared: leading,
+            page_config,
             cancel: CancellationToken::new(),
             running: None,
         };
@@ -405,6 +407,8 @@ struct Sweeps {
     leading: Option<Leading>,
     /// The leading sweeper as the status page's buttons see it.
     shared: Arc<std::sync::RwLock<Option<Arc<Sweeper>>>>,
+    /// The configuration as the status page sees it.
+    page_config: Arc<std::sync::RwLock<Option<Arc<Config>>>>,
     /// Cancelled on shutdown: running sweeps start no further checks.
     cancel: CancellationToken,
     /// The running sweep's start and its own cancellation (its deadline).
@@ -597,6 +601,7 @@ impl Sweeps {
                     leading.sweeper = Arc::new(sweeper);
                     *self.shared.write().expect("leading lock") = Some(leading.sweeper.clone());
                 }
+                *self.page_config.write().expect("config lock") = Some(cfg.clone());
                 self.cfg = cfg;
                 tracing::info!("configuration reloaded");
             }

@@ -304,7 +304,8 @@ async fn project(
             }
         })
         .collect();
-    let cfg: Option<&Arc<Config>> = state.config.as_ref();
+    let cfg: Option<Arc<Config>> = state.config();
+    let cfg = cfg.as_ref();
     let base = cfg
         .and_then(|c| c.connections.get(connection))
         .map(|c| c.base_url.to_string())

@@ -77,15 +77,22 @@ pub struct AppState {
     pub liveness: Arc<Liveness>,
     /// The bearer token `/metrics` asks for (`[http] metrics_token_file`).
     pub metrics_token: Option<Arc<secrecy::SecretString>>,
-    /// The configuration the daemon started with (the status page's
-    /// GitLab links and expected webhook URLs).
-    pub config: Option<Arc<crate::config::Config>>,
+    /// The configuration in force (the status page's GitLab links and
+    /// expected webhook URLs); a reload replaces it.
+    pub config: Arc<std::sync::RwLock<Option<Arc<crate::config::Config>>>>,
     /// The status page's operator and read tokens and session key; `None`:
     /// read-only and open to whoever reaches the listener.
     pub access: Option<Arc<super::operator::Access>>,
     /// The sweeper while this replica leads (the status page's buttons act
     /// through it); `None` on standby.
     pub leading: Arc<std::sync::RwLock<Option<Arc<crate::sweep::Sweeper>>>>,
+}
+
+impl AppState {
+    /// The configuration in force, if the daemon has one.
+    pub fn config(&self) -> Option<Arc<crate::config::Config>> {
+        self.config.read().expect("config lock").clone()
+    }
 }
 
 /// Connections served at once; more are closed on arrival (Prometheus and a

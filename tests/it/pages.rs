@@ -528,3 +528,42 @@ async fn a_read_token_guards_the_pages_and_the_api() {
     assert_eq!(refused.status(), 403);
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_changes_what_the_pages_expect() {
+    let (fx, projects, mut daemon) = fleet().await;
+    let page = format!("/projects/main/{}", projects[2].id);
+    let expected = |host: &str| format!("<code>https://{host}/hooks/{}</code>", projects[2].id);
+    assert!(
+        daemon
+            .get(&page)
+            .await
+            .1
+            .contains(&expected("ci.example.com"))
+    );
+    let file = fx.dir.path().join("glwarden.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("https://ci.example.com/hooks/{id}"), "{text}");
+    std::fs::write(
+        &file,
+        text.replace(
+            "https://ci.example.com/hooks/{id}",
+            "https://ci.internal.example/hooks/{id}",
+        ),
+    )
+    .unwrap();
+    daemon.reload().await;
+    wait_until(
+        "the page shows the reloaded URL",
+        Duration::from_secs(30),
+        || async {
+            daemon
+                .get(&page)
+                .await
+                .1
+                .contains(&expected("ci.internal.example"))
+        },
+    )
+    .await;
+    daemon.stop().await.unwrap();
+}
