@@ -163,8 +163,8 @@ pub(super) async fn project_command(
                     found.gitlab_id
                 );
             }
-            // The CI's copy of its private key goes with it.
-            if let Some(dir) = &cfg.raw.custody.key_dir {
+            // The CI's copy of its private key goes with it (a purge did it).
+            if let Some(dir) = cfg.raw.custody.key_dir.as_ref().filter(|_| !purge) {
                 let file = crate::custody::key_file_path(dir, &found.connection, found.gitlab_id);
                 match std::fs::remove_file(&file) {
                     Ok(()) => println!("deleted the key file {}", file.display()),

@@ -190,6 +190,26 @@ impl Config {
                 },
             );
         }
+        // A rotation revokes the token it rotates: another connection using
+        // the same one would be left with a revoked token.
+        for (name, conn) in connections
+            .iter()
+            .filter(|(_, c)| c.rotate_before_days.is_some())
+        {
+            use secrecy::ExposeSecret;
+            if let Some(other) = connections
+                .values()
+                .find(|o| o.name != *name && o.token.expose_secret() == conn.token.expose_secret())
+            {
+                return Err(invalid(
+                    format!("connections.{name}.rotate_before_days"),
+                    format!(
+                        "connection `{}` uses the same token, and a rotation revokes it: give each connection its own token",
+                        other.name
+                    ),
+                ));
+            }
+        }
         let master_key = SecretSource {
             section: "custody".into(),
             field: "master_key",
@@ -429,6 +449,17 @@ mod tests {
             assert!(err.contains("connections.main.rotate_before_days"), "{err}");
             assert!(err.contains(says), "{err}");
         }
+        // Another connection with the same token would be left with a revoked one.
+        let shared = format!(
+            "rotate_before_days = 7\n[connections.other]\nurl = \"https://other.example.com\"\ntoken_file = \"{}\"\n",
+            dir.path().join("token").display()
+        );
+        let err = config_with(dir.path(), &shared).err().unwrap().to_string();
+        assert!(err.contains("connections.main.rotate_before_days"), "{err}");
+        assert!(
+            err.contains("connection `other` uses the same token"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! A clean disconnect (`glwarden project remove --purge`, `[[discover]]
 //! purge_on_leave`): glwarden's deploy key and webhook deleted from GitLab,
 //! then the project removed from the inventory, its history kept. Only what
-//! glwarden owns is deleted: a key by its id and its material, a hook by
-//! its id and a URL glwarden was configured for; anything else on the
-//! project is left as it is. A 404 is success (already gone,
+//! glwarden owns is deleted: a key by its recorded id (or, with none, by its
+//! material) and its material, a hook by its recorded id and a URL
+//! glwarden was configured for; anything else on the project is left as
+//! it is. A 404 is success (already gone,
 //! docs/gitlab-contract.md §14). Through the journal: the ids are written
 //! before the first delete and each delete after it, so a crash resumes
 //! where it stopped.
@@ -37,26 +38,9 @@ impl Repairer {
                 .collect(),
             (None, None) => Vec::new(),
         };
-        let hook_ids = match project.hook_id {
-            Some(id) => vec![id as u64],
-            None => {
-                let templates = self.store.hook_url_templates().await?;
-                client
-                    .hooks(gitlab_id)
-                    .await?
-                    .iter()
-                    .filter(|h| {
-                        is_our_hook_url(
-                            &templates,
-                            project.webhook_url.as_ref(),
-                            project.gitlab_id,
-                            &h.url,
-                        )
-                    })
-                    .map(|h| h.id)
-                    .collect()
-            }
-        };
+        // A hook only by the id glwarden recorded (it made or adopted it): a
+        // URL alone may be shared by hooks a person or another tool added.
+        let hook_ids: Vec<u64> = project.hook_id.map(|id| id as u64).into_iter().collect();
         let record = Purge {
             key_ids,
             hook_ids,
@@ -79,8 +63,9 @@ impl Repairer {
 
     /// Finishes a purge from whatever step the journal says. A refusal
     /// that asking again cannot change (GitLab's 403, say) closes the
-    /// entry and leaves the project in the inventory, so that a person
-    /// decides; a transient failure keeps it, to be resumed.
+    /// entry and leaves the project as it is (the command says so; a sweep
+    /// purging a project that left discovery removes it anyway); a
+    /// transient failure keeps the entry, to be resumed.
     pub(super) async fn resume_purge(
         &self,
         client: &GitLab,
@@ -148,6 +133,16 @@ impl Repairer {
         }
         self.store.remove_project(project.id).await?;
         self.store.journal_finish(entry.id).await?;
+        // The CI's copy of its private key goes with it.
+        let mut key_file = String::new();
+        if let Some(dir) = &self.cfg.raw.custody.key_dir {
+            let file = crate::custody::key_file_path(dir, &project.connection, project.gitlab_id);
+            match std::fs::remove_file(&file) {
+                Ok(()) => key_file = format!("; key file {} deleted", file.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => key_file = format!("; key file {} not deleted: {e}", file.display()),
+            }
+        }
         let ids = |what: &str, ids: &[u64]| match ids {
             [] => format!("no {what}"),
             ids => format!(
@@ -164,9 +159,9 @@ impl Repairer {
             ids("hook", &record.hook_ids)
         );
         let after = match left.is_empty() {
-            true => "deleted at GitLab; removed from the inventory".to_owned(),
+            true => format!("deleted at GitLab; removed from the inventory{key_file}"),
             false => format!(
-                "removed from the inventory; left at GitLab: {}",
+                "removed from the inventory; left at GitLab: {}{key_file}",
                 left.join(", ")
             ),
         };

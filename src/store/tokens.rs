@@ -177,10 +177,13 @@ impl Store {
     }
 
     /// Stores the token a rotation gave, sealed, and ends the rotation: the
-    /// first thing done with GitLab's answer.
+    /// first thing done with GitLab's answer. An upsert: the row is there
+    /// whatever happened to it meanwhile.
+    #[allow(clippy::too_many_arguments)]
     pub async fn rotation_answered(
         &self,
         connection: &str,
+        seed: &str,
         token: &SecretString,
         token_id: i64,
         expires_at: Option<NaiveDate>,
@@ -191,19 +194,24 @@ impl Store {
             Owner::RotatedToken(connection),
             token.expose_secret().as_bytes(),
         )?);
-        on_pool!(self, |pool| sqlx::query(
-            "UPDATE rotated_tokens SET token = $2, token_id = $3, expires_at = $4, rotated_at = $5,
-                    begun_at = NULL, begun_from = NULL, failure = ''
-              WHERE connection = $1"
+        on_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO rotated_tokens (connection, seed, token, token_id, expires_at, rotated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (connection) DO UPDATE SET seed = excluded.seed, token = excluded.token,
+                 token_id = excluded.token_id, expires_at = excluded.expires_at,
+                 rotated_at = excluded.rotated_at, begun_at = NULL, begun_from = NULL, failure = ''"
         )
         .bind(connection)
+        .bind(seed)
         .bind(sealed.as_slice())
         .bind(token_id)
         .bind(expires_at)
         .bind(now)
         .execute(pool)
         .await
-        .map(|done| done.rows_affected()))?;
+        .map(|done| done.rows_affected())
+        })?;
         Ok(())
     }
 
@@ -293,7 +301,7 @@ mod tests {
         // Once the first stored its answer (token 8), token 7 is not rotated again.
         let new = SecretString::from("glpat-new-SECRET");
         store
-            .rotation_answered("main", &new, 8, None, &custody, t(0))
+            .rotation_answered("main", "seed", &new, 8, None, &custody, t(0))
             .await
             .unwrap();
         assert!(

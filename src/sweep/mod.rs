@@ -140,6 +140,9 @@ pub struct Sweeper {
     pub(crate) cfg: Arc<Config>,
     pub(crate) store: Store,
     pub(crate) clients: BTreeMap<String, Arc<GitLab>>,
+    /// Rotated tokens the store could not take yet, by connection: in use
+    /// from memory, and stored at the start of each sweep until it can.
+    unstored: std::sync::Mutex<BTreeMap<String, rotation::Answered>>,
 }
 
 /// The connections as probed at the start of a sweep.
@@ -201,6 +204,7 @@ impl Sweeper {
             cfg,
             store,
             clients,
+            unstored: Default::default(),
         })
     }
 
@@ -299,14 +303,24 @@ impl Sweeper {
                     Some(days) => days.min(self.cfg.raw.check.token_expiry_warning_days),
                     None => self.cfg.raw.check.token_expiry_warning_days,
                 };
-                // Before asking: the token may have been rotated by another process.
-                rotation::follow_rotation(&self.store, &self.cfg.custody, conn, client).await?;
+                // Before asking: a token rotated earlier is stored now if it
+                // could not be then, and one another process rotated is taken.
+                if !self.store_unstored(name).await {
+                    rotation::follow_rotation(&self.store, &self.cfg.custody, conn, client).await?;
+                }
                 let mut verdict = probe_connection(client, conn.kind, warning_days).await;
                 if conn.kind == crate::config::TokenKind::AccessToken {
                     let seed = rotation::seed_of(&conn.token);
-                    rotation::forget_if_replaced(&self.store, name, &seed).await?;
+                    // Only a repairing sweep, once the configured token is
+                    // seen to work: a command run with another token (a
+                    // stray environment variable) must not forget the
+                    // token the daemon rotated into.
+                    if rotate && verdict.usable {
+                        rotation::forget_if_replaced(&self.store, name, &seed).await?;
+                    }
                     let rotation = self.store.rotation(name, &self.cfg.custody, &seed).await?;
-                    rotation::explain_refusal(&mut verdict, rotation.as_ref());
+                    let stale = Utc::now() - rotation::claim_window(&self.cfg);
+                    rotation::explain_refusal(&mut verdict, rotation.as_ref(), stale);
                 }
                 Ok::<_, StoreError>((name, client, id, verdict))
             }

@@ -94,25 +94,41 @@ pub(crate) async fn forget_if_replaced(
     }
 }
 
-/// A connection refused after a rotation whose answer was lost says so.
-pub(crate) fn explain_refusal(verdict: &mut ConnectionVerdict, rotation: Option<&Rotation>) {
-    let Some(begun) = rotation.and_then(|r| r.begun_at) else {
+/// A connection refused while a rotation of its token is noted says why:
+/// the answer of a rotation that ended without one (or that nobody is
+/// finishing) is lost; one that another process has under way is not
+/// settled yet, and the check says `unknown` rather than flip the state.
+pub(crate) fn explain_refusal(
+    verdict: &mut ConnectionVerdict,
+    rotation: Option<&Rotation>,
+    stale_before: chrono::DateTime<Utc>,
+) {
+    let Some((rotation, begun)) = rotation.and_then(|r| r.begun_at.map(|at| (r, at))) else {
         return;
     };
     if verdict.observation.state() != State::NotConnected {
         return;
     }
     let from = rotation
-        .and_then(|r| r.begun_from)
+        .begun_from
         .map_or_else(String::new, |id| format!(" of token {id}"));
-    verdict.observation = Observation::definite(
-        State::NotConnected,
-        format!(
-            "{}: rotation answer lost (the rotation{from} begun at {} got no stored answer, and GitLab revoked the token it rotated); configure a new token",
-            verdict.observation.detail(),
-            begun.format("%Y-%m-%d %H:%M:%S UTC")
-        ),
-    );
+    let at = begun.format("%Y-%m-%d %H:%M:%S UTC");
+    // Refused either way: its projects are not asked with this token.
+    verdict.usable = false;
+    verdict.observation = if rotation.failure.is_empty() && begun >= stale_before {
+        Observation::unknown(format!(
+            "{}: a rotation{from} begun at {at} by another glwarden process is under way",
+            verdict.observation.detail()
+        ))
+    } else {
+        Observation::definite(
+            State::NotConnected,
+            format!(
+                "{}: rotation answer lost (the rotation{from} begun at {at} got no stored answer, and GitLab revoked the token it rotated); configure a new token",
+                verdict.observation.detail()
+            ),
+        )
+    };
 }
 
 /// Days of life the rotated token gets: the old token's, at most a year,
@@ -137,12 +153,19 @@ pub enum Rotated {
     Busy,
 }
 
-/// How long a claimed rotation may stay unended before another process
-/// takes it for a crash's: longer than the request and the check after it
-/// can take.
+/// How long a claimed rotation may stay unended before it is taken for
+/// one that no process is finishing (a crash, an answer that never came):
+/// longer than the claim's owner can wait for its slot and GitLab's answer
+/// (each of a 429's two pauses, the request, and GitLab still working on a
+/// request the client gave up on). 6 minutes with the defaults.
+pub(crate) fn claim_window(cfg: &crate::config::Config) -> chrono::TimeDelta {
+    let wait = cfg.raw.check.request_timeout() * 4
+        + std::time::Duration::from_secs(cfg.raw.check.max_rate_limit_wait_seconds) * 2;
+    chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::hours(1))
+}
+
 fn stale_before(cfg: &crate::config::Config) -> chrono::DateTime<Utc> {
-    let patience = cfg.raw.check.request_timeout() * 4 + std::time::Duration::from_secs(60);
-    Utc::now() - chrono::TimeDelta::from_std(patience).unwrap_or(chrono::TimeDelta::hours(1))
+    Utc::now() - claim_window(cfg)
 }
 
 impl Sweeper {
@@ -239,27 +262,27 @@ impl Sweeper {
                 }
                 return Ok(Rotated::Failed(e.to_string()));
             }
-            Err(e) if definite_refusal(&e) => {
-                let why = format!("GitLab refused the rotation: {e}; the token stays in use");
+            Err(e) if not_processed(&e) => {
+                let why = format!("GitLab did not take the rotation: {e}; the token stays in use");
                 return self.failed(name, &info, why, false).await;
             }
             Err(e) => return self.settle_unanswered(client, name, &info, e).await,
         };
         // Stored before anything else: GitLab has revoked the old token.
-        let stored = self
-            .store
-            .rotation_answered(
-                name,
-                &rotated.token,
-                rotated.id as i64,
-                rotated.expires_at,
-                &self.cfg.custody,
-                Utc::now(),
-            )
-            .await;
         client.set_token(&rotated.token);
+        let answer = Answered {
+            seed: seed.clone(),
+            token: rotated.token.clone(),
+            id: rotated.id,
+            expires_at: rotated.expires_at,
+        };
+        let stored = self.store_answer(name, &answer).await;
         if let Err(e) = &stored {
-            tracing::error!(connection = name, error = %e, "the rotated token could not be stored; it is used from memory, and a restart loses it");
+            tracing::error!(connection = name, error = %e, "the rotated token could not be stored; it is used from memory, stored again at each sweep, and lost if the process ends first");
+            self.unstored
+                .lock()
+                .expect("unstored lock")
+                .insert(name.to_owned(), answer);
         }
         let expiry = rotated
             .expires_at
@@ -282,12 +305,11 @@ impl Sweeper {
             outcome: if stored.is_ok() {
                 "ok"
             } else {
-                "ok (not stored: used from memory until a restart)"
+                "ok (not stored yet: used from memory, stored again at each sweep)"
             },
         };
         self.store.record_event(&event).await?;
         tracing::info!(connection = name, from = info.id, to = rotated.id, expiry = %expiry, "access token rotated");
-        stored?;
         // Asked again with the new token: the connection's state is its.
         let mut again = super::probe_connection(
             client,
@@ -306,7 +328,11 @@ impl Sweeper {
     }
 
     /// A rotation whose answer did not arrive (a timeout, a 5xx, an answer
-    /// not understood): did GitLab rotate? The old token tells.
+    /// not understood): GitLab may have rotated, or may still be doing so.
+    /// The old token refused says it did, and the answer is lost; the old
+    /// token still working says nothing yet (the request may still be
+    /// running), so the claim stays until [`claim_window`] has passed and
+    /// a later sweep finds out.
     async fn settle_unanswered(
         &self,
         client: &GitLab,
@@ -314,29 +340,69 @@ impl Sweeper {
         info: &AccessTokenInfo,
         e: ApiError,
     ) -> Result<Rotated, StoreError> {
-        match client.access_token_self().await {
-            Ok(now) if now.id == info.id && now.active && !now.revoked => {
-                let why = format!(
-                    "the rotation failed ({e}); GitLab did not rotate, and the token stays in use"
-                );
-                self.failed(name, info, why, false).await
+        let why = match client.access_token_self().await {
+            Err(check) if matches!(check.kind, ErrorKind::Unauthorized { .. }) => format!(
+                "rotation answer lost: GitLab rotated token {} but its answer did not arrive ({e}); the new token is unknown, configure a new token",
+                info.id
+            ),
+            _ => format!(
+                "the rotation's answer did not arrive ({e}); whether GitLab rotated is not known yet: the token stays in use, and a sweep after {} finds out",
+                (Utc::now() + claim_window(&self.cfg)).format("%H:%M:%S UTC")
+            ),
+        };
+        self.failed(name, info, why, true).await
+    }
+
+    /// Stores a rotation's answer, trying a few times: it is the only copy
+    /// of the new token.
+    async fn store_answer(&self, name: &str, answer: &Answered) -> Result<(), StoreError> {
+        let mut tries = 0;
+        loop {
+            let stored = self
+                .store
+                .rotation_answered(
+                    name,
+                    &answer.seed,
+                    &answer.token,
+                    answer.id as i64,
+                    answer.expires_at,
+                    &self.cfg.custody,
+                    Utc::now(),
+                )
+                .await;
+            match stored {
+                Err(e) if tries < 3 && !e.is_fenced() => {
+                    tries += 1;
+                    tracing::warn!(connection = name, error = %e, tries, "storing the rotated token failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1 << tries)).await;
+                }
+                other => return other,
             }
-            Err(check) if matches!(check.kind, ErrorKind::Unauthorized { .. }) => {
-                let why = format!(
-                    "rotation answer lost: GitLab rotated token {} but its answer did not arrive ({e}); the new token is unknown, configure a new token",
-                    info.id
-                );
-                self.failed(name, info, why, true).await
+        }
+    }
+
+    /// Stores the rotated tokens an earlier sweep could not (the first
+    /// thing of a sweep's connection step); true when `name` has one still
+    /// unstored, which is then the token in use.
+    pub(super) async fn store_unstored(&self, name: &str) -> bool {
+        let pending = self
+            .unstored
+            .lock()
+            .expect("unstored lock")
+            .get(name)
+            .cloned();
+        let Some(answer) = pending else {
+            return false;
+        };
+        match self.store_answer(name, &answer).await {
+            Ok(()) => {
+                self.unstored.lock().expect("unstored lock").remove(name);
+                tracing::info!(connection = name, "the rotated token is stored now");
+                false
             }
-            other => {
-                let seen = match other {
-                    Ok(_) => "the token's details changed".to_owned(),
-                    Err(check) => check.to_string(),
-                };
-                let why = format!(
-                    "the rotation's answer did not arrive ({e}), and whether GitLab rotated is not known yet ({seen}); the next sweep asks before anything else"
-                );
-                self.failed(name, info, why, true).await
+            Err(e) => {
+                tracing::error!(connection = name, error = %e, "the rotated token still cannot be stored; it is used from memory");
+                true
             }
         }
     }
@@ -387,10 +453,24 @@ impl Sweeper {
     }
 }
 
-/// A refusal after which GitLab changed nothing: a 4xx answer (scope,
-/// method, route, expiry limit). A 401 too: the token was dead already.
-fn definite_refusal(e: &ApiError) -> bool {
-    !e.is_transient() && !matches!(e.kind, ErrorKind::BadResponse { .. })
+/// An answer after which GitLab has certainly not rotated: a 4xx (scope,
+/// method, route, expiry limit; a 401 too: the token was dead already) or
+/// a 429 (throttled before the endpoint ran). A timeout, a 5xx, a lost
+/// connection or a 200 not understood may hide a rotation.
+fn not_processed(e: &ApiError) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::RateLimited { .. } | ErrorKind::RateLimitedUntil { .. }
+    ) || !e.is_transient()
+}
+
+/// A rotation's answer, kept until the store has it.
+#[derive(Clone)]
+pub(crate) struct Answered {
+    seed: String,
+    token: SecretString,
+    id: u64,
+    expires_at: Option<NaiveDate>,
 }
 
 fn today_plus(days: i64) -> Option<NaiveDate> {
@@ -439,23 +519,26 @@ mod tests {
     }
 
     #[test]
-    fn only_a_refusal_gitlab_answered_is_definite() {
+    fn only_an_answer_gitlab_gave_before_rotating_settles_it() {
         let error = |kind| ApiError {
             method: "POST",
             endpoint: "/personal_access_tokens/self/rotate".into(),
             kind,
         };
-        assert!(definite_refusal(&error(ErrorKind::Rejected {
+        assert!(not_processed(&error(ErrorKind::Rejected {
             status: 400,
             message: "Expiration date must be before 2027-12-01".into()
         })));
-        assert!(!definite_refusal(&error(ErrorKind::Timeout)));
-        assert!(!definite_refusal(&error(ErrorKind::Server {
+        assert!(not_processed(&error(ErrorKind::RateLimited {
+            retry_after: None
+        })));
+        assert!(!not_processed(&error(ErrorKind::Timeout)));
+        assert!(!not_processed(&error(ErrorKind::Server {
             status: 502,
             message: String::new()
         })));
         // A 200 whose body was not a token: GitLab may have rotated.
-        assert!(!definite_refusal(&error(ErrorKind::BadResponse {
+        assert!(!not_processed(&error(ErrorKind::BadResponse {
             status: 200,
             message: String::new()
         })));

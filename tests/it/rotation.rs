@@ -227,35 +227,64 @@ async fn assert_not_rotated(fx: &Fixture, store: &Store, sweeper: &Sweeper, says
     );
 }
 
-#[tokio::test]
-async fn a_rotation_answered_with_5xx_or_timing_out_leaves_the_old_token_in_use() {
-    let (fx, config) = rotating(3).await;
+/// A rotation GitLab's answer to which did not come (`fault`): the old
+/// token stays in use and the failure says it is not known yet whether
+/// GitLab rotated; once the claim's window has passed (10 s here: 4
+/// request timeouts of 2 s and 2 rate-limit waits of 1 s) and GitLab
+/// answers, a sweep rotates.
+async fn unanswered(fault: FaultKind) {
+    let (fx, config) = rotating_config(3).await;
+    let config = config
+        .edit(|c| c.check.max_rate_limit_wait_seconds = 1)
+        .write();
     let (sweeper, store) = fx.checker(&config).await;
-    fx.sim.inject(
-        Fault::on(
-            "/self/rotate",
-            FaultKind::Status {
-                code: 502,
-                html: true,
-            },
-        )
-        .method("POST"),
-    );
-    repair_run(&sweeper).await;
-    assert_not_rotated(&fx, &store, &sweeper, "GitLab did not rotate").await;
-
-    // No answer at all (the fixture's timeout is 2 s): the same.
-    fx.sim.clear_faults();
     fx.sim
-        .inject(Fault::on("/self/rotate", FaultKind::Hang).method("POST"));
+        .inject(Fault::on("/self/rotate", fault).method("POST"));
     repair_run(&sweeper).await;
-    assert_not_rotated(&fx, &store, &sweeper, "timed out").await;
-
-    // Once GitLab answers, the next sweep rotates and the failure clears.
+    assert_not_rotated(
+        &fx,
+        &store,
+        &sweeper,
+        "whether GitLab rotated is not known yet",
+    )
+    .await;
+    // Not asked again while the claim's window lasts.
+    let asked = || {
+        fx.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/self/rotate"))
+            .count()
+    };
+    assert_eq!(asked(), 1);
+    repair_run(&sweeper).await;
+    assert_eq!(asked(), 1);
     fx.sim.clear_faults();
-    repair_run(&sweeper).await;
-    assert_eq!(fx.sim.rotations(), 1);
+    wait_until(
+        "a sweep after the window rotates",
+        Duration::from_secs(60),
+        || async {
+            repair_run(&sweeper).await;
+            fx.sim.rotations() == 1
+        },
+    )
+    .await;
     assert!(store.rotation_failures().await.unwrap().is_empty());
+    assert_eq!(live_tokens(&fx).len(), 1);
+}
+
+#[tokio::test]
+async fn a_rotation_answered_with_5xx_leaves_the_old_token_in_use() {
+    unanswered(FaultKind::Status {
+        code: 502,
+        html: true,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rotation_timing_out_leaves_the_old_token_in_use() {
+    unanswered(FaultKind::Hang).await;
 }
 
 #[tokio::test]
@@ -337,13 +366,19 @@ async fn a_lost_answer_is_told_and_never_retried() {
 #[tokio::test]
 async fn a_daemon_killed_right_after_gitlab_answered_reports_the_answer_lost() {
     let (fx, config) = rotating_config(3).await;
+    let config = config.daemon("*/1 * * * * *", 0.0);
+    let listen = config.listen();
+    // Restarted with short timeouts: the claim's window is 10 s.
+    let restarted = config
+        .clone()
+        .edit(|c| c.check.max_rate_limit_wait_seconds = 1)
+        .file(&fx.dir.path().join("restarted.toml"))
+        .write();
     // A patient client: the answer's body (about 400 bytes, 8 bytes every
     // half second) is still arriving when the daemon is killed.
     let config = config
-        .daemon("*/1 * * * * *", 0.0)
-        .edit(|c| c.check.request_timeout_seconds = 120);
-    let listen = config.listen();
-    let config = config.write();
+        .edit(|c| c.check.request_timeout_seconds = 120)
+        .write();
     fx.sim.inject(
         Fault::on(
             "/self/rotate",
@@ -384,8 +419,24 @@ async fn a_daemon_killed_right_after_gitlab_answered_reports_the_answer_lost() {
     );
     store.close().await;
 
-    // Restarted: its first sweep tells what happened, and asks no rotation.
-    let mut daemon = fx.start_daemon(&config, &listen).await;
+    // Restarted. Until the claim's window has passed the killed process
+    // could still be rotating, so the connection is `unknown`; then the
+    // lost answer is told, and no rotation is asked.
+    let mut daemon = fx.start_daemon(&restarted, &listen).await;
+    wait_until(
+        "the lost answer is told",
+        Duration::from_secs(60),
+        || async {
+            let store = Store::open(&fx.db_path()).await.unwrap();
+            let told = report(&store).await.connections[0]
+                .health
+                .detail
+                .contains("rotation answer lost");
+            store.close().await;
+            told
+        },
+    )
+    .await;
     assert!(daemon.stop().await.success(), "{}", daemon.log());
     let store = Store::open(&fx.db_path()).await.unwrap();
     assert_answer_lost(&fx, &store).await;
