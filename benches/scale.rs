@@ -206,10 +206,31 @@ async fn build_world(n: usize, engine: Engine) -> (World, Db) {
     secret_file(dir.path(), "token", TOKEN);
     let (db, store) = open_store(engine, dir.path()).await;
     let conn = store.connection_id("main", &sim.base_url()).await.unwrap();
-    let paths: Vec<String> = (0..n)
+    add_fleet(&store, conn, &ids, &key).await;
+    store.close().await;
+    (
+        World {
+            sim,
+            dir,
+            ids,
+            hook_ids,
+        },
+        db,
+    )
+}
+
+/// Projects `gitlab_ids` of connection `conn` in the store, as `project
+/// add` would: paths `fleet/team-N/service-I`, one shared deploy key.
+async fn add_fleet(
+    store: &Store,
+    conn: i64,
+    gitlab_ids: &[u64],
+    key: &glwarden::keys::GeneratedKey,
+) {
+    let paths: Vec<String> = (0..gitlab_ids.len())
         .map(|i| format!("fleet/team-{}/service-{i}", i % 50))
         .collect();
-    let rows: Vec<NewProject> = ids
+    let rows: Vec<NewProject> = gitlab_ids
         .iter()
         .zip(&paths)
         .map(|(id, path)| NewProject {
@@ -227,16 +248,6 @@ async fn build_world(n: usize, engine: Engine) -> (World, Db) {
     for chunk in rows.chunks(5000) {
         store.upsert_projects(chunk).await.unwrap();
     }
-    store.close().await;
-    (
-        World {
-            sim,
-            dir,
-            ids,
-            hook_ids,
-        },
-        db,
-    )
 }
 
 /// A new, empty store of `engine` in (or, for PostgreSQL, with its password file in) `dir`.
@@ -587,27 +598,8 @@ async fn status_page(n: usize, engine: Engine) -> Vec<Row> {
         .await
         .unwrap();
     let key = generate_ed25519("bench").unwrap();
-    let paths: Vec<String> = (0..n)
-        .map(|i| format!("fleet/team-{}/service-{i}", i % 50))
-        .collect();
-    let projects: Vec<NewProject> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, path)| NewProject {
-            connection_id: conn,
-            gitlab_id: 1000 + i as u64,
-            path,
-            source: Source::Cli,
-            config_ref: None,
-            webhook_url: None,
-            public_key: Some(&key.public_openssh),
-            fingerprint: Some(&key.fingerprint),
-            from_config: false,
-        })
-        .collect();
-    for chunk in projects.chunks(5000) {
-        store.upsert_projects(chunk).await.unwrap();
-    }
+    let gitlab_ids: Vec<u64> = (0..n as u64).map(|i| 1000 + i).collect();
+    add_fleet(&store, conn, &gitlab_ids, &key).await;
     let ids: Vec<(i64, i64)> = store
         .active_projects()
         .await

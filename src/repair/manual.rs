@@ -134,12 +134,9 @@ impl Sweeper {
     /// finds; returns the number of state changes.
     pub async fn check_now(&self, project: &ProjectRow) -> Result<usize, SweepError> {
         let client = self.client_of(project)?.clone();
-        let verdict = probe_connection(
-            &client,
-            self.cfg.connections[&project.connection].kind,
-            self.cfg.raw.check.token_expiry_warning_days,
-        )
-        .await;
+        let conn = &self.cfg.connections[&project.connection];
+        let warning_days = crate::sweep::rotation::warning_days(&self.cfg, conn);
+        let verdict = probe_connection(&client, conn.kind, warning_days).await;
         Ok(self.recheck(&client, &verdict, project).await?)
     }
 }

@@ -285,51 +285,28 @@ mod tests {
         let (_kept, store) = empty_store().await;
         let custody = crate::custody::Custody::new(None, true).unwrap();
         let t = |minutes: i64| Utc::now() + chrono::TimeDelta::minutes(minutes);
-        // The first claim wins; a second one while it is under way does not.
-        assert!(
+        // A claim of token `from` at minute `at`, claims begun before minute `stale` being stale.
+        let claim = async |from: i64, at: i64, stale: i64| {
             store
-                .rotation_begun("main", "seed", 7, t(0), t(-5))
+                .rotation_begun("main", "seed", from, t(at), t(stale))
                 .await
                 .unwrap()
-        );
-        assert!(
-            !store
-                .rotation_begun("main", "seed", 7, t(0), t(-5))
-                .await
-                .unwrap()
-        );
+        };
+        // The first claim wins; a second one while it is under way does not.
+        assert!(claim(7, 0, -5).await);
+        assert!(!claim(7, 0, -5).await);
         // Once the first stored its answer (token 8), token 7 is not rotated again.
         let new = SecretString::from("glpat-new-SECRET");
         store
             .rotation_answered("main", "seed", &new, 8, None, &custody, t(0))
             .await
             .unwrap();
-        assert!(
-            !store
-                .rotation_begun("main", "seed", 7, t(1), t(-4))
-                .await
-                .unwrap()
-        );
+        assert!(!claim(7, 1, -4).await);
         // Token 8, due in turn, is.
-        assert!(
-            store
-                .rotation_begun("main", "seed", 8, t(1), t(-4))
-                .await
-                .unwrap()
-        );
+        assert!(claim(8, 1, -4).await);
         // A claim nobody ended (a crash) is stale after a while, not for ever.
-        assert!(
-            !store
-                .rotation_begun("main", "seed", 8, t(2), t(-3))
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .rotation_begun("main", "seed", 8, t(10), t(5))
-                .await
-                .unwrap()
-        );
+        assert!(!claim(8, 2, -3).await);
+        assert!(claim(8, 10, 5).await);
         // A new configured token (another seed) replaces the row at once.
         assert!(
             store

@@ -11,7 +11,7 @@
 pub mod connections;
 mod progress;
 mod project;
-mod rotation;
+pub(crate) mod rotation;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -190,7 +190,8 @@ impl Sweeper {
                 write_gate: store.write_gate().cloned(),
             };
             // The token this connection's was rotated into, if any.
-            let token = rotation::token_in_use(&store, &cfg.custody, conn).await?;
+            let rotated = rotation::stored_rotation(&store, &cfg.custody, conn).await?;
+            let token = rotation::token_in_use(conn, rotated.as_ref());
             let client =
                 GitLab::new(&conn.base_url, conn.kind, token, options).map_err(|source| {
                     SweepError::Client {
@@ -297,30 +298,28 @@ impl Sweeper {
                 // Each sweep asks a connection again, whatever an earlier
                 // sweep was told to wait beyond the cap.
                 client.forget_refusal();
-                // A token that glwarden rotates is `expiring` (a person's
-                // matter) only once its rotation is due and did not happen.
-                let warning_days = match conn.rotate_before_days {
-                    Some(days) => days.min(self.cfg.raw.check.token_expiry_warning_days),
-                    None => self.cfg.raw.check.token_expiry_warning_days,
-                };
                 // Before asking: a token rotated earlier is stored now if it
                 // could not be then, and one another process rotated is taken.
-                if !self.store_unstored(name).await {
-                    rotation::follow_rotation(&self.store, &self.cfg.custody, conn, client).await?;
+                let unstored = self.store_unstored(name).await;
+                let rotated =
+                    rotation::stored_rotation(&self.store, &self.cfg.custody, conn).await?;
+                if !unstored && conn.kind == crate::config::TokenKind::AccessToken {
+                    client.set_token(&rotation::token_in_use(conn, rotated.as_ref()));
                 }
-                let mut verdict = probe_connection(client, conn.kind, warning_days).await;
+                let mut verdict =
+                    probe_connection(client, conn.kind, rotation::warning_days(&self.cfg, conn))
+                        .await;
                 if conn.kind == crate::config::TokenKind::AccessToken {
-                    let seed = rotation::seed_of(&conn.token);
                     // Only a repairing sweep, once the configured token is
                     // seen to work: a command run with another token (a
                     // stray environment variable) must not forget the
                     // token the daemon rotated into.
                     if rotate && verdict.usable {
+                        let seed = rotation::seed_of(&conn.token);
                         rotation::forget_if_replaced(&self.store, name, &seed).await?;
                     }
-                    let rotation = self.store.rotation(name, &self.cfg.custody, &seed).await?;
                     let stale = Utc::now() - rotation::claim_window(&self.cfg);
-                    rotation::explain_refusal(&mut verdict, rotation.as_ref(), stale);
+                    rotation::explain_refusal(&mut verdict, rotated.as_ref(), stale);
                 }
                 Ok::<_, StoreError>((name, client, id, verdict))
             }

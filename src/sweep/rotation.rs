@@ -42,37 +42,36 @@ pub(crate) fn seed_of(token: &SecretString) -> String {
     )
 }
 
-/// The token `conn` uses: the one its configured token was rotated into,
-/// while that descends from it, else the configured one.
-pub(crate) async fn token_in_use(
+/// The rotation row of `conn`'s configured token, its token opened; none
+/// for OAuth connections and for a row of another configured token.
+pub(crate) async fn stored_rotation(
     store: &Store,
     custody: &crate::custody::Custody,
     conn: &Connection,
-) -> Result<SecretString, StoreError> {
+) -> Result<Option<Rotation>, StoreError> {
     if conn.kind != TokenKind::AccessToken {
-        return Ok(conn.token.clone());
+        return Ok(None);
     }
-    let rotation = store
+    store
         .rotation(&conn.name, custody, &seed_of(&conn.token))
-        .await?;
-    Ok(rotation
-        .and_then(|r| r.token)
-        .unwrap_or_else(|| conn.token.clone()))
+        .await
 }
 
-/// Uses the token a connection's configured one was rotated into, if that
-/// changed since the client was made: another glwarden process (`glwarden
-/// repair` beside the daemon) may have rotated it.
-pub(crate) async fn follow_rotation(
-    store: &Store,
-    custody: &crate::custody::Custody,
-    conn: &Connection,
-    client: &GitLab,
-) -> Result<(), StoreError> {
-    if conn.kind == TokenKind::AccessToken {
-        client.set_token(&token_in_use(store, custody, conn).await?);
-    }
-    Ok(())
+/// The token `conn` uses: the one its configured token was rotated into
+/// (`rotation`, from [`stored_rotation`]), else the configured one.
+pub(crate) fn token_in_use(conn: &Connection, rotation: Option<&Rotation>) -> SecretString {
+    rotation
+        .and_then(|r| r.token.clone())
+        .unwrap_or_else(|| conn.token.clone())
+}
+
+/// Days before its expiry at which a connection's token is `expiring` (a
+/// person's matter): `check.token_expiry_warning_days`, or sooner where
+/// glwarden rotates it, once its rotation is due and did not happen.
+pub(crate) fn warning_days(cfg: &crate::config::Config, conn: &Connection) -> u32 {
+    let warning = cfg.raw.check.token_expiry_warning_days;
+    conn.rotate_before_days
+        .map_or(warning, |days| days.min(warning))
 }
 
 /// Forgets a rotation row that descends from a token no longer configured
@@ -311,12 +310,8 @@ impl Sweeper {
         self.store.record_event(&event).await?;
         tracing::info!(connection = name, from = info.id, to = rotated.id, expiry = %expiry, "access token rotated");
         // Asked again with the new token: the connection's state is its.
-        let mut again = super::probe_connection(
-            client,
-            conn.kind,
-            self.cfg.raw.check.token_expiry_warning_days.min(days),
-        )
-        .await;
+        let mut again =
+            super::probe_connection(client, conn.kind, warning_days(&self.cfg, conn)).await;
         if again.version.is_none() {
             again.version = verdict.version;
         }

@@ -47,6 +47,26 @@ async fn chromedriver() -> Driver {
     driver
 }
 
+/// The element `locator` finds, waited for (at most 60 s): a page a click
+/// asked for may still be loading.
+async fn element(
+    browser: &fantoccini::Client,
+    locator: Locator<'_>,
+) -> fantoccini::elements::Element {
+    let what = format!("{locator:?}");
+    browser
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(locator)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Clicks the element `locator` finds, once it is there.
+async fn click(browser: &fantoccini::Client, locator: Locator<'_>) {
+    element(browser, locator).await.click().await.unwrap();
+}
+
 fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -92,10 +112,11 @@ async fn an_operator_regenerates_a_deleted_key_in_chromium() {
 
     // The overview lists the project whose key was deleted.
     browser.goto(&format!("{base}/")).await.unwrap();
-    let row = browser
-        .find(Locator::XPath("//tr[td/a[text()='acme/keyless']]"))
-        .await
-        .unwrap();
+    let row = element(
+        &browser,
+        Locator::XPath("//tr[td/a[text()='acme/keyless']]"),
+    )
+    .await;
     assert!(row.text().await.unwrap().contains("missing"));
     std::fs::write(
         screenshots().join("overview.png"),
@@ -104,59 +125,27 @@ async fn an_operator_regenerates_a_deleted_key_in_chromium() {
     .unwrap();
 
     // Sign in with the operator token.
-    browser
-        .find(Locator::LinkText("Sign in"))
+    click(&browser, Locator::LinkText("Sign in")).await;
+    element(&browser, Locator::Css("input[name=token]"))
         .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
         .send_keys(OPERATOR_TOKEN)
         .await
         .unwrap();
-    browser
-        .find(Locator::Css("form[action='/sign-in'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    // Each find after a click waits for the next page (a form's POST
-    // returns when it is answered, not when the click does).
-    browser
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("form[action='/sign-out']"))
-        .await
-        .expect("signed in");
+    click(&browser, Locator::Css("form[action='/sign-in'] button")).await;
+    // Each element after a click is waited for: the next page may still be
+    // loading (a form's POST returns when it is answered, not when the
+    // click does).
+    element(&browser, Locator::Css("form[action='/sign-out']")).await;
 
     // Open the project and press Regenerate.
-    browser
-        .find(Locator::LinkText("acme/keyless"))
+    click(&browser, Locator::LinkText("acme/keyless")).await;
+    click(
+        &browser,
+        Locator::XPath("//button[text()='Regenerate deploy key']"),
+    )
+    .await;
+    let result = element(&browser, Locator::Css("p[role=status]"))
         .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::XPath("//button[text()='Regenerate deploy key']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let result = browser
-        .wait()
-        .at_most(Duration::from_secs(60))
-        .for_element(Locator::Css("p[role=status]"))
-        .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -164,22 +153,15 @@ async fn an_operator_regenerates_a_deleted_key_in_chromium() {
 
     // Back on the project: the key is healthy after the re-check, and the
     // rotation is an event, done from the status page.
-    browser
-        .find(Locator::LinkText("Back to the project"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let key_row = browser
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::XPath("//tr[td[text()='deploy_key']][td/span]"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&browser, Locator::LinkText("Back to the project")).await;
+    let key_row = element(
+        &browser,
+        Locator::XPath("//tr[td[text()='deploy_key']][td/span]"),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
     assert!(key_row.contains("healthy"), "{key_row}");
     let page = browser.source().await.unwrap();
     assert!(

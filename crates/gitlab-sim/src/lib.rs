@@ -79,11 +79,19 @@ pub struct SimAccessToken {
 }
 
 impl SimAccessToken {
-    /// Neither revoked nor expired (tokens expire at midnight UTC starting
-    /// their expiry date).
+    /// Neither revoked nor expired.
     pub fn active(&self) -> bool {
-        let today = Utc::now().date_naive();
-        !self.revoked && self.expires_at.is_none_or(|d| d > today)
+        self.active_on(Utc::now().date_naive())
+    }
+
+    /// `PersonalAccessToken#active?` on `today`.
+    pub(crate) fn active_on(&self, today: NaiveDate) -> bool {
+        !self.revoked && !self.expired(today)
+    }
+
+    /// GitLab tokens expire at midnight UTC starting their expiry date.
+    pub(crate) fn expired(&self, today: NaiveDate) -> bool {
+        self.expires_at.is_some_and(|d| d <= today)
     }
 }
 

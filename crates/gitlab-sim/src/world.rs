@@ -50,48 +50,9 @@ pub(crate) struct User {
     pub created_at: DateTime<Utc>,
 }
 
-/// Personal, project and group access tokens (all PAT records in GitLab).
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct AccessToken {
-    pub id: u64,
-    pub user_id: u64,
-    pub name: String,
-    pub token: String,
-    pub scopes: Vec<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<NaiveDate>,
-    pub revoked: bool,
-    pub last_used_at: Option<DateTime<Utc>>,
-    /// The token this one replaced by rotation (`RotateService`).
-    pub previous_personal_access_token_id: Option<u64>,
-}
-
-impl AccessToken {
-    /// GitLab tokens expire at midnight UTC starting their expiry date.
-    pub fn expired(&self, today: NaiveDate) -> bool {
-        self.expires_at.is_some_and(|d| d <= today)
-    }
-
-    /// `PersonalAccessToken#active?`: neither revoked nor expired.
-    pub fn active(&self, today: NaiveDate) -> bool {
-        !self.revoked && !self.expired(today)
-    }
-
-    pub fn to_sim(&self) -> SimAccessToken {
-        SimAccessToken {
-            id: self.id,
-            user_id: self.user_id,
-            name: self.name.clone(),
-            token: self.token.clone(),
-            scopes: self.scopes.clone(),
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            revoked: self.revoked,
-            last_used_at: self.last_used_at,
-            previous_personal_access_token_id: self.previous_personal_access_token_id,
-        }
-    }
-}
+/// Personal, project and group access tokens (all PAT records in GitLab),
+/// stored as the public API shows them.
+pub(crate) type AccessToken = SimAccessToken;
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct OAuthApp {
@@ -486,7 +447,7 @@ impl World {
         }
         let today = Utc::now().date_naive();
         for t in self.tokens.values_mut() {
-            if t.id != id && family.contains(&t.id) && t.active(today) {
+            if t.id != id && family.contains(&t.id) && t.active_on(today) {
                 t.revoked = true;
             }
         }
@@ -494,7 +455,7 @@ impl World {
 
     /// An access token by its secret.
     pub fn access_token(&self, token: &str) -> Option<SimAccessToken> {
-        self.tokens.get(token).map(AccessToken::to_sim)
+        self.tokens.get(token).cloned()
     }
 
     /// A user's active access tokens, oldest first.
@@ -503,8 +464,8 @@ impl World {
         let mut out: Vec<SimAccessToken> = self
             .tokens
             .values()
-            .filter(|t| t.user_id == user && t.active(today))
-            .map(AccessToken::to_sim)
+            .filter(|t| t.user_id == user && t.active_on(today))
+            .cloned()
             .collect();
         out.sort_by_key(|t| t.id);
         out
