@@ -152,17 +152,22 @@ async fn an_operator_regenerates_a_deleted_key_in_chromium() {
     assert!(result.starts_with("done"), "{result}");
 
     // Back on the project: the key is healthy after the re-check, and the
-    // rotation is an event, done from the status page.
+    // rotation is an event, done from the status page. A daemon sweep that
+    // read GitLab before the new key was added may record `missing` after
+    // the re-check (seen in CI): the page is read again until the key shows
+    // healthy, which the next sweep confirms.
     click(&browser, Locator::LinkText("Back to the project")).await;
-    let key_row = element(
-        &browser,
-        Locator::XPath("//tr[td[text()='deploy_key']][td/span]"),
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
-    assert!(key_row.contains("healthy"), "{key_row}");
+    let project_url = format!("{base}/projects/main/{}", keyless.id);
+    let key_row = Locator::XPath("//tr[td[text()='deploy_key']][td/span]");
+    wait_until("the key shows healthy", Duration::from_secs(60), || async {
+        let row = element(&browser, key_row).await.text().await.unwrap();
+        if row.contains("healthy") {
+            return true;
+        }
+        browser.goto(&project_url).await.unwrap();
+        false
+    })
+    .await;
     let page = browser.source().await.unwrap();
     assert!(
         page.contains("<td>regenerate_deploy_key</td><td>status page (operator)</td>"),
